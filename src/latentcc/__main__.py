@@ -1,0 +1,3 @@
+from latentcc.cli import main
+
+raise SystemExit(main())

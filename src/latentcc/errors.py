@@ -1,0 +1,43 @@
+"""Error types and the one message shape every check uses.
+
+Errors name the parameter, the value and the fix, in the style of scikit-learn:
+"The 'k' parameter of knn_graph must be an int >= 1. Got 0 instead."
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+
+class LatentccError(ValueError):
+    """Bad input to a latentcc function: the message names the parameter and the fix."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message says which extra to install."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, corrupt or from another model."""
+
+
+def param_error(param: str, func: str, requirement: str, got: Any, fix: str | None = None) -> LatentccError:
+    """Build the standard error: "The 'k' parameter of knn_graph must be ... Got ... instead. Fix: ..."."""
+    msg = f"The '{param}' parameter of {func} must be {requirement}. Got {got!r} instead."
+    if fix:
+        msg += f" {fix}"
+    return LatentccError(msg)
+
+
+def require(module: str, extra: str, *, purpose: str = "", pip_name: str | None = None) -> ModuleType:
+    """Import an optional dependency lazily, or raise MissingExtraError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no branch - the message is what matters
+        what = f" for {purpose}" if purpose else ""
+        hint = f"pip install 'latentcc[{extra}]'"
+        if pip_name:
+            hint += f" (or: pip install {pip_name})"
+        raise MissingExtraError(f"The optional dependency '{module}' is needed{what} but is not installed: {hint}.") from e
