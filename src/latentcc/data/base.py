@@ -1,0 +1,540 @@
+"""Indexed datasets and deterministic stratified train/val/test splits.
+
+Every sample travels with its index (``(x, y, idx)``) so latents, cluster labels and LCC targets
+are addressed by position and nothing ever needs re-sorting. A split stores one storage tensor
+(or list of strings) shared by its train/val/test views plus an array of rows into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from latentcc.errors import LatentccError, param_error
+
+Kind = Literal["image", "text", "tabular"]
+KINDS: tuple[str, ...] = ("image", "text", "tabular")
+
+# Storage of all samples: images (N, C, H, W) uint8 (0..255) or float32 ([0, 1]); tabular (N, D)
+# float32; text a list of N strings.
+Storage = torch.Tensor | list[str]
+
+
+class IndexedDataset(Dataset[tuple[Any, int, int]]):
+    """Samples ``(x, y, idx)`` of one split; ``idx`` is the position in this split (0..len-1).
+
+    ``x`` is a float32 tensor: an image (C, H, W) with values in [0, 1] (unnormalised: models
+    normalise themselves), a feature vector (D,) for tabular data, or a ``str`` for text. ``y`` is
+    a python int, so the default collate gives a LongTensor.
+
+    Args:
+        data: storage shared with sibling splits: (N, C, H, W) uint8/float32 images, (N, D) float32
+            features, or a list of N strings (a numpy array is validated and converted). uint8
+            images are scaled to [0, 1] on access.
+        targets: (M,) int labels of this dataset's samples, in idx order.
+        classes: class names; labels are positions in this list.
+        kind: "image", "text" or "tabular".
+        rows: (M,) rows of ``data`` that make up this dataset, in idx order; default all rows.
+        source_index: (M,) row of each sample in the original full dataset; default ``rows``.
+    """
+
+    def __init__(
+        self,
+        data: Storage | np.ndarray,
+        targets: np.ndarray | Sequence[int],
+        *,
+        classes: Sequence[str],
+        kind: str,
+        rows: np.ndarray | None = None,
+        source_index: np.ndarray | None = None,
+    ) -> None:
+        if kind not in KINDS:
+            raise param_error("kind", "IndexedDataset", f"one of {list(KINDS)}", kind)
+        if not isinstance(data, torch.Tensor | list):  # tensors and lists are trusted storage
+            data = as_storage(data, kind, "IndexedDataset", param="data")
+        n_data = len(data)
+        self._data = data
+        self._rows = np.arange(n_data, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.targets: np.ndarray = np.asarray(targets, dtype=np.int64)
+        self.source_index: np.ndarray = (
+            self._rows.copy() if source_index is None else np.asarray(source_index, dtype=np.int64)
+        )
+        self.classes: list[str] = list(classes)
+        self.kind: str = kind
+        m = len(self._rows)
+        if self.targets.shape != (m,) or self.source_index.shape != (m,):
+            raise LatentccError(
+                f"IndexedDataset needs one target and one source index per row: got {m} rows, "
+                f"targets of shape {self.targets.shape} and source_index of shape {self.source_index.shape}."
+            )
+        if m and (self._rows.min() < 0 or self._rows.max() >= n_data):
+            raise param_error("rows", "IndexedDataset", f"row numbers in 0..{n_data - 1}", self._rows)
+        self._labels: list[int] = self.targets.tolist()  # python ints, looked up once per sample
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+        i = int(i)
+        if not 0 <= i < len(self._rows):
+            raise IndexError(f"index {i} is out of range for an IndexedDataset of length {len(self._rows)}")
+        row = int(self._rows[i])
+        data = self._data
+        if isinstance(data, list):
+            return data[row], self._labels[i], i
+        x = data[row]
+        if x.dtype == torch.uint8:
+            x = x.to(torch.float32).div_(255.0)
+        return x, self._labels[i], i
+
+    def __iter__(self) -> Iterator[tuple[Any, int, int]]:
+        for i in range(len(self._rows)):
+            yield self[i]
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of one ``x``: (C, H, W) for images, (D,) for tabular, None for text."""
+        if isinstance(self._data, list):
+            return None
+        return tuple(self._data.shape[1:])
+
+    def subset(self, indices: np.ndarray | torch.Tensor | Sequence[int]) -> IndexedDataset:
+        """A new dataset of the samples at ``indices`` (positions in this one), re-indexed 0..m-1.
+
+        The storage is shared, not copied; ``source_index`` is carried through. A boolean mask of
+        length ``len(self)`` is accepted too.
+        """
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+        if idx.dtype == np.bool_:
+            if idx.shape != (len(self),):
+                raise param_error(
+                    "indices", "IndexedDataset.subset", f"a mask of shape ({len(self)},)", idx.shape
+                )
+            idx = np.flatnonzero(idx)
+        if idx.size == 0:
+            idx = idx.astype(np.int64)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise param_error(
+                "indices",
+                "IndexedDataset.subset",
+                "a 1-D array of integer positions",
+                f"{idx.dtype} of shape {idx.shape}",
+            )
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise param_error(
+                "indices",
+                "IndexedDataset.subset",
+                f"positions in 0..{len(self) - 1}",
+                f"values from {idx.min()} to {idx.max()}",
+            )
+        return IndexedDataset(
+            self._data,
+            self.targets[idx],
+            classes=self.classes,
+            kind=self.kind,
+            rows=self._rows[idx],
+            source_index=self.source_index[idx],
+        )
+
+    def class_counts(self) -> np.ndarray:
+        """(K,) number of samples of each class."""
+        return np.bincount(self.targets, minlength=len(self.classes))
+
+    def __repr__(self) -> str:
+        return (
+            f"IndexedDataset(kind={self.kind!r}, n={len(self)}, classes={len(self.classes)}, "
+            f"input_shape={self.input_shape})"
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """Train/val/test splits of one dataset; all three share ``classes`` and ``kind``."""
+
+    name: str
+    train: IndexedDataset
+    val: IndexedDataset
+    test: IndexedDataset
+    classes: list[str]
+    kind: str
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            ds = getattr(self, split)
+            if ds.classes != self.classes or ds.kind != self.kind:
+                raise LatentccError(
+                    f"DatasetSplits '{self.name}': the {split} split has classes {ds.classes} and kind "
+                    f"{ds.kind!r}, but the splits were declared with {self.classes} and {self.kind!r}."
+                )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) for images, (D,) for tabular, None for text."""
+        return self.train.input_shape
+
+    def summary(self) -> dict[str, Any]:
+        """Sizes, classes and per-split class counts (lists aligned with ``classes``), JSON-ready."""
+        splits = {"train": self.train, "val": self.val, "test": self.test}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "sizes": {k: len(v) for k, v in splits.items()},
+            "class_counts": {k: v.class_counts().tolist() for k, v in splits.items()},
+        }
+
+
+# ----------------------------------------------------------------------------- validation at the door
+
+
+def as_storage(x: Any, kind: str, func: str, param: str = "x") -> Storage:
+    """Validate samples and convert them to the storage ``IndexedDataset`` keeps.
+
+    images: (N, H, W) or (N, C, H, W) ints in 0..255 (kept as uint8) or floats in [0, 1] (float32);
+    tabular: (N, D) finite numbers (float32); text: a sequence of N strings.
+    """
+    if kind not in KINDS:
+        raise param_error("kind", func, f"one of {list(KINDS)}", kind)
+    if kind == "text":
+        if isinstance(x, str) or not isinstance(x, Sequence | np.ndarray):
+            raise param_error(param, func, "a sequence of strings for text data", type(x).__name__)
+        texts = list(x)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise param_error(
+                    param, func, "a sequence of strings for text data", f"{type(t).__name__} at position {i}"
+                )
+        return [str(t) for t in texts]  # plain str, also for numpy string scalars
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+    else:
+        arr = np.asarray(x)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise param_error(
+                param, func, f"a numeric array for {kind} data", f"an array of dtype {arr.dtype}"
+            )
+        if not arr.flags.writeable:  # torch would warn about sharing memory with a read-only array
+            arr = arr.copy()
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.dtype == torch.bool or t.is_complex():
+        raise param_error(param, func, f"real-valued {kind} data", t.dtype)
+    if kind == "tabular":
+        if t.ndim != 2:
+            raise param_error(param, func, "a 2-D (N, D) array for tabular data", f"shape {tuple(t.shape)}")
+        t = t.to(torch.float32)
+        _check_finite(t, param, func)
+        return t.contiguous()
+    # images
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    if t.ndim != 4:
+        raise param_error(param, func, "images of shape (N, H, W) or (N, C, H, W)", f"shape {tuple(t.shape)}")
+    if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+        raise param_error(
+            param,
+            func,
+            "channels-first images (N, C, H, W)",
+            f"shape {tuple(t.shape)}, which looks channels-last",
+            "Fix: pass x.permute(0, 3, 1, 2) (torch) or x.transpose(0, 3, 1, 2) (numpy).",
+        )
+    if t.numel() == 0:
+        return t.to(torch.uint8).contiguous()
+    if t.is_floating_point():
+        _check_finite(t, param, func)
+        lo, hi = float(t.min()), float(t.max())
+        if lo < 0.0 or hi > 1.0:
+            raise param_error(
+                param,
+                func,
+                "float images with values in [0, 1] (unnormalised; models normalise themselves)",
+                f"values from {lo:g} to {hi:g}",
+                "Fix: pass uint8 pixels 0..255, or divide by the maximum pixel value.",
+            )
+        return t.to(torch.float32).contiguous()
+    lo_i, hi_i = int(t.min()), int(t.max())
+    if lo_i < 0 or hi_i > 255:
+        raise param_error(
+            param,
+            func,
+            "integer images with pixels in 0..255",
+            f"values from {lo_i} to {hi_i}",
+            "Fix: rescale to floats in [0, 1].",
+        )
+    return t.to(torch.uint8).contiguous()
+
+
+def _check_finite(t: torch.Tensor, param: str, func: str) -> None:
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad.reshape(len(t), -1).any(dim=1)).flatten()[:5].tolist()
+        raise param_error(
+            param,
+            func,
+            "finite (no NaN or inf)",
+            f"{int(bad.sum())} non-finite values, in samples {rows}{' ...' if int(bad.sum()) > len(rows) else ''}",
+            "Fix: drop or impute those samples.",
+        )
+
+
+def check_labels(y: Any, n: int, classes: Sequence[str], func: str, param: str = "y") -> np.ndarray:
+    """(N,) int64 labels in 0..K-1 with N == n, or a LatentccError naming the offending values."""
+    arr = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if arr.ndim != 1 or len(arr) != n:
+        raise param_error(param, func, f"a 1-D array of {n} labels (one per sample)", f"shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if (
+            np.issubdtype(arr.dtype, np.floating)
+            and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
+        ):
+            arr = arr.astype(np.int64)
+        else:
+            raise param_error(
+                param,
+                func,
+                "integer class labels",
+                f"an array of dtype {arr.dtype}",
+                "Fix: map class names to 0..K-1 (e.g. np.unique(y, return_inverse=True)) and pass classes=.",
+            )
+    arr = arr.astype(np.int64)
+    k = len(classes)
+    bad = (arr < 0) | (arr >= k)
+    if bad.any():
+        offending = np.unique(arr[bad])
+        raise param_error(
+            param,
+            func,
+            f"integer labels in 0..{k - 1} (one per class in classes, {k} given)",
+            f"{int(bad.sum())} labels outside that range: {offending[:10].tolist()}{' ...' if len(offending) > 10 else ''}",
+            "Fix: pass one class name per label value, or remap labels to 0..K-1 "
+            "(e.g. np.unique(y, return_inverse=True)).",
+        )
+    return arr
+
+
+def check_classes(classes: Any, func: str) -> list[str]:
+    """At least two unique class names, as strings."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence | np.ndarray):
+        raise param_error("classes", func, "a list of class names", type(classes).__name__)
+    names = [str(c) for c in classes]
+    if len(names) < 2:
+        raise param_error(
+            "classes",
+            func,
+            "a list of at least 2 class names",
+            names,
+            "Fix: classification needs two or more classes.",
+        )
+    if len(set(names)) != len(names):
+        dupes = sorted({c for c in names if names.count(c) > 1})
+        raise param_error("classes", func, "unique class names", f"duplicates {dupes}")
+    return names
+
+
+def _check_fraction(value: Any, param: str, func: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
+        raise param_error(param, func, "a float in [0, 1)", value)
+    return float(value)
+
+
+def _check_int(value: Any, param: str, func: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < minimum:
+        raise param_error(param, func, f"an int >= {minimum}", value)
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def _allocate(quota: np.ndarray, total: int, cap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Integer counts per class summing to ``total``, each the floor or ceiling of its quota.
+
+    Largest-remainder rounding (ties broken by the seeded generator), never above ``cap``.
+    """
+    counts = np.minimum(np.floor(quota).astype(np.int64), cap)
+    tiebreak = rng.permutation(len(quota))
+    while (short := total - int(counts.sum())) > 0:
+        remainder = np.where(counts < cap, quota - counts, -np.inf)
+        order = np.lexsort((tiebreak, -remainder))
+        eligible = order[counts[order] < cap[order]]
+        if eligible.size == 0:
+            break
+        counts[eligible[:short]] += 1
+    return counts
+
+
+def _round_total(n: int, fraction: float) -> int:
+    """round(n * fraction), but at least 1 when the fraction is positive (a requested split is never empty)."""
+    if fraction <= 0.0 or n == 0:
+        return 0
+    return max(1, int(np.floor(n * fraction + 0.5)))
+
+
+def _stratified_pick(y: np.ndarray, size: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of a stratified random subset of ``size`` samples."""
+    n_c = np.bincount(y, minlength=k)
+    take = _allocate(n_c * (size / len(y)), size, n_c, rng)
+    return np.sort(_carve(y, [take], k, rng)[0])
+
+
+def _carve(y: np.ndarray, counts: list[np.ndarray], k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Split positions by class: part j takes ``counts[j][c]`` random samples of class c; the rest is last.
+
+    Vectorised: one random permutation, stably sorted by label, gives each class its samples in
+    random order; a sample's rank within its class decides its part.
+    """
+    perm = rng.permutation(len(y))
+    order = perm[np.argsort(y[perm], kind="stable")]
+    labels = y[order]
+    starts = np.concatenate(([0], np.cumsum(np.bincount(y, minlength=k))[:-1]))
+    rank = np.arange(len(y)) - starts[labels]
+    part = np.full(len(y), len(counts), dtype=np.int64)
+    bounds = np.cumsum(np.stack(counts), axis=0)  # (J, K): part j holds ranks [bounds[j-1], bounds[j])
+    for j in reversed(range(len(counts))):  # earlier parts overwrite later ones
+        part[rank < bounds[j][labels]] = j
+    return [order[part == j] for j in range(len(counts) + 1)]
+
+
+def make_splits(
+    x: Any,
+    y: Any,
+    classes: Sequence[str],
+    *,
+    name: str,
+    kind: str,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    max_samples: int | None = None,
+    test: tuple[Any, Any] | None = None,
+) -> DatasetSplits:
+    """Deterministic stratified train/val/test splits of ``(x, y)``.
+
+    Args:
+        x: images (N, H, W) / (N, C, H, W) as uint8 0..255 or floats in [0, 1]; tabular (N, D);
+            or N strings (``kind="text"``).
+        y: (N,) int labels in 0..len(classes)-1.
+        classes: class names (at least 2).
+        name, kind: dataset name and "image" | "text" | "tabular".
+        seed: every random choice (subset, split, order) is drawn from ``np.random.default_rng(seed)``.
+        val_fraction, test_fraction: fractions of the samples, each in [0, 1) with sum < 1. Every
+            class contributes its share rounded to within one sample; a positive fraction gives at
+            least one sample, 0 gives an empty split.
+        max_samples: first keep a stratified random subset of this many samples (of train + test
+            when ``test`` is given, in proportion); None keeps all.
+        test: the dataset's own test set ``(x_test, y_test)``: used as the test split, and
+            ``test_fraction`` is ignored; val is ``val_fraction`` of ``(x, y)``. Its source
+            indices are numbered after the N training rows.
+
+    Each split lists its samples in a seeded random order (never sorted by label).
+    """
+    func = "make_splits"
+    names = check_classes(classes, func)
+    k = len(names)
+    seed = _check_int(seed, "seed", func, 0)
+    vf = _check_fraction(val_fraction, "val_fraction", func)
+    tf = _check_fraction(test_fraction, "test_fraction", func)
+    if test is None and vf + tf >= 1.0:
+        raise param_error(
+            "val_fraction",
+            func,
+            "such that val_fraction + test_fraction < 1",
+            f"{vf} + {tf}",
+            "Fix: leave room for training.",
+        )
+    if max_samples is not None:
+        max_samples = _check_int(max_samples, "max_samples", func, 1)
+    data = as_storage(x, kind, func)
+    labels = check_labels(y, len(data), names, func)
+    rng = np.random.default_rng(seed)
+
+    test_data: Storage | None = None
+    if test is not None:
+        if not isinstance(test, tuple | list) or len(test) != 2:
+            raise param_error("test", func, "a pair (x_test, y_test)", type(test).__name__)
+        test_data = as_storage(test[0], kind, func, param="test")
+        test_labels = check_labels(test[1], len(test_data), names, func, param="test")
+        if isinstance(data, torch.Tensor) and isinstance(test_data, torch.Tensor):
+            if data.shape[1:] != test_data.shape[1:] or data.dtype != test_data.dtype:
+                raise param_error(
+                    "test",
+                    func,
+                    f"samples like x: shape {tuple(data.shape[1:])}, {data.dtype}",
+                    f"shape {tuple(test_data.shape[1:])}, {test_data.dtype}",
+                )
+
+    n = len(data)
+    n_total = n + (len(test_data) if test_data is not None else 0)
+    if n == 0:
+        raise param_error("x", func, "at least one sample", "an empty dataset")
+    keep = np.arange(n, dtype=np.int64)
+    keep_test = np.arange(n_total - n, dtype=np.int64)
+    if max_samples is not None and max_samples < n_total:
+        if test_data is None:
+            keep = _stratified_pick(labels, max_samples, k, rng)
+        else:
+            n_keep = int(np.floor(max_samples * n / n_total + 0.5))
+            keep = _stratified_pick(labels, n_keep, k, rng) if n_keep else keep[:0]
+            keep_test = _stratified_pick(test_labels, max_samples - n_keep, k, rng)
+        # Compact the storage so a small subset of a big dataset holds only its own rows.
+        data = _take(data, keep)
+        labels = labels[keep]
+        if test_data is not None:
+            test_data = _take(test_data, keep_test)
+            test_labels = test_labels[keep_test]
+
+    n_c = np.bincount(labels, minlength=k)
+    if test_data is None:
+        n_test = _allocate(n_c * tf, _round_total(len(labels), tf), n_c, rng)
+    else:
+        n_test = np.zeros(k, dtype=np.int64)
+    n_val = _allocate(n_c * vf, _round_total(len(labels), vf), n_c - n_test, rng)
+    test_pos, val_pos, train_pos = _carve(labels, [n_test, n_val], k, rng)
+
+    def view(storage: Storage, targets: np.ndarray, pos: np.ndarray, source: np.ndarray) -> IndexedDataset:
+        pos = rng.permutation(pos)  # a random order, so no split is sorted by label
+        return IndexedDataset(
+            storage, targets[pos], classes=names, kind=kind, rows=pos, source_index=source[pos]
+        )
+
+    train = view(data, labels, train_pos, keep)
+    val = view(data, labels, val_pos, keep)
+    if test_data is None:
+        test_ds = view(data, labels, test_pos, keep)
+    else:
+        test_ds = view(test_data, test_labels, np.arange(len(test_labels)), n + keep_test)
+
+    for split, ds, frac in (
+        ("train", train, 1.0),
+        ("val", val, vf),
+        ("test", test_ds, tf if test is None else 1.0),
+    ):
+        if frac > 0 and len(ds) == 0:
+            raise LatentccError(
+                f"make_splits('{name}'): the {split} split is empty ({n_total} samples, "
+                f"val_fraction={vf}, test_fraction={tf}, max_samples={max_samples}). "
+                "Fix: use more samples or smaller fractions; every split needs at least one sample."
+            )
+    return DatasetSplits(name=name, train=train, val=val, test=test_ds, classes=names, kind=kind)
+
+
+def _take(data: Storage, rows: np.ndarray) -> Storage:
+    if isinstance(data, list):
+        return [data[i] for i in rows.tolist()]
+    return data[torch.from_numpy(rows)].contiguous()
+
+
+__all__ = ["KINDS", "DatasetSplits", "IndexedDataset", "Kind", "make_splits"]

@@ -1,0 +1,210 @@
+"""Name the layers of a model, capture their outputs, and pool them into one vector per sample.
+
+Users target layers *by name*, never by subclassing their model. One matcher is used everywhere:
+a requested name matches (1) exactly, (2) as a dotted suffix (``"fc"`` matches ``"backbone.head.fc"``
+but not ``"backbone.head.myfc"``), or (3) as a regex when written ``"re:<pattern>"`` (fullmatch).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+
+from latentcc.errors import LatentccError, param_error
+
+__all__ = ["POOLS", "capture", "list_layers", "pool_latent", "resolve_layers"]
+
+POOLS = ("avg", "flatten")
+_REGEX_PREFIX = "re:"
+_HOW_TO_LIST = "List every layer name with latentcc.list_layers(model) or `latentcc layers --model ...`."
+
+
+def list_layers(model: nn.Module, *, leaves_only: bool = False) -> list[str]:
+    """Names of the submodules of ``model`` as in ``model.named_modules()``, without the root ``""``.
+
+    These are the names ``layers=`` accepts. ``leaves_only=True`` keeps modules without children.
+    """
+    return [
+        name
+        for name, module in model.named_modules()
+        if name and (not leaves_only or next(module.children(), None) is None)
+    ]
+
+
+def resolve_layers(
+    model: nn.Module, layers: str | Sequence[str], *, func: str = "resolve_layers"
+) -> dict[str, nn.Module]:
+    """Map requested layer names to ``{full name: module}``, in the order requested, without duplicates.
+
+    Each request matches by exact name, then by dotted suffix (an error if several layers end with
+    it), or by regex when written ``"re:<pattern>"`` (fullmatch; may select several layers).
+    ``func`` names the calling public function in error messages.
+    """
+    requests = _validate_requests(layers, func)
+    modules = dict(model.named_modules())
+    modules.pop("", None)
+    names = list(modules)
+    resolved: dict[str, nn.Module] = {}
+    for req in requests:
+        for name in _match(req, names, func):
+            resolved.setdefault(name, modules[name])
+    return resolved
+
+
+@contextmanager
+def capture(
+    model: nn.Module, layers: str | Sequence[str], *, detach: bool = False
+) -> Iterator[dict[str, Tensor]]:
+    """Context manager yielding ``{full layer name: latest output tensor}``, filled by each forward pass.
+
+    The tensor is the layer's output, or its first element when the layer returns a tuple/list
+    (Hugging Face layers do), or ``last_hidden_state`` / the first tensor value when it returns a
+    ``ModelOutput``/dict. Outputs keep their autograd graph unless ``detach=True``, so a loss on a
+    captured latent trains the model. Hooks are removed on exit, also when the body raises.
+
+    >>> with capture(model, ["fc1"]) as out:
+    ...     logits = model(x)
+    >>> z = out["backbone.fc1"]  # (B, D)
+    """
+    resolved = resolve_layers(model, layers, func="capture")
+    outputs: dict[str, Tensor] = {}
+    handles = []
+    try:
+        for name, module in resolved.items():
+            handles.append(module.register_forward_hook(_make_hook(name, outputs, detach)))
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def pool_latent(t: Tensor, pool: str = "avg", *, mask: Tensor | None = None) -> Tensor:
+    """Reduce a layer output to one vector per sample: ``(B, ...) -> (B, D)``.
+
+    ``pool="avg"``: ``(B, C, H, W)`` (or any ``(B, C, *spatial)``, ndim >= 4) -> mean over the
+    spatial dims, ``(B, C)``; ``(B, T, D)`` token sequences -> mean over ``T``, ``(B, D)``, counting
+    only positions where ``mask`` (``(B, T)``, 1 = real token) is non-zero when a mask is given;
+    ``(B, D)`` is returned unchanged. ``pool="flatten"``: ``reshape(B, -1)``.
+    """
+    if not isinstance(t, Tensor) or t.ndim < 2:
+        got = f"a tensor of shape {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+        raise param_error("t", "pool_latent", "a tensor with a batch dimension, (B, ...) with ndim >= 2", got)
+    if pool not in POOLS:
+        raise param_error("pool", "pool_latent", f"one of {list(POOLS)}", pool)
+    if mask is not None and (t.ndim != 3 or tuple(mask.shape) != tuple(t.shape[:2])):
+        raise param_error(
+            "mask",
+            "pool_latent",
+            f"None or a (B, T) = {tuple(t.shape[:2])} attention mask for a (B, T, D) sequence",
+            f"a mask of shape {tuple(mask.shape)} for t of shape {tuple(t.shape)}",
+        )
+    if pool == "flatten":
+        return t.reshape(t.shape[0], -1)
+    if t.ndim == 2:
+        return t
+    if t.ndim == 3:
+        if mask is None:
+            return t.mean(dim=1)
+        w = mask.to(dtype=t.dtype, device=t.device).unsqueeze(-1)  # (B, T, 1)
+        return (t * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+    return t.mean(dim=tuple(range(2, t.ndim)))
+
+
+def _validate_requests(layers: Any, func: str) -> list[str]:
+    if isinstance(layers, str):
+        requests = [layers]
+    elif isinstance(layers, Sequence) and all(isinstance(r, str) for r in layers):
+        requests = list(layers)
+    else:
+        raise param_error("layers", func, "a layer name or a list of layer names", layers, _HOW_TO_LIST)
+    if not requests or any(not r for r in requests):
+        raise param_error("layers", func, "non-empty layer names (the root model itself has no name)", layers)
+    return requests
+
+
+def _match(req: str, names: list[str], func: str) -> list[str]:
+    """Full names matched by one request; raises LatentccError when none (or an ambiguous suffix) match."""
+    if req.startswith(_REGEX_PREFIX):
+        pattern = req[len(_REGEX_PREFIX) :]
+        try:
+            regex = re.compile(pattern)
+        except re.error as e:
+            raise param_error("layers", func, "valid 're:<regex>' patterns", req, f"Regex error: {e}.") from e
+        hits = [n for n in names if regex.fullmatch(n)]
+        if not hits:
+            raise param_error(
+                "layers",
+                func,
+                "patterns that fully match at least one layer name",
+                req,
+                f"{_did_you_mean(pattern, names)}{_HOW_TO_LIST}",
+            )
+        return hits
+    if req in names:
+        return [req]
+    hits = [n for n in names if n.endswith("." + req)]
+    if len(hits) == 1:
+        return hits
+    if hits:
+        raise param_error(
+            "layers",
+            func,
+            "a name that identifies one layer",
+            req,
+            f"It is a suffix of {len(hits)} layers: {hits}. Pass one of these full names, "
+            "or 're:<regex>' to select several.",
+        )
+    raise param_error(
+        "layers",
+        func,
+        "names of layers of the model (exact, dotted suffix, or 're:<regex>')",
+        req,
+        f"{_did_you_mean(req, names)}{_HOW_TO_LIST}",
+    )
+
+
+def _did_you_mean(req: str, names: list[str]) -> str:
+    """Close matches of ``req`` among the full names and among their suffixes of the same depth."""
+    depth = req.count(".") + 1
+    by_suffix: dict[str, list[str]] = {}
+    for n in names:
+        by_suffix.setdefault(".".join(n.split(".")[-depth:]), []).append(n)
+    close = difflib.get_close_matches(req, names, n=5)
+    for suffix in difflib.get_close_matches(req, list(by_suffix), n=5):
+        close += [n for n in by_suffix[suffix] if n not in close]
+    if not close:
+        return ""
+    return f"Did you mean {', '.join(repr(c) for c in close[:5])}? "
+
+
+def _make_hook(name: str, outputs: dict[str, Tensor], detach: bool) -> Any:
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        t = _first_tensor(output, name)
+        outputs[name] = t.detach() if detach else t
+
+    return hook
+
+
+def _first_tensor(output: Any, name: str) -> Tensor:
+    """The tensor that stands for a layer's output (see ``capture``)."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, Mapping):  # HF ModelOutput is an OrderedDict
+        hidden = output.get("last_hidden_state")
+        if isinstance(hidden, Tensor):
+            return hidden
+        for value in output.values():
+            if isinstance(value, Tensor):
+                return value
+    raise LatentccError(
+        f"Layer '{name}' returned {type(output).__name__}, which holds no tensor latentcc can capture "
+        "(a tensor, a tuple/list whose first element is a tensor, or a dict/ModelOutput with a tensor). "
+        "Capture a submodule of it that returns a tensor; see latentcc.list_layers(model)."
+    )

@@ -1,0 +1,160 @@
+"""Training checkpoints as safetensors + JSON, written atomically and verified by checksum.
+
+Layout of ``<run>/checkpoints/``::
+
+    epoch-0003/model.safetensors      model weights
+    epoch-0003/state.safetensors      every other tensor (optimizer moments, RNG states)
+    epoch-0003/state.json             the rest (epoch, step, best so far, scheduler, param groups)
+    epoch-0003/MANIFEST.json          sha256 of each file above; written last
+    latest.json                       {"dir": "epoch-0003"}; replaced atomically after MANIFEST
+
+A checkpoint is written into a temporary folder and renamed into place, then ``latest.json`` is
+swapped, so an interruption at any point leaves the previous checkpoint intact and pointed to.
+No pickle is involved anywhere: loading a checkpoint never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from latentcc.atomic import _fsync_dir, atomic_write_json, sha256_file
+from latentcc.errors import CheckpointError
+
+_TENSOR = "__tensor__"
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested state (dicts/lists/tensors/scalars) into a JSON tree and a flat tensor dict."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(o: Any, key: str) -> Any:
+        if isinstance(o, torch.Tensor):
+            name = key or "tensor"
+            tensors[name] = o.detach().contiguous().cpu()
+            return {_TENSOR: name}
+        if isinstance(o, dict):
+            if not all(isinstance(k, (str, int)) for k in o):
+                raise TypeError(f"checkpoint state keys must be str or int; got {list(o)[:5]}")
+            # int keys (optimizer param ids) are kept by tagging them, JSON only has string keys
+            return {"__dict__": [[k, walk(v, f"{key}.{k}" if key else str(k))] for k, v in o.items()]}
+        if isinstance(o, (list, tuple)):
+            return [walk(v, f"{key}.{i}" if key else str(i)) for i, v in enumerate(o)]
+        if o is None or isinstance(o, (bool, int, float, str)):
+            return o
+        raise TypeError(
+            f"cannot store {type(o).__name__} at '{key}' in a checkpoint (only tensors, numbers, str, lists, dicts)"
+        )
+
+    return walk(obj, prefix), tensors
+
+
+def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(tree, dict):
+        if _TENSOR in tree:
+            return tensors[tree[_TENSOR]]
+        return {k: unflatten_state(v, tensors) for k, v in tree["__dict__"]}
+    if isinstance(tree, list):
+        return [unflatten_state(v, tensors) for v in tree]
+    return tree
+
+
+def save_checkpoint(
+    ckpt_root: Path, name: str, model: nn.Module, state: dict[str, Any], *, keep: int = 2
+) -> Path:
+    """Write ``model`` weights and ``state`` (nested, may hold tensors) as checkpoint ``name``; prune to ``keep``."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    try:
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        tree, tensors = flatten_state(state)
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(tree))
+        manifest = {f: sha256_file(tmp / f) for f in ("model.safetensors", "state.safetensors", "state.json")}
+        atomic_write_json(tmp / "MANIFEST.json", manifest)
+        _fsync_dir(tmp)
+        final = ckpt_root / name
+        if final.exists():  # an earlier, unreferenced attempt at the same epoch: replace it
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(ckpt_root)
+    atomic_write_json(ckpt_root / "latest.json", {"dir": name})
+    _prune(ckpt_root, keep=keep, protect=name)
+    return final
+
+
+def _prune(ckpt_root: Path, *, keep: int, protect: str) -> None:
+    dirs = sorted(p for p in ckpt_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for p in dirs[: max(0, len(dirs) - keep)]:
+        if p.name != protect:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_root.iterdir():  # temp folders of interrupted writes
+        if p.is_dir() and p.name.startswith("."):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    pointer = ckpt_root / "latest.json"
+    if not pointer.is_file():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["dir"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{pointer} is corrupt ({e}); nothing was changed. Delete it to start over."
+        ) from e
+    return ckpt_root / name
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise CheckpointError unless every file matches MANIFEST.json."""
+    manifest_path = path / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} has no MANIFEST.json (an interrupted or foreign write); refusing to load it."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{manifest_path} is corrupt ({e}); refusing to load {path}.") from e
+    for fname, digest in manifest.items():
+        f = path / fname
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} lacks {fname}; refusing to load it.")
+        if sha256_file(f) != digest:
+            raise CheckpointError(
+                f"checkpoint file {f} fails its sha256 check (truncated or corrupt); refusing to load it."
+            )
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
+    """Verify and load checkpoint ``path`` into ``model`` (in place); return the saved ``state``."""
+    verify_checkpoint(path)
+    load_weights(path / "model.safetensors", model)
+    tensors = load_file(str(path / "state.safetensors"))
+    return unflatten_state(json.loads((path / "state.json").read_text()), tensors)
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load a safetensors weight file strictly, with a message that says which model it does not fit."""
+    weights = load_file(str(path))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        raise CheckpointError(
+            f"{path} does not fit this model ({' '.join(first)}). It was saved from another architecture or number "
+            "of classes: use the same --model and --data as the run that wrote it."
+        ) from e

@@ -1,0 +1,27 @@
+import os
+
+import pytest
+import torch
+
+# Tests are CPU-only and must not oversubscribe the 2 cores CI has.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from latentcc.data import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
+def tiny_mlp(num_classes: int = 10, in_dim: int = 64) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(in_dim, 32),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.2),  # exercises RNG state across resume
+        torch.nn.Linear(32, num_classes),
+    )
