@@ -182,3 +182,16 @@ def test_sgd_option_and_cli_roundtrip_config(tmp_path, digits_splits):
     assert res.test.top1 > 0.5
     saved = json.loads(Path(tmp_path / "config.json").read_text())["train"]
     assert TrainConfig(**saved) == cfg
+
+
+def test_tensorboard_events_are_written_when_installed(tmp_path, digits_splits):
+    pytest.importorskip("tensorboard")  # part of latentcc[dev], so CI runs this
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit(tiny_mlp(), digits_splits, config=dataclasses.replace(CFG, epochs=2, tensorboard=True), out_dir=tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    val = acc.Scalars("val_top1")
+    hist = json.loads((tmp_path / "metrics.json").read_text())
+    assert [e.step for e in val] == [1, 2]
+    assert [round(e.value, 5) for e in val] == [round(r["val_top1"], 5) for r in hist]
