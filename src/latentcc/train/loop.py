@@ -123,7 +123,7 @@ def evaluate(
     k = topk
     try:
         pos = 0
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
             x, y, idx = unpack_batch(batch)
             y = y.to(dev)
             logits = model(to_device(x, dev))
@@ -264,7 +264,7 @@ def fit(
                 loader,
                 total=steps_per_epoch,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not cfg.progress,
+                disable=None if cfg.progress else True,  # None: tqdm hides bars when stderr is not a terminal
                 leave=False,
             )
             for step, batch in enumerate(bar):
