@@ -78,6 +78,15 @@ def test_finetune_resume_and_refusals(tmp_path, capsys):
     assert [r["epoch"] for r in hist] == [1, 2]
 
 
+def test_same_seed_same_run(tmp_path):
+    # the new head is initialised after seeding, so two runs in one process agree exactly
+    for name in ("a", "b"):
+        assert main(["finetune", "--out", str(tmp_path / name), *FAST]) == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "ab")
+    strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in b]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

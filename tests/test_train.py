@@ -188,7 +188,12 @@ def test_tensorboard_events_are_written_when_installed(tmp_path, digits_splits):
     pytest.importorskip("tensorboard")  # part of latentcc[dev], so CI runs this
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    fit(tiny_mlp(), digits_splits, config=dataclasses.replace(CFG, epochs=2, tensorboard=True), out_dir=tmp_path)
+    fit(
+        tiny_mlp(),
+        digits_splits,
+        config=dataclasses.replace(CFG, epochs=2, tensorboard=True),
+        out_dir=tmp_path,
+    )
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     val = acc.Scalars("val_top1")

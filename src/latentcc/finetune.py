@@ -8,6 +8,7 @@ from typing import Any
 
 from latentcc.config import DataConfig, ModelConfig, TrainConfig, config_to_dict
 from latentcc.errors import LatentccError, param_error
+from latentcc.seeding import seed_everything
 from latentcc.train import FitResult, fit
 
 
@@ -58,6 +59,7 @@ def finetune(
 ) -> FitResult:
     """Load ``dcfg.data`` and ``mcfg.model`` and fine-tune with ``tcfg``; the run folder stores all three configs."""
     splits = splits if splits is not None else load_data(dcfg)
+    seed_everything(tcfg.seed)  # the new head's initialisation is part of the run: same seed, same run
     model = build_model(mcfg, splits)
     extra = {"model": config_to_dict(mcfg), "data": config_to_dict(dcfg), "dataset": splits.summary()}
     return fit(model, splits, config=tcfg, out_dir=out_dir, resume=resume, extra_config=extra)
