@@ -3,21 +3,38 @@
 Public verbs are re-exported here; nothing heavy is imported at package import time.
 """
 
-from latentcc.config import DataConfig, ModelConfig, TrainConfig
+from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
+from latentcc.graph import communities, knn_graph, knn_recall, knn_search, reduce_dim
+from latentcc.latents import Latents, collect_latents
 from latentcc.layers import capture, list_layers, resolve_layers
+from latentcc.lcc import LCCTargets, cc_mask, epoch_start, lcc_loss, lcc_targets, match_clusters
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",
     "DataConfig",
+    "LCCConfig",
+    "LCCTargets",
     "LatentccError",
+    "Latents",
     "MissingExtraError",
     "ModelConfig",
     "TrainConfig",
     "__version__",
     "capture",
+    "cc_mask",
+    "collect_latents",
+    "communities",
+    "epoch_start",
+    "knn_graph",
+    "knn_recall",
+    "knn_search",
+    "lcc_loss",
+    "lcc_targets",
     "list_layers",
+    "match_clusters",
+    "reduce_dim",
     "resolve_layers",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,10 +47,43 @@ def add_config_args(
         elif typing.get_origin(tp) is typing.Literal:
             choices = typing.get_args(tp)
             group.add_argument(flag, dest=f.name, choices=choices, default=argparse.SUPPRESS, help=help_)
+        elif _optional_of(tp) is not None:
+            group.add_argument(
+                flag,
+                dest=f.name,
+                type=_none_or(_optional_of(tp)),
+                default=argparse.SUPPRESS,
+                help=help_,
+                metavar=f"{f.name.upper()}|none",
+            )
+        elif typing.get_origin(tp) is tuple:  # tuple[str, ...]: comma-separated
+            group.add_argument(
+                flag, dest=f.name, type=_csv, default=argparse.SUPPRESS, help=help_, metavar="A,B,..."
+            )
         else:
             group.add_argument(
                 flag, dest=f.name, type=tp, default=argparse.SUPPRESS, help=help_, metavar=f.name.upper()
             )
+
+
+def _optional_of(tp: Any) -> Any:
+    """``X`` for ``X | None``, else None."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
+def _none_or(tp: Any) -> Any:
+    def parse(text: str) -> Any:
+        return None if text.lower() == "none" else tp(text)
+
+    parse.__name__ = getattr(tp, "__name__", "value")  # argparse names the type in its error messages
+    return parse
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def config_from_args(

@@ -100,6 +100,66 @@ class ModelConfig:
     input_size: int = _f(0, "image side the model sees (inputs are resized); 0 = the model's default")
 
 
+@dataclass(frozen=True)
+class LCCConfig:
+    """Latent Cluster Correction (definitions: docs/algorithms.md; paper grid w in {1e-4, 1e-2}, k in {5, 50, 500})."""
+
+    layers: tuple[str, ...] = _f(
+        (), "layers to correct: exact names, dotted suffixes or 're:<regex>' (see `latentcc layers`)"
+    )
+    weight: float = _f(1e-2, "w in  loss = CE + w * mean over layers of the LCC loss")
+    k: int = _f(5, "neighbours per sample in the k-NN graph")
+    k_target: int | None = _f(None, "correctly clustered neighbours averaged into a target; None = k")
+    warmup: int = _f(1, "epochs of plain fine-tuning before the first correction epoch")
+    interval: int = _f(1, "recompute clusters and targets every this many epochs")
+    method: Literal["leiden", "louvain", "leidenalg"] = _f(
+        "leiden", "community detection (modularity): igraph Leiden, igraph Louvain, or the leidenalg package"
+    )
+    resolution: float = _f(1.0, "modularity resolution (higher: more, smaller clusters)")
+    pool: Literal["avg", "flatten"] = _f("avg", "how a layer output becomes one vector per sample")
+    dim: int | None = _f(
+        None, "random projection of collected latents to this width (bounds memory for 'flatten')"
+    )
+    graph_dim: int | None = _f(
+        128, "PCA to this width before the k-NN graph only (targets and loss use full latents); None = no PCA"
+    )
+    knn_backend: Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"] = _f(
+        "auto", "k-NN backend: exact faiss below 200k samples, IVF above; torch on a CUDA tensor"
+    )
+    metric: Literal["l2", "cosine"] = _f("l2", "k-NN distance")
+    weighted: bool = _f(False, "UMAP-style fuzzy edge weights (the paper's graph is unweighted)")
+    orphan_policy: Literal["skip", "class_centroid"] = _f(
+        "skip",
+        "MC samples of classes that own no cluster: no target (paper) or their class neighbours' centroid",
+    )
+    warm_start: bool = _f(True, "start each correction epoch's partition from the previous one")
+    seed: int = _f(0, "seed of PCA, approximate k-NN and community detection")
+
+    def __post_init__(self) -> None:
+        f = "LCCConfig"
+        if isinstance(self.layers, str):  # a single name is a common slip: accept it
+            object.__setattr__(self, "layers", (self.layers,))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        _check_float(self.weight, "weight", f)
+        _check_int(self.k, "k", f, 1)
+        if self.k_target is not None:
+            _check_int(self.k_target, "k_target", f, 1)
+        _check_int(self.warmup, "warmup", f, 0)
+        _check_int(self.interval, "interval", f, 1)
+        _check_float(self.resolution, "resolution", f, strictly_positive=True)
+        for name in ("dim", "graph_dim"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, f, 1)
+        _check_int(self.seed, "seed", f, 0)
+        _check_choice(self.method, "method", f, ("leiden", "louvain", "leidenalg"))
+        _check_choice(self.pool, "pool", f, ("avg", "flatten"))
+        _check_choice(
+            self.knn_backend, "knn_backend", f, ("auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu")
+        )
+        _check_choice(self.metric, "metric", f, ("l2", "cosine"))
+        _check_choice(self.orphan_policy, "orphan_policy", f, ("skip", "class_centroid"))
+
+
 def _check_int(v: Any, name: str, func: str, minimum: int) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise param_error(name, func, f"an int >= {minimum}", v)

@@ -1,0 +1,471 @@
+"""k-nearest-neighbour search and the symmetric k-NN graph (LCC step 2).
+
+``knn_search`` returns each point's k nearest *other* points; ``knn_graph`` turns them into the
+union-symmetrised, unweighted (or UMAP-style fuzzy) sparse adjacency matrix that community detection
+runs on. The graph is built by index arithmetic into CSR arrays, never edge by edge.
+
+Backends (see KNN_COMMUNITY_BENCH.md for the measurements behind the defaults):
+
+- ``"faiss"``: exact ``IndexFlatL2``; the CPU default up to ``EXACT_MAX_N`` points (deterministic).
+- ``"hnsw"``: faiss ``IndexHNSWFlat`` (M=32), approximate; multi-threaded inserts are not bit-reproducible.
+- ``"ivf"``: faiss ``IndexIVFFlat`` (nlist ~ 4 sqrt(N), nprobe 16), approximate, trained on a seeded
+  subsample; the CPU default above ``EXACT_MAX_N`` points.
+- ``"torch"``: exact blocked matmul + topk on x's device; the default for CUDA tensors (and on CPU when
+  faiss is not installed).
+- ``"faiss-gpu"``: exact ``GpuIndexFlatL2``; needs a faiss build with GPU support.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from latentcc.errors import LatentccError, param_error, require
+
+Metric = Literal["l2", "cosine"]
+Backend = Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"]
+METRICS: tuple[str, ...] = ("l2", "cosine")
+BACKENDS: tuple[str, ...] = ("auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu")
+
+# Exact search costs N^2 D multiply-adds: at 200k points it is minutes on 2 cores, beyond that IVF wins.
+EXACT_MAX_N = 200_000
+# The torch backend materialises a (rows, N) float32 distance block: 2^27 floats = 512 MiB peak.
+_TORCH_BLOCK_ELEMS = 2**27
+_TORCH_MAX_ROWS = 4096
+# faiss GPU flat search supports at most 2048 neighbours per query.
+_FAISS_GPU_MAX_K = 2048
+# Fuzzy weights are floored here so every k-NN edge stays an edge even when exp() underflows (large k).
+_MIN_WEIGHT = 1e-12
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------- validation (the door)
+
+
+def _where(func: str, name: str | None) -> str:
+    return f"{func} (for {name!r})" if name else func
+
+
+def _check_int(
+    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
+) -> int:
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not ok or value < lo or (hi is not None and value > hi):
+        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
+        raise param_error(param, func, req, value, fix)
+    return int(value)
+
+
+def _check_choice(value: Any, param: str, func: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise param_error(param, func, f"one of {list(choices)}", value)
+    return str(value)
+
+
+def _as_matrix(x: Any, func: str) -> np.ndarray | torch.Tensor:
+    """x as a float32 C-contiguous (N, D) numpy array, or a float32 contiguous torch tensor (kept on its device)."""
+    try:
+        if isinstance(x, torch.Tensor):
+            out: np.ndarray | torch.Tensor = x.detach().to(torch.float32).contiguous()
+        else:
+            out = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as e:
+        raise param_error("x", func, "a numeric (N, D) array or tensor", type(x).__name__) from e
+    if out.ndim != 2:
+        raise param_error(
+            "x",
+            func,
+            "2-D with shape (N, D)",
+            f"shape {tuple(out.shape)}",
+            "Fix: reshape to (N, D), e.g. x.reshape(len(x), -1).",
+        )
+    if out.shape[0] < 2:
+        raise param_error(
+            "x",
+            func,
+            "an array with N >= 2 rows",
+            f"shape {tuple(out.shape)}",
+            "A k-NN graph needs at least 2 points.",
+        )
+    if out.shape[1] < 1:
+        raise param_error("x", func, "an array with D >= 1 columns", f"shape {tuple(out.shape)}")
+    bad_rows = _nonfinite_rows(out)
+    if bad_rows.size:
+        first = ", ".join(str(i) for i in bad_rows[:5])
+        raise param_error(
+            "x",
+            func,
+            "finite (no NaN or inf)",
+            f"{bad_rows.size} of {out.shape[0]} rows with NaN/inf (first: {first})",
+            "Fix: check the model for diverged activations, or drop those samples.",
+        )
+    return out
+
+
+def _nonfinite_rows(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        bad = ~torch.isfinite(x).all(dim=1)
+        return torch.nonzero(bad).flatten().cpu().numpy()  # one sync point, once per call
+    return np.flatnonzero(~np.isfinite(x).all(axis=1))
+
+
+def _check_nonzero_rows(x: np.ndarray | torch.Tensor, func: str) -> None:
+    norms = torch.linalg.vector_norm(x, dim=1) if isinstance(x, torch.Tensor) else np.linalg.norm(x, axis=1)
+    zero = np.flatnonzero(np.asarray(norms.cpu() if isinstance(norms, torch.Tensor) else norms) == 0)
+    if zero.size:
+        raise param_error(
+            "x",
+            func,
+            "free of all-zero rows when metric='cosine' (their cosine distance is undefined)",
+            f"{zero.size} all-zero rows (first: {', '.join(str(i) for i in zero[:5])})",
+            "Fix: use metric='l2', or drop those samples.",
+        )
+
+
+def _resolve_backend(backend: str, x: np.ndarray | torch.Tensor) -> str:
+    if backend != "auto":
+        return backend
+    if isinstance(x, torch.Tensor) and x.is_cuda:
+        return "torch"
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "torch"  # exact and dependency-free, ~1.5-2x slower than faiss on CPU
+    return "faiss" if x.shape[0] <= EXACT_MAX_N else "ivf"
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def knn_search(
+    x: ArrayLike,
+    k: int,
+    *,
+    metric: Metric = "l2",
+    backend: Backend = "auto",
+    seed: int = 0,
+    exclude_self: bool = True,
+    name: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's k nearest other points, nearest first.
+
+    Args:
+        x: (N, D) numpy array or torch tensor (any float dtype; used as float32). A CUDA tensor stays
+            on its GPU with ``backend="torch"`` (the ``"auto"`` choice for CUDA tensors).
+        k: neighbours per point, 1 <= k <= N-1.
+        metric: ``"l2"`` (squared Euclidean distance) or ``"cosine"`` (1 - cosine similarity, computed as
+            L2 on unit-normalised rows; all-zero rows are rejected).
+        backend: ``"auto"``, ``"faiss"``, ``"hnsw"``, ``"ivf"``, ``"torch"`` or ``"faiss-gpu"`` (module docstring).
+        seed: seeds the IVF training subsample and k-means; exact backends ignore it.
+        exclude_self: drop each point from its own list (robust to duplicate points: the point itself
+            is removed wherever it ranks, else the last of k+1 results is dropped).
+        name: what x is (e.g. a layer name), quoted in error messages.
+
+    Returns:
+        indices: (N, k) int64, distances: (N, k) float32, both sorted by increasing distance (numpy).
+    """
+    xm, k, chosen, seed = _prepare(x, k, metric, backend, seed, exclude_self, _where("knn_search", name))
+    return _knn(xm, k, metric, chosen, seed, exclude_self)
+
+
+def _prepare(
+    x: ArrayLike, k: Any, metric: Any, backend: Any, seed: Any, exclude_self: bool, func: str
+) -> tuple[np.ndarray | torch.Tensor, int, str, int]:
+    """Validate knn_search's arguments; return (float32 matrix, k, concrete backend, seed)."""
+    xm = _as_matrix(x, func)
+    n = xm.shape[0]
+    hi = n - 1 if exclude_self else n
+    fix = f"Fix: use k <= {hi} (N = {n} points{', excluding the point itself' if exclude_self else ''})."
+    k = _check_int(k, "k", func, 1, hi, fix)
+    metric = _check_choice(metric, "metric", func, METRICS)
+    backend = _check_choice(backend, "backend", func, BACKENDS)
+    seed = _check_int(seed, "seed", func, 0)
+    if metric == "cosine":
+        _check_nonzero_rows(xm, func)
+    chosen = _resolve_backend(backend, xm)
+    if chosen == "faiss-gpu" and k + int(exclude_self) > _FAISS_GPU_MAX_K:
+        raise param_error(
+            "k",
+            func,
+            f"<= {_FAISS_GPU_MAX_K - int(exclude_self)} with backend='faiss-gpu'",
+            k,
+            "Fix: use backend='torch'.",
+        )
+    return xm, k, chosen, seed
+
+
+def knn_graph(
+    x: ArrayLike,
+    k: int,
+    *,
+    metric: Metric = "l2",
+    backend: Backend = "auto",
+    seed: int = 0,
+    weighted: bool = False,
+    name: str | None = None,
+) -> sp.csr_matrix:
+    """The symmetric k-NN graph of x as an (N, N) float32 CSR matrix.
+
+    Edge (i, j) exists iff j is among i's k nearest others or i among j's (union); no self loops, no
+    duplicate entries, sorted indices. Unweighted (every entry 1.0) by default, as in the LCC paper.
+
+    ``weighted=True`` gives UMAP-style fuzzy weights, which separate classes better when there are many
+    (KNN_COMMUNITY_BENCH.md): with d the Euclidean distance (sqrt of the squared L2 that
+    :func:`knn_search` returns; 1 - cos for ``metric="cosine"``), ``w_ij = exp(-(d_ij - rho_i) / sigma_i)``
+    where ``rho_i`` is i's nearest distance and ``sigma_i`` the mean of its k distances minus ``rho_i``;
+    then the fuzzy union ``w + w^T - w * w^T``. Weights lie in (0, 1], the nearest neighbour gets 1.
+
+    Args: as :func:`knn_search`, plus ``weighted``.
+    """
+    func = _where("knn_graph", name)
+    if not isinstance(weighted, bool):
+        raise param_error("weighted", func, "a bool", weighted)
+    xm, k, chosen, seed = _prepare(x, k, metric, backend, seed, True, func)
+    indices, distances = _knn(xm, k, metric, chosen, seed, True)
+    if not weighted:
+        return _graph_from_indices(indices, None)
+    d = np.sqrt(distances, dtype=np.float64) if metric == "l2" else distances.astype(np.float64)
+    return _graph_from_indices(indices, d)
+
+
+def knn_graph_from_indices(
+    indices: np.ndarray, n: int | None = None, *, distances: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """The union-symmetrised graph of a precomputed neighbour array, as :func:`knn_graph` builds it.
+
+    Reuses an expensive search: ``knn_graph_from_indices(idx50[:, :10])`` is the k=10 graph of a k=50
+    search (exact for exact searches, and better recall than a direct approximate k=10 search).
+
+    Args:
+        indices: (N, k) integer array, row i = the neighbours of point i; entries equal to i (self) are
+            dropped; entries within a row must be distinct and in [0, N).
+        n: number of points; must equal N when given.
+        distances: optional (N, k) non-negative distances matching ``indices``: when given, the graph gets
+            the fuzzy weights described in :func:`knn_graph` computed from them (pass metric distances,
+            e.g. Euclidean rather than squared, to match UMAP).
+
+    Returns:
+        (N, N) float32 CSR matrix, symmetric, zero diagonal.
+    """
+    func = "knn_graph_from_indices"
+    idx = np.asarray(indices)
+    if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
+        raise param_error(
+            "indices", func, "a 2-D integer array (N, k)", f"{idx.dtype} array of shape {idx.shape}"
+        )
+    nrows = idx.shape[0]
+    if n is not None:
+        _check_int(n, "n", func, 1)
+        if n != nrows:
+            raise param_error("n", func, f"equal to indices.shape[0] = {nrows}", n, "Fix: pass n=None.")
+    if nrows < 1 or idx.shape[1] < 1:
+        raise param_error(
+            "indices", func, "non-empty with shape (N, k), N >= 1, k >= 1", f"shape {idx.shape}"
+        )
+    if idx.min() < 0 or idx.max() >= nrows:
+        raise param_error("indices", func, f"in [0, {nrows})", f"values in [{idx.min()}, {idx.max()}]")
+    srt = np.sort(idx, axis=1)
+    dup_rows = np.flatnonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))
+    if dup_rows.size:
+        raise param_error(
+            "indices",
+            func,
+            "free of repeated neighbours within a row",
+            f"{dup_rows.size} rows with repeats (first: {dup_rows[0]})",
+        )
+    d = None
+    if distances is not None:
+        d = np.asarray(distances, dtype=np.float64)
+        if d.shape != idx.shape:
+            raise param_error(
+                "distances", func, f"of the same shape as indices {idx.shape}", f"shape {d.shape}"
+            )
+        if not np.isfinite(d).all() or (d < 0).any():
+            raise param_error("distances", func, "finite and >= 0", "negative or non-finite values")
+    return _graph_from_indices(idx.astype(np.int64, copy=False), d)
+
+
+def knn_recall(approx_indices: np.ndarray, exact_indices: np.ndarray) -> float:
+    """Mean over rows of the fraction of true neighbours found: |approx_i ∩ exact_i| / k_exact.
+
+    Args:
+        approx_indices: (N, k_a) integer array (negative entries, faiss's "not found", never match).
+        exact_indices: (N, k_e) integer array of the true neighbours (distinct within a row).
+    """
+    func = "knn_recall"
+    a = np.asarray(approx_indices)
+    e = np.asarray(exact_indices)
+    for param, arr in (("approx_indices", a), ("exact_indices", e)):
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.shape[1] < 1:
+            raise param_error(
+                param,
+                func,
+                "a 2-D integer array (N, k) with k >= 1",
+                f"{arr.dtype} array of shape {arr.shape}",
+            )
+    if a.shape[0] != e.shape[0]:
+        raise param_error(
+            "approx_indices", func, f"{e.shape[0]} rows like exact_indices", f"{a.shape[0]} rows"
+        )
+    if a.shape[0] == 0:
+        return float("nan")
+    # Offset each row's ids into its own range so one global np.isin does every per-row intersection.
+    span = int(max(a.max(), e.max())) + 2
+    rows = np.arange(a.shape[0], dtype=np.int64)[:, None] * span
+    a_off = (
+        np.where(a >= 0, a.astype(np.int64) + 1, 0) + rows
+    )  # +1: a "not found" -1 maps to 0, matching nothing
+    e_off = e.astype(np.int64) + 1 + rows
+    hits = np.isin(e_off, a_off)  # each true neighbour counted once, even if approx repeats it
+    return float(hits.mean())
+
+
+# --------------------------------------------------------------------------- private fast path (trusts inputs)
+
+
+def _knn(
+    x: np.ndarray | torch.Tensor, k: int, metric: str, backend: str, seed: int, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    if backend == "torch":
+        xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+        if metric == "cosine":
+            xt = torch.nn.functional.normalize(xt, dim=1)
+        idx_t, dist_t = _torch_knn(xt, k, exclude_self)
+        idx, dist = idx_t.cpu().numpy(), dist_t.cpu().numpy()
+    else:
+        xn = x.cpu().numpy() if isinstance(x, torch.Tensor) else x
+        if metric == "cosine":
+            xn = np.ascontiguousarray(xn / np.linalg.norm(xn, axis=1, keepdims=True), dtype=np.float32)
+        kq = k + 1 if exclude_self else k
+        dist, idx = _faiss_search(xn, kq, backend, seed)
+        if exclude_self:
+            idx, dist = _drop_self(idx, dist)
+    if metric == "cosine":
+        dist = np.clip(dist * 0.5, 0.0, 2.0)  # ||a - b||^2 = 2 - 2 cos for unit rows
+    return idx.astype(np.int64, copy=False), dist.astype(np.float32, copy=False)
+
+
+def _drop_self(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k+1) -> (N, k): remove each row's own index where present, else its last (farthest) entry."""
+    n = idx.shape[0]
+    drop = idx == np.arange(n)[:, None]
+    no_self = ~drop.any(axis=1)  # self pushed out of the top k+1 by exact duplicates
+    drop[no_self, -1] = True
+    keep = ~drop
+    k = idx.shape[1] - 1
+    return idx[keep].reshape(n, k), dist[keep].reshape(n, k)
+
+
+def _faiss(purpose: str) -> Any:
+    faiss = require("faiss", "graph", purpose=purpose, pip_name="faiss-cpu")
+    # faiss's OpenMP pool and torch's intra-op pool would otherwise both take every core.
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    return faiss
+
+
+def _faiss_search(x: np.ndarray, kq: int, backend: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    faiss = _faiss(f"k-NN search with backend={backend!r}")
+    n, d = x.shape
+    index: Any
+    if backend == "faiss":
+        index = faiss.IndexFlatL2(d)
+    elif backend == "faiss-gpu":
+        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+            raise LatentccError(
+                "backend='faiss-gpu' needs a faiss build with GPU support and a visible GPU, but "
+                f"faiss.get_num_gpus() == {faiss.get_num_gpus()}. Fix: pass a CUDA tensor with backend='torch' "
+                "(exact, no extra dependency), or install faiss-gpu instead of faiss-cpu (never both)."
+            )
+        res = faiss.StandardGpuResources()
+        index = faiss.GpuIndexFlatL2(res, d)
+    elif backend == "hnsw":
+        index = faiss.IndexHNSWFlat(d, 32)
+        index.hnsw.efConstruction = 64
+    else:  # ivf
+        nlist = _ivf_nlist(n)
+        quantizer = faiss.IndexFlatL2(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
+        index.cp.seed = seed
+        n_train = min(n, 64 * nlist)  # faiss itself subsamples to 256 per list; 64 is ample for kmeans
+        sample = np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
+        index.train(x[sample])
+        index.nprobe = min(16, nlist)
+    index.add(x)
+    if backend == "hnsw":
+        index.hnsw.efSearch = max(2 * kq, 64)
+    dist, idx = index.search(x, kq)
+    missing = np.flatnonzero((idx < 0).any(axis=1))
+    if missing.size:
+        # Approximate indexes can return fewer than kq hits (-1) for points in sparse regions: redo those exactly.
+        flat = faiss.IndexFlatL2(d)
+        flat.add(x)
+        dist[missing], idx[missing] = flat.search(x[missing], kq)
+    return dist, idx
+
+
+def _ivf_nlist(n: int) -> int:
+    # ~4 sqrt(N) lists, but at least 39 training points per list (faiss's k-means minimum) and a sane cap.
+    return max(1, min(int(4 * math.sqrt(n)), n // 39, 65536))
+
+
+def _torch_knn(x: torch.Tensor, k: int, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-NN by blocked ||a||^2 + ||b||^2 - 2ab and topk on x's device; peak ~rows*N floats per block."""
+    n = x.shape[0]
+    rows = max(1, min(_TORCH_MAX_ROWS, _TORCH_BLOCK_ELEMS // n))
+    sq = (x * x).sum(dim=1)
+    out_i = torch.empty((n, k), dtype=torch.int64, device=x.device)
+    out_d = torch.empty((n, k), dtype=torch.float32, device=x.device)
+    ar = torch.arange(rows, device=x.device)
+    for s in range(0, n, rows):
+        e = min(n, s + rows)
+        block = torch.addmm(sq[None, :], x[s:e], x.T, beta=1.0, alpha=-2.0)
+        block += sq[s:e, None]
+        if exclude_self:
+            block[ar[: e - s], ar[: e - s] + s] = float("inf")  # self excluded exactly, duplicates or not
+        d, i = torch.topk(block, k, dim=1, largest=False, sorted=True)
+        out_i[s:e] = i
+        out_d[s:e] = d.clamp_min_(0.0)  # cancellation can leave tiny negatives
+    return out_i, out_d
+
+
+def _graph_from_indices(idx: np.ndarray, dist: np.ndarray | None) -> sp.csr_matrix:
+    """Union-symmetrised CSR from distinct-per-row neighbour ids; fuzzy weights when dist is given."""
+    n = idx.shape[0]
+    not_self = idx != np.arange(n)[:, None]  # no self loops
+    order = np.argsort(idx, axis=1, kind="stable")
+    cols = np.take_along_axis(idx, order, axis=1)
+    keep = np.take_along_axis(not_self, order, axis=1)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    if dist is None:
+        data = np.ones(int(indptr[-1]), dtype=np.float32)
+    else:
+        data = np.take_along_axis(_fuzzy_weights(dist, not_self), order, axis=1)[keep]
+    # Rows already sorted and duplicate-free: build CSR directly (3x faster than COO -> CSR at N=50k, k=50).
+    a = sp.csr_matrix((data, cols[keep], indptr), shape=(n, n))
+    if dist is None:
+        g = a.maximum(a.T)
+    else:
+        at = a.T.tocsr()
+        g = a + at - a.multiply(at)  # fuzzy union 1 - (1 - w)(1 - w^T): symmetric, in (0, 1]
+    g = sp.csr_matrix(g, dtype=np.float32)
+    g.sort_indices()
+    return g
+
+
+def _fuzzy_weights(dist: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """exp(-(d - rho) / sigma) per row over the valid (non-self) entries; invalid entries are discarded later."""
+    d = dist.astype(np.float64, copy=False)
+    count = valid.sum(axis=1, keepdims=True)
+    rho = np.where(valid, d, np.inf).min(axis=1, keepdims=True)
+    rho = np.where(count > 0, rho, 0.0)
+    mean = np.where(valid, d, 0.0).sum(axis=1, keepdims=True) / np.maximum(count, 1)
+    sigma = mean - rho
+    sigma = np.where(sigma > 0, sigma, 1.0)  # all k distances equal: every weight is exp(0) = 1 anyway
+    w = np.exp(-np.maximum(d - rho, 0.0) / sigma)
+    return np.maximum(w, _MIN_WEIGHT)

@@ -1,0 +1,172 @@
+"""Collect the latents of named layers over a whole dataset, one row per sample *index*.
+
+Rows are placed by the sample index each batch carries, so the result is the same whatever order
+the loader yields (shuffled or not). The original LCC code compared cluster labels and true labels
+in two different orders; here there is one index space and nothing to re-sort.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from latentcc.batch import to_device, unpack_batch
+from latentcc.errors import LatentccError, param_error
+from latentcc.layers import POOLS, capture, pool_latent, resolve_layers
+
+# Above this many bytes per layer, latents go to one memory-mapped file instead of RAM.
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+
+
+@dataclass
+class Latents:
+    """Per-layer latents ``arrays[name]`` of shape (N, D) float32 and ``labels`` (N,) int64, row i = sample i."""
+
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    files: list[Path] = field(default_factory=list)  # memory-mapped backing files, if any
+
+    def __getitem__(self, layer: str) -> np.ndarray:
+        return self.arrays[layer]
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.labels)
+
+
+def _dataset_len(loader: Any) -> int | None:
+    ds = getattr(loader, "dataset", None)
+    try:
+        return len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+@torch.no_grad()
+def collect_latents(
+    model: nn.Module,
+    loader: Any,
+    layers: str | Sequence[str],
+    *,
+    pool: str = "avg",
+    dim: int | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    memmap_dir: str | Path | None = None,
+    progress: bool = False,
+) -> Latents:
+    """Latents of ``layers`` for every sample of ``loader`` (batches ``(x, y, idx)``), in sample-index order.
+
+    The model runs in eval mode without gradients; its train/eval mode is restored afterwards, and
+    the capture hooks are removed even on error. ``pool``: "avg" (global average over spatial or
+    token dims) or "flatten" (all non-batch dims). ``dim``: if set and smaller than the pooled
+    width, a seeded Gaussian random projection to ``dim`` is applied batch by batch on the device
+    (bounded memory even for 25k-d flattened maps). A layer whose N x D float32 array exceeds
+    ``memory_budget`` bytes is written to one memory-mapped file in ``memmap_dir``.
+    Raises if indices are missing, repeated or out of range, or if a latent is NaN/inf.
+    """
+    if pool not in POOLS:
+        raise param_error("pool", "collect_latents", f"one of {list(POOLS)}", pool)
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise param_error("dim", "collect_latents", "None or an int >= 1", dim)
+    names = list(resolve_layers(model, layers, func="collect_latents"))
+    if device is None:
+        p = next(model.parameters(), None)
+        dev = p.device if p is not None else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    n = _dataset_len(loader)
+    if n is None or n < 1:
+        raise param_error("loader", "collect_latents", "a DataLoader over a non-empty sized dataset", n)
+
+    arrays: dict[str, np.ndarray] = {}
+    files: list[Path] = []
+    proj: dict[str, torch.Tensor] = {}
+    labels = np.full(n, -1, dtype=np.int64)
+    seen = np.zeros(n, dtype=bool)
+    was_training = model.training
+    model.eval()
+    try:
+        with capture(model, names, detach=True) as out:
+            for batch in tqdm(loader, desc="latents", disable=None if progress else True, leave=False):
+                x, y, idx = unpack_batch(batch, need_index=True)
+                idx_np = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
+                if idx_np.min() < 0 or idx_np.max() >= n:
+                    raise LatentccError(
+                        f"collect_latents got sample index {int(idx_np.max()) if idx_np.max() >= n else int(idx_np.min())}"
+                        f" outside 0..{n - 1} (dataset length {n}); indices must be positions 0..N-1 in the dataset."
+                    )
+                if seen[idx_np].any() or len(np.unique(idx_np)) != len(idx_np):
+                    raise LatentccError(
+                        "collect_latents saw the same sample index twice; the loader must visit each sample once "
+                        "(no sampler with replacement, no drop_last tricks, no duplicated indices)."
+                    )
+                seen[idx_np] = True
+                labels[idx_np] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
+                model(to_device(x, dev))
+                for name in names:
+                    if name not in out:
+                        raise LatentccError(
+                            f"Layer '{name}' did not run in the model's forward pass; pick a layer that does "
+                            "(see latentcc.list_layers(model))."
+                        )
+                    z = pool_latent(out[name], pool).float()
+                    if dim is not None and z.shape[1] > dim:
+                        if name not in proj:  # one fixed projection per layer, seeded
+                            g = torch.Generator().manual_seed(seed)
+                            proj[name] = (torch.randn(z.shape[1], dim, generator=g) / math.sqrt(dim)).to(
+                                z.device
+                            )
+                        z = z @ proj[name]
+                    if name not in arrays:
+                        arrays[name] = _allocate(n, z.shape[1], memory_budget, memmap_dir, files, name)
+                    elif arrays[name].shape[1] != z.shape[1]:
+                        raise LatentccError(
+                            f"Layer '{name}' changed width between batches; use pool='avg' or fixed-size inputs."
+                        )
+                    zn = (
+                        z.cpu().numpy()
+                    )  # once per batch: the latent pass is an epoch-start job, not the hot loop
+                    if not np.isfinite(zn).all():
+                        bad = int((~np.isfinite(zn)).any(axis=1).sum())
+                        raise LatentccError(
+                            f"Layer '{name}' produced NaN/inf latents for {bad} sample(s) of this batch "
+                            f"(indices {idx_np[:5].tolist()}...). Check the inputs and learning rate; training may have diverged."
+                        )
+                    arrays[name][idx_np] = zn
+                out.clear()
+    finally:
+        model.train(was_training)
+    if not seen.all():
+        missing = np.flatnonzero(~seen)
+        raise LatentccError(
+            f"collect_latents did not see {len(missing)} of {n} samples (e.g. index {missing[:5].tolist()}); "
+            "the loader must cover the whole dataset (drop_last=False, no subset sampler)."
+        )
+    for a in arrays.values():
+        if isinstance(a, np.memmap):
+            a.flush()
+    return Latents(arrays, labels, files)
+
+
+def _allocate(
+    n: int, d: int, budget: int, folder: str | Path | None, files: list[Path], name: str
+) -> np.ndarray:
+    if n * d * 4 <= budget:
+        return np.empty((n, d), dtype=np.float32)
+    f = tempfile.NamedTemporaryFile(
+        prefix=f"latents-{name.replace('.', '_')}-", suffix=".f32", dir=folder, delete=False
+    )
+    f.close()
+    files.append(Path(f.name))
+    return np.memmap(f.name, dtype=np.float32, mode="w+", shape=(n, d))

@@ -1,0 +1,72 @@
+"""The LCC loss: the per-step hot path (ALGORITHMS.md §1.7, §1.9).
+
+Targets are precomputed once per correction epoch (``lcc_targets``); each training step is one gather
+and one norm on the model's device. No host sync: no boolean-mask indexing, no reading tensor values
+back into Python, so it never stalls a CUDA stream.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from latentcc.errors import LatentccError, param_error
+from latentcc.lcc.targets import LCCTargets
+
+_INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.Tensor:
+    """Mean over the batch rows that have a target of ``||z_i - t_i||_2 / sqrt(D)`` (not squared).
+
+    Args:
+        z: (B, D) latents of the batch, with grad. A (B, ...) tensor is flattened to (B, D): pool it
+            beforehand the same way the targets' latents were pooled.
+        idx: (B,) int64/int32 dataset indices of the batch samples (the index space of ``targets``),
+            on the targets' device. Repeated indices count once per row. Out-of-range indices are the
+            caller's bug (checked by torch on CPU, a device assert on CUDA).
+        targets: :class:`LCCTargets` already on z's device (``targets.to(z.device)`` once per epoch).
+
+    Returns:
+        0-d tensor (dtype of ``z`` promoted with float32), exactly 0 but still connected to ``z`` when
+        no row of the batch has a target.
+    """
+    if z.ndim < 2:
+        raise param_error(
+            "z", "lcc_loss", "a (B, D) tensor (extra dims are flattened)", f"shape {tuple(z.shape)}"
+        )
+    if z.ndim > 2:
+        z = z.flatten(1)
+    vectors, slot = targets.vectors, targets.slot
+    d = z.shape[1]
+    if d != vectors.shape[1]:
+        raise param_error(
+            "z",
+            "lcc_loss",
+            f"of width D = {vectors.shape[1]}, the latent dim of the targets",
+            f"(B, D) = {tuple(z.shape)}",
+            "Pool/flatten z exactly as the latents the targets were computed from.",
+        )
+    if idx.ndim != 1 or idx.shape[0] != z.shape[0] or idx.dtype not in _INDEX_DTYPES:
+        raise param_error(
+            "idx",
+            "lcc_loss",
+            f"a (B,) = ({z.shape[0]},) int64 tensor of dataset indices",
+            f"shape {tuple(idx.shape)}, {idx.dtype}",
+        )
+    if idx.device != slot.device or z.device != vectors.device:
+        raise LatentccError(
+            f"lcc_loss needs z, idx and targets on one device; got z on {z.device}, idx on {idx.device}, "
+            f"targets on {vectors.device}. Move them once per epoch: targets = targets.to(z.device), and "
+            "idx = idx.to(z.device, non_blocking=True)."
+        )
+    if vectors.shape[0] == 0:  # no sample has a target this epoch (a shape, not a value: no sync)
+        return z.sum() * 0.0
+    s = slot[idx]  # (B,), -1 = no target
+    has = (s >= 0).to(vectors.dtype)
+    # Rows without a target gather row 0 and are weighted out; their gradient is exactly 0.
+    diff = z - vectors[s.clamp(min=0)]
+    # vector_norm's backward is 0 (not NaN) at a zero vector, i.e. when z already equals its target.
+    dist = torch.linalg.vector_norm(diff, ord=2, dim=1)
+    return (dist * has).sum() / (has.sum().clamp(min=1.0) * math.sqrt(d))

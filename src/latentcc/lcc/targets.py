@@ -1,0 +1,332 @@
+"""Targets for misclustered samples, computed once per correction epoch (ALGORITHMS.md §1.6, §1.8).
+
+For an MC sample z of class a and each cluster j owned by a, t_j = mean of the k nearest CC samples
+of cluster j (squared L2, k capped at the number of CC samples in j); the sample's target is the t_j
+nearest to z. The work is one exact k-NN search per owned cluster (all MC samples of the owning class
+as queries at once), never a loop over samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from latentcc.errors import CheckpointError, LatentccError, param_error, require
+from latentcc.lcc.matching import (
+    Labels,
+    _check_cells,
+    _check_pair,
+    _contingency,
+    _orphans,
+    _owners,
+    check_owners,
+)
+
+ORPHAN_POLICIES = ("skip", "class_centroid")
+BACKENDS = ("auto", "faiss", "torch")
+
+# Below this many query x base pairs an exact torch search is cheaper than building a faiss index.
+_SMALL_SEARCH = 2**20
+# Elements per temporary block (64 MiB of float32) in the exact search and the neighbour gather.
+_BLOCK_ELEMS = 2**24
+
+
+@dataclass
+class LCCTargets:
+    """Precomputed LCC targets of one layer, addressed by dataset sample index.
+
+    Attributes:
+        mc_mask: (N,) bool, True for misclustered samples (with or without a target).
+        slot: (N,) int64, row of ``vectors`` holding the sample's target, -1 when it has none.
+        vectors: (M, D) float32, one target per MC sample that has one, in sample-index order.
+        owners: (C,) int64 owner class per cluster (-1: none).
+        orphans: int64 ids of the classes present in ``y_true`` that own no cluster.
+        num_clusters: C.
+    """
+
+    mc_mask: torch.Tensor
+    slot: torch.Tensor
+    vectors: torch.Tensor
+    owners: np.ndarray
+    orphans: np.ndarray
+    num_clusters: int
+
+    def to(self, device: torch.device | str) -> LCCTargets:
+        """A copy with the tensors on ``device`` (owners/orphans stay numpy)."""
+        return dataclasses.replace(
+            self, mc_mask=self.mc_mask.to(device), slot=self.slot.to(device), vectors=self.vectors.to(device)
+        )
+
+    @property
+    def num_mc(self) -> int:
+        """Number of misclustered samples (a device sync if the mask lives on an accelerator)."""
+        return int(self.mc_mask.sum())
+
+    @property
+    def num_with_target(self) -> int:
+        """Number of MC samples with a target (M)."""
+        return int(self.vectors.shape[0])
+
+    @property
+    def mc_fraction(self) -> float:
+        """Fraction of the N samples that are misclustered."""
+        return self.num_mc / max(1, int(self.mc_mask.shape[0]))
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """Tensors and plain ints only, so it fits a safetensors checkpoint."""
+        return {
+            "mc_mask": self.mc_mask.contiguous(),
+            "slot": self.slot.contiguous(),
+            "vectors": self.vectors.contiguous(),
+            "owners": torch.from_numpy(np.ascontiguousarray(self.owners, dtype=np.int64)),
+            "orphans": torch.from_numpy(np.ascontiguousarray(self.orphans, dtype=np.int64)),
+            "num_clusters": int(self.num_clusters),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> LCCTargets:
+        """Inverse of :meth:`state_dict`; ``num_clusters`` may be an int or a 0-d tensor."""
+        missing = sorted({"mc_mask", "slot", "vectors", "owners", "orphans", "num_clusters"} - set(state))
+        if missing:
+            raise CheckpointError(f"LCC targets state is missing {missing}; was it written by state_dict()?")
+        mc, slot, vec = state["mc_mask"], state["slot"], state["vectors"]
+        n = mc.shape[0]
+        if mc.ndim != 1 or slot.shape != (n,) or vec.ndim != 2 or mc.dtype != torch.bool:
+            raise CheckpointError(
+                f"LCC targets state has inconsistent shapes: mc_mask {tuple(mc.shape)} {mc.dtype}, "
+                f"slot {tuple(slot.shape)}, vectors {tuple(vec.shape)}."
+            )
+        return cls(
+            mc_mask=mc,
+            slot=slot.long(),
+            vectors=vec.float(),
+            owners=np.asarray(torch.as_tensor(state["owners"]).cpu().numpy(), dtype=np.int64),
+            orphans=np.asarray(torch.as_tensor(state["orphans"]).cpu().numpy(), dtype=np.int64),
+            num_clusters=int(state["num_clusters"]),
+        )
+
+
+def lcc_targets(
+    latents: np.ndarray | torch.Tensor,
+    y_true: Labels,
+    y_clst: Labels,
+    *,
+    k: int,
+    owners: Labels | None = None,
+    orphan_policy: str = "skip",
+    backend: str = "auto",
+    name: str | None = None,
+) -> LCCTargets:
+    """Targets of the misclustered samples of one layer (ALGORITHMS.md §1.6, §1.8).
+
+    Args:
+        latents: (N, D) epoch-start latents, numpy or torch (searched as float32 on the CPU).
+        y_true: (N,) class ids; y_clst: (N,) cluster ids; all three in the SAME sample order.
+        k: neighbours per centroid (``k_target``), capped per cluster at its number of CC samples.
+        owners: (C,) owner class per cluster; default :func:`match_clusters` on the labels. A cluster
+            that a caller-given ``owners`` assigns to a class with no member in it has no CC sample and
+            simply contributes no candidate target.
+        orphan_policy: samples of a class owning no cluster get no target (``"skip"``, the original)
+            or the mean of the k nearest other samples of their class (``"class_centroid"``; none if
+            the class has a single sample).
+        backend: exact k-NN search: ``"faiss"`` (IndexFlatL2), ``"torch"`` (blocked matmul), or
+            ``"auto"`` (torch for small searches, faiss for large ones when installed).
+        name: label for error messages, e.g. the layer name.
+
+    Returns:
+        :class:`LCCTargets` with CPU tensors (move them with ``.to(device)``). Ties between equally
+        near candidate centroids go to the lowest cluster id.
+    """
+    func = "lcc_targets" if name is None else f"lcc_targets (layer {name!r})"
+    x = _check_latents(latents, func)
+    yt, yc = _check_pair(y_true, y_clst, func)
+    if yt.shape[0] != x.shape[0]:
+        raise param_error(
+            "y_true",
+            func,
+            f"one label per latent row ({x.shape[0]}), in the same sample order",
+            f"length {yt.size}",
+        )
+    if x.shape[0] < 2:
+        raise param_error("latents", func, "at least 2 samples, (N, D) with N >= 2", f"shape {x.shape}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise param_error("k", func, "an int >= 1", k)
+    if orphan_policy not in ORPHAN_POLICIES:
+        raise param_error("orphan_policy", func, f"one of {list(ORPHAN_POLICIES)}", orphan_policy)
+    if backend not in BACKENDS:
+        raise param_error("backend", func, f"one of {list(BACKENDS)}", backend)
+    if backend == "faiss":
+        require("faiss", "graph", purpose="the nearest-neighbour search of LCC targets")
+    search = "torch" if backend == "auto" and importlib.util.find_spec("faiss") is None else backend
+    num_classes = int(yt.max()) + 1
+    if owners is None:
+        _check_cells(num_classes, int(yc.max()) + 1, func)
+        own = _owners(_contingency(yt, yc, num_classes, int(yc.max()) + 1))
+    else:
+        own = check_owners(owners, func, num_clusters=int(yc.max()) + 1).copy()  # stored in the result
+    return _lcc_targets(x, yt, yc, own, int(k), orphan_policy, search)
+
+
+# ---------------------------------------------------------------- private: trust their inputs
+
+
+def _lcc_targets(
+    x: np.ndarray,
+    yt: np.ndarray,
+    yc: np.ndarray,
+    owners: np.ndarray,
+    k: int,
+    orphan_policy: str,
+    search: str,
+) -> LCCTargets:
+    n, d = x.shape
+    num_classes = max(int(yt.max()), int(owners.max(initial=-1))) + 1
+    mc = owners[yc] != yt
+    orphans = _orphans(owners, num_classes)
+    present = np.bincount(yt, minlength=num_classes) > 0
+    orphans = orphans[present[orphans]]
+    is_orphan = np.zeros(num_classes, dtype=bool)
+    is_orphan[orphans] = True
+
+    cc_idx = np.flatnonzero(~mc)
+    cc_of_cluster = _groups(yc[cc_idx], owners.size, cc_idx)  # CC sample ids per cluster
+    mc_idx = np.flatnonzero(mc)
+    mc_of_class = _groups(yt[mc_idx], num_classes, mc_idx)  # MC sample ids per class
+    valid = np.flatnonzero(owners >= 0)
+    clusters_of_class = _groups(owners[valid], num_classes, valid)  # owned cluster ids per class
+
+    got_ids: list[np.ndarray] = []
+    got_vecs: list[np.ndarray] = []
+    for a in range(num_classes):  # loop over classes and their clusters, never over samples
+        q_ids = mc_of_class[a]
+        if q_ids.size == 0:
+            continue
+        if is_orphan[a]:
+            # A class owning no cluster has no CC sample: its MC samples are all its members.
+            if orphan_policy == "class_centroid" and q_ids.size > 1:
+                got_ids.append(q_ids)
+                got_vecs.append(_class_centroids(x[q_ids], k, search))
+            continue
+        q = x[q_ids]
+        best_d = np.full(q_ids.size, np.inf, dtype=np.float32)
+        best_t = np.zeros((q_ids.size, d), dtype=np.float32)
+        for j in clusters_of_class[a]:
+            base_ids = cc_of_cluster[j]
+            if base_ids.size == 0:  # only with inconsistent caller-given owners
+                continue
+            base = x[base_ids]
+            nn = _knn(base, q, min(k, base_ids.size), search)
+            t = _centroids(base, nn)
+            diff = q - t
+            dist = np.einsum("ij,ij->i", diff, diff)
+            better = dist < best_d  # strict: ties keep the lower cluster id
+            best_d[better] = dist[better]
+            best_t[better] = t[better]
+        has = np.isfinite(best_d)
+        got_ids.append(q_ids[has])
+        got_vecs.append(best_t[has])
+
+    ids_all = np.concatenate(got_ids) if got_ids else np.zeros(0, dtype=np.int64)
+    vecs_all = np.concatenate(got_vecs) if got_vecs else np.zeros((0, d), dtype=np.float32)
+    order = np.argsort(ids_all, kind="stable")  # targets stored in sample-index order
+    slot = np.full(n, -1, dtype=np.int64)
+    slot[ids_all[order]] = np.arange(order.size, dtype=np.int64)
+    return LCCTargets(
+        mc_mask=torch.from_numpy(mc),
+        slot=torch.from_numpy(slot),
+        vectors=torch.from_numpy(np.ascontiguousarray(vecs_all[order], dtype=np.float32)),
+        owners=owners,
+        orphans=orphans,
+        num_clusters=int(owners.size),
+    )
+
+
+def _class_centroids(members: np.ndarray, k: int, search: str) -> np.ndarray:
+    """(n, D) mean of the k nearest OTHER rows of ``members`` (n >= 2) for each of its rows."""
+    n = members.shape[0]
+    kk = min(k, n - 1)
+    nn = _knn(members, members, kk + 1, search)
+    # Drop the query itself (found by id, not position: duplicates may come first); otherwise drop the
+    # farthest of the kk + 1, so every row keeps exactly kk neighbours.
+    keep = nn != np.arange(n)[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return _centroids(members, nn[keep].reshape(n, kk))
+
+
+def _groups(labels: np.ndarray, n: int, ids: np.ndarray) -> list[np.ndarray]:
+    """``ids`` split by ``labels`` into n groups (ids ascending within a group), via one stable sort."""
+    order = np.argsort(labels, kind="stable")
+    bounds = np.cumsum(np.bincount(labels, minlength=n))[:-1]
+    return np.split(ids[order], bounds)
+
+
+def _knn(base: np.ndarray, q: np.ndarray, k: int, search: str) -> np.ndarray:
+    """(nq, k) int64 indices into ``base`` of each query's k nearest rows (squared L2), nearest first."""
+    # Centring on the base mean leaves distances unchanged and makes the |q|^2 - 2 q.b + |b|^2
+    # expansion (used by faiss and by the torch path) lose less float32 precision.
+    mu = base.mean(axis=0, dtype=np.float64).astype(np.float32)
+    b = np.ascontiguousarray(base - mu)
+    qc = np.ascontiguousarray(q - mu)
+    if search == "faiss" or (search == "auto" and q.shape[0] * base.shape[0] > _SMALL_SEARCH):
+        faiss = require("faiss", "graph", purpose="the nearest-neighbour search of LCC targets")
+        index = faiss.IndexFlatL2(b.shape[1])
+        index.add(b)
+        _, nn = index.search(qc, k)
+        return nn.astype(np.int64, copy=False)
+    return _knn_torch(b, qc, k)
+
+
+def _knn_torch(b: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    bt, qt = torch.from_numpy(b), torch.from_numpy(q)
+    bn = (bt * bt).sum(dim=1)
+    out = np.empty((q.shape[0], k), dtype=np.int64)
+    step = max(1, _BLOCK_ELEMS // max(1, b.shape[0]))
+    for s in range(0, q.shape[0], step):  # blocks of queries bound the (step, nb) distance matrix
+        # |q|^2 is constant per row, so it does not change the ranking and is left out.
+        score = torch.addmm(bn, qt[s : s + step], bt.T, alpha=-2.0)
+        out[s : s + step] = torch.topk(score, k, dim=1, largest=False, sorted=True).indices.numpy()
+    return out
+
+
+def _centroids(base: np.ndarray, nn: np.ndarray) -> np.ndarray:
+    """(nq, D) mean of ``base[nn[i]]`` per row; gathered in blocks so (block, k, D) stays bounded."""
+    nq, kk = nn.shape
+    out = np.empty((nq, base.shape[1]), dtype=np.float32)
+    step = max(1, _BLOCK_ELEMS // max(1, kk * base.shape[1]))
+    for s in range(0, nq, step):
+        out[s : s + step] = base[nn[s : s + step]].mean(axis=1)
+    return out
+
+
+def _check_latents(latents: Any, func: str) -> np.ndarray:
+    if isinstance(latents, torch.Tensor):
+        x = latents.detach().to("cpu", torch.float32).numpy()
+    elif isinstance(latents, np.ndarray):
+        x = latents
+    else:
+        raise param_error("latents", func, "an (N, D) numpy array or torch tensor", type(latents).__name__)
+    if x.ndim != 2 or x.shape[1] < 1:
+        raise param_error(
+            "latents",
+            func,
+            "2-D, (N, D)",
+            f"shape {x.shape}",
+            "Pool or flatten first (latentcc.layers.pool_latent).",
+        )
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise param_error("latents", func, "a float array", f"dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise LatentccError(
+            f"The 'latents' parameter of {func} must be finite. Got {rows.size} of {x.shape[0]} rows with "
+            f"NaN or inf (first: row {int(rows[0])}) instead. Check the layer for overflow (e.g. fp16) or "
+            "diverged training."
+        )
+    return x

@@ -1,0 +1,99 @@
+"""collect_latents: rows in sample-index order whatever the loader order, exact values, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from latentcc.data import from_arrays
+from latentcc.errors import LatentccError
+from latentcc.latents import collect_latents
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.drop = torch.nn.Dropout(0.5)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.drop(self.bn(self.conv(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 1, 6, 6), dtype=np.float32)
+    y = rng.integers(0, 3, 50)
+    return from_arrays(x, y, val_fraction=0.0, test_fraction=0.0).train
+
+
+def test_rows_follow_sample_index_whatever_the_loader_order(data):
+    model = Net()
+    a = collect_latents(model, DataLoader(data, batch_size=7, shuffle=False), ["conv", "fc"])
+    b = collect_latents(
+        model,
+        DataLoader(data, batch_size=7, shuffle=True, generator=torch.Generator().manual_seed(1)),
+        ["conv", "fc"],
+    )
+    for name in ("conv", "fc"):
+        np.testing.assert_array_equal(a[name], b[name])
+    np.testing.assert_array_equal(a.labels, data.targets)
+    np.testing.assert_array_equal(b.labels, data.targets)
+    # values equal a direct eval-mode forward, pooled by global average
+    model.eval()
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    with torch.no_grad():
+        conv = model.conv(x).mean(dim=(2, 3))
+        logits = model(x)
+    np.testing.assert_allclose(a["conv"], conv.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a["fc"], logits.numpy(), rtol=1e-5, atol=1e-6)
+    assert a["conv"].shape == (50, 4) and a["conv"].dtype == np.float32
+
+
+def test_mode_restored_hooks_removed_no_bn_update(data):
+    model = Net()
+    model.train()
+    stats = model.bn.running_mean.clone()
+    collect_latents(model, DataLoader(data, batch_size=10), "conv")
+    assert model.training and model.drop.training
+    assert torch.equal(model.bn.running_mean, stats)  # eval-mode pass leaves BN statistics alone
+    assert not model.conv._forward_hooks
+
+
+def test_flatten_projection_and_memmap(tmp_path, data):
+    model = Net()
+    flat = collect_latents(model, DataLoader(data, batch_size=16), "conv", pool="flatten")
+    assert flat["conv"].shape == (50, 4 * 6 * 6)
+    proj = collect_latents(model, DataLoader(data, batch_size=16), "conv", pool="flatten", dim=8, seed=3)
+    g = torch.Generator().manual_seed(3)
+    r = (torch.randn(144, 8, generator=g) / np.sqrt(8)).numpy()
+    np.testing.assert_allclose(proj["conv"], flat["conv"] @ r, rtol=1e-4, atol=1e-5)
+    mm = collect_latents(
+        model, DataLoader(data, batch_size=16), "conv", pool="flatten", memory_budget=1, memmap_dir=tmp_path
+    )
+    assert isinstance(mm["conv"], np.memmap) and len(mm.files) == 1 and mm.files[0].parent == tmp_path
+    np.testing.assert_array_equal(np.asarray(mm["conv"]), flat["conv"])
+
+
+def test_errors_name_the_problem(data):
+    model = Net()
+    with pytest.raises(LatentccError, match="Did you mean 'conv'"):
+        collect_latents(model, DataLoader(data, batch_size=8), "conv1")
+    plain = TensorDataset(torch.zeros(4, 1, 6, 6), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(LatentccError, match=r"\(x, y, idx\)"):
+        collect_latents(model, DataLoader(plain, batch_size=2), "conv")
+    with pytest.raises(LatentccError, match="did not see"):
+        collect_latents(model, DataLoader(data, batch_size=8, drop_last=True), "conv")
+    with pytest.raises(LatentccError, match="'pool'"):
+        collect_latents(model, DataLoader(data, batch_size=8), "conv", pool="max")
+    bad = Net()
+    with torch.no_grad():
+        bad.conv.weight[0] = float("nan")
+    with pytest.raises(LatentccError, match="Layer 'conv' produced NaN"):
+        collect_latents(bad, DataLoader(data, batch_size=8), "conv")
+    assert not bad.conv._forward_hooks  # removed on error too
