@@ -43,6 +43,18 @@ class Latents:
         return len(self.labels)
 
 
+def projection_matrix(
+    d_in: int, dim: int, *, seed: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The (d_in, dim) Gaussian random projection used for ``dim=``; N(0, 1/dim) entries drawn from ``seed``.
+
+    The same (d_in, dim, seed) always gives the same matrix, so latents collected at epoch start and
+    the latents the loss sees during training are projected identically.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(d_in, dim, generator=g) / math.sqrt(dim)).to(device)
+
+
 def _dataset_len(loader: Any) -> int | None:
     ds = getattr(loader, "dataset", None)
     try:
@@ -123,10 +135,7 @@ def collect_latents(
                     z = pool_latent(out[name], pool).float()
                     if dim is not None and z.shape[1] > dim:
                         if name not in proj:  # one fixed projection per layer, seeded
-                            g = torch.Generator().manual_seed(seed)
-                            proj[name] = (torch.randn(z.shape[1], dim, generator=g) / math.sqrt(dim)).to(
-                                z.device
-                            )
+                            proj[name] = projection_matrix(z.shape[1], dim, seed=seed, device=z.device)
                         z = z @ proj[name]
                     if name not in arrays:
                         arrays[name] = _allocate(n, z.shape[1], memory_budget, memmap_dir, files, name)

@@ -59,6 +59,25 @@ def epoch_start(
     ``config.graph_dim`` (if smaller than D) only shapes the graph; targets live in the full space
     because the loss compares them with the model's full latents.
     """
+    y, clusters, owners, cc, seconds = cluster_latents(latents, labels, config, initial=initial, name=name)
+    t = time.perf_counter()
+    targets = lcc_targets(
+        latents, y, clusters, k=config.k_target or config.k, owners=owners, orphan_policy=config.orphan_policy,
+        name=name,
+    )  # fmt: skip
+    seconds["targets"] = time.perf_counter() - t
+    return EpochStart(targets, clusters, owners, cc, seconds)
+
+
+def cluster_latents(
+    latents: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    config: LCCConfig,
+    *,
+    initial: np.ndarray | None = None,
+    name: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """Steps 2-5 of LCC: (labels, clusters, owners, cc mask, seconds per stage) for (N, D) latents."""
     where = "epoch_start" + (f" (layer {name!r})" if name else "")
     y = np.asarray(labels)
     if y.ndim != 1 or len(y) != len(latents):
@@ -100,10 +119,4 @@ def epoch_start(
     cc = cc_mask(y, clusters, owners)
     seconds["matching"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    targets = lcc_targets(
-        latents, y, clusters, k=config.k_target or config.k, owners=owners, orphan_policy=config.orphan_policy,
-        name=name,
-    )  # fmt: skip
-    seconds["targets"] = time.perf_counter() - t
-    return EpochStart(targets, clusters, owners, cc, seconds)
+    return y, clusters, owners, cc, seconds

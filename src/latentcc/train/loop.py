@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from latentcc.atomic import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_file
 from latentcc.batch import to_device, unpack_batch
-from latentcc.config import TrainConfig, config_to_dict
+from latentcc.config import LCCConfig, TrainConfig, config_to_dict
+from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
 from latentcc.errors import CheckpointError, LatentccError, param_error
 from latentcc.seeding import rng_state, seed_everything, set_rng_state
 from latentcc.train.checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
@@ -165,6 +166,7 @@ def fit(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     callbacks: Sequence[Callback] = (),
     extra_config: dict[str, Any] | None = None,
+    lcc: LatentClusterCorrection | LCCConfig | None = None,
 ) -> FitResult:
     """Fine-tune ``model`` on ``data.train``, select the best epoch on ``data.val``, report ``data.test``.
 
@@ -172,6 +174,11 @@ def fit(
     results.json and training_curve.png. ``resume=True`` continues the run found there from its last
     checkpoint and reaches the same result as an uninterrupted run (data order is a function of
     (seed, epoch); RNG, optimizer and scheduler states are restored).
+
+    ``lcc`` (an :class:`LCCConfig` or a :class:`LatentClusterCorrection`) adds Latent Cluster
+    Correction: at each correction epoch's start the training set's latents are clustered and targets
+    computed; each step adds ``weight * lcc_loss`` of the captured layers to the task loss. Batches
+    must then carry sample indices, ``(x, y, idx)``.
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
@@ -196,6 +203,7 @@ def fit(
     if sched is None and cfg.scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     criterion = loss_fn or nn.CrossEntropyLoss()
+    corr = LatentClusterCorrection(lcc) if isinstance(lcc, LCCConfig) else lcc
     num_classes = len(getattr(data, "classes", [])) or None
 
     start_epoch, best_val, best_epoch, best_val_loss, history = 0, -1.0, 0, math.inf, []
@@ -212,6 +220,8 @@ def fit(
             if sched is not None and state.get("scheduler") is not None:
                 sched.load_state_dict(state["scheduler"])
             set_rng_state(state["rng_tensors"], state["rng"])
+            if corr is not None and state.get("lcc"):
+                corr.load_state_dict(state["lcc"], device=device)
             start_epoch, history = state["epoch"], state["history"]
             best_val, best_epoch, best_val_loss = (
                 state["best_val"],
@@ -247,6 +257,12 @@ def fit(
             ctx = EpochContext(model, opt, epoch, run_dir, device)
             for cb in callbacks:
                 cb.on_epoch_start(ctx)
+            lcc_row: dict[str, Any] = {}
+            if corr is not None and corr.should_refresh(epoch):  # runs once per correction epoch
+                lcc_row = corr.refresh(
+                    model, data.train, epoch=epoch, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
+                    device=device, progress=cfg.progress,
+                )  # fmt: skip
             model.train()
             # the epoch's data order depends only on (seed, epoch): a resumed run sees the same batches
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -258,6 +274,7 @@ def fit(
                 num_workers=cfg.num_workers,
             )
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            lcc_sum = torch.zeros((), device=device, dtype=torch.float64)
             n_correct = torch.zeros((), device=device, dtype=torch.long)
             n_seen = 0
             bar = tqdm(
@@ -270,10 +287,17 @@ def fit(
             for step, batch in enumerate(bar):
                 if step >= steps_per_epoch:
                     break
-                x, y, _ = unpack_batch(batch)
+                x, y, idx = unpack_batch(batch, need_index=corr is not None)
                 y = y.to(device)
-                logits = model(to_device(x, device))
-                loss = criterion(logits, y)
+                if corr is None:
+                    logits = model(to_device(x, device))
+                    loss = criterion(logits, y)
+                else:
+                    with corr.capture(model) as z:
+                        logits = model(to_device(x, device))
+                    l_lcc = corr.loss(z, idx)  # type: ignore[arg-type]
+                    loss = criterion(logits, y) + corr.config.weight * l_lcc
+                    lcc_sum += l_lcc.detach().double() * len(y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -293,12 +317,27 @@ def fit(
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
+                **({"train_lcc": float(lcc_sum) / max(n_seen, 1)} if corr is not None else {}),
                 "train_top1": float(n_correct) / max(n_seen, 1),
                 "val_loss": val.loss,
                 "val_top1": val.top1,
                 f"val_top{val.k}": val.topk,
                 "lr": opt.param_groups[0]["lr"],
             }
+            if corr is not None:
+                row |= {f"lcc/{k}": v for k, v in lcc_row.items()}
+                if corr.active and val.n:
+                    row |= {
+                        f"val_{k}": v
+                        for k, v in cc_mc_accuracy(
+                            model,
+                            data.val,
+                            val.correct,
+                            corr.config,
+                            device=device,
+                            batch_size=cfg.eval_batch_size,
+                        ).items()
+                    }
             improved = (
                 val.n == 0 or val.top1 > best_val or (val.top1 == best_val and val.loss < best_val_loss)
             )
@@ -312,6 +351,9 @@ def fit(
             for cb in callbacks:
                 cb.on_epoch_end(ctx)
             row["epoch_time_s"] = round(time.perf_counter() - te, 3)
+            if lcc_row:  # LCC epoch-start work relative to the rest of the epoch (training + validation)
+                t_lcc = lcc_row["time_refresh_s"]
+                row["lcc_overhead"] = round(t_lcc / max(row["epoch_time_s"] - t_lcc, 1e-9), 4)
             if logger is not None:
                 logger.log_epoch(row)
             else:
@@ -328,6 +370,7 @@ def fit(
                     "scheduler": sched.state_dict() if sched is not None else None,
                     "rng_tensors": rng_t,
                     "rng": rng_meta,
+                    "lcc": corr.state_dict() if corr is not None else None,
                 }
                 save_checkpoint(ckpt_root, f"epoch-{epoch + 1:04d}", model, state, keep=cfg.keep_checkpoints)
     finally:

@@ -1,0 +1,218 @@
+"""Latent Cluster Correction in a plain PyTorch loop: the state between epochs, nothing else.
+
+    lcc = LatentClusterCorrection(LCCConfig(layers=("fc_layers.1",), weight=1e-2))
+    for epoch in range(epochs):
+        if lcc.should_refresh(epoch):
+            lcc.refresh(model, train_dataset)          # once per correction epoch (k-NN, Leiden, targets)
+        for x, y, idx in loader:
+            with lcc.capture(model) as z:              # the named layers' outputs of *your* forward
+                logits = model(x)
+            loss = F.cross_entropy(logits, y) + lcc.weighted_loss(z, idx)
+
+The math lives in ``latentcc.lcc`` (functions on arrays and tensors); this class only holds the
+per-layer targets and the previous partition (for warm starts) between epochs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from latentcc.config import LCCConfig
+from latentcc.errors import LatentccError, param_error
+from latentcc.latents import collect_latents, projection_matrix
+from latentcc.layers import capture, pool_latent, resolve_layers
+from latentcc.lcc.epoch import EpochStart, cluster_latents, epoch_start
+from latentcc.lcc.loss import lcc_loss
+from latentcc.lcc.targets import LCCTargets
+
+
+class LatentClusterCorrection:
+    """Holds LCC targets per layer between epochs; computes the per-step loss on the model's device."""
+
+    def __init__(self, config: LCCConfig) -> None:
+        if not isinstance(config, LCCConfig):
+            raise param_error("config", "LatentClusterCorrection", "an LCCConfig", type(config).__name__)
+        if not config.layers:
+            raise param_error(
+                "layers", "LCCConfig", "at least one layer name", config.layers,
+                "List the model's layers with latentcc.list_layers(model) or `latentcc layers --model ...`.",
+            )  # fmt: skip
+        self.config = config
+        self.targets: dict[str, LCCTargets] = {}
+        self.last: dict[str, EpochStart] = {}
+        self.refreshed_epoch: int | None = None
+        self._names: list[str] | None = None  # full layer names, resolved on first use
+        self._proj: dict[str, torch.Tensor] = {}
+
+    # ---------------------------------------------------------------- schedule
+    def should_refresh(self, epoch: int) -> bool:
+        """True at 0-based ``epoch`` = warmup, warmup + interval, ... (clusters and targets are recomputed)."""
+        c = self.config
+        return epoch >= c.warmup and (epoch - c.warmup) % c.interval == 0
+
+    @property
+    def active(self) -> bool:
+        """Whether targets exist (the loss is 0 before the first refresh)."""
+        return bool(self.targets)
+
+    def layer_names(self, model: nn.Module) -> list[str]:
+        if self._names is None:
+            self._names = list(
+                resolve_layers(model, list(self.config.layers), func="LatentClusterCorrection")
+            )
+        return self._names
+
+    # ---------------------------------------------------------------- once per correction epoch
+    def refresh(
+        self,
+        model: nn.Module,
+        data: Dataset[Any] | DataLoader[Any],
+        *,
+        epoch: int | None = None,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Collect latents over ``data`` (eval mode), cluster, match and compute targets for every layer.
+
+        ``data`` yields ``(x, y, idx)``; a Dataset is wrapped in an unshuffled DataLoader (the order
+        does not matter: rows are placed by index). Returns per-layer statistics and stage timings.
+        The model's train/eval mode is restored afterwards.
+        """
+        t0 = time.perf_counter()
+        names = self.layer_names(model)
+        loader = (
+            data
+            if isinstance(data, DataLoader)
+            else DataLoader(data, batch_size=batch_size, num_workers=num_workers)
+        )
+        c = self.config
+        lat = collect_latents(
+            model, loader, names, pool=c.pool, dim=c.dim, device=device, seed=c.seed, progress=progress
+        )
+        t_collect = time.perf_counter() - t0
+        dev = next(model.parameters()).device if device is None else torch.device(device)
+        stats: dict[str, Any] = {"time_collect_s": round(t_collect, 4)}
+        for name in names:
+            prev = self.last.get(name)
+            res = epoch_start(
+                lat[name], lat.labels, c, initial=prev.clusters if prev is not None else None, name=name
+            )
+            self.last[name] = res
+            self.targets[name] = res.targets.to(dev)
+            stats |= {f"{name}/{k}": v for k, v in res.stats().items()}
+        self.refreshed_epoch = epoch
+        stats["time_refresh_s"] = round(time.perf_counter() - t0, 4)
+        return stats
+
+    # ---------------------------------------------------------------- every step (hot path)
+    @contextmanager
+    def capture(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+        """Capture the configured layers' outputs (with grad) during your own forward pass."""
+        with capture(model, self.layer_names(model)) as out:
+            yield out
+
+    def loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        """Mean over layers of ``lcc_loss`` for this batch (unweighted); 0 with grad before the first refresh.
+
+        Pure tensor ops on the latents' device: pooling, an optional fixed projection, a gather and a
+        norm per layer. ``idx`` (B,) are the batch's dataset indices (moved to the device here).
+        """
+        names = self._names or list(z_by_layer)
+        missing = [n for n in names if n not in z_by_layer]
+        if missing:
+            raise LatentccError(
+                f"No captured output for layer(s) {missing}: run the forward pass inside `with lcc.capture(model)`."
+            )
+        zs = [pool_latent(z_by_layer[n], self.config.pool) for n in names]
+        if not self.targets:
+            zero = zs[0].sum() * 0.0
+            for z in zs[1:]:
+                zero = zero + z.sum() * 0.0
+            return zero
+        terms = []
+        for name, z in zip(names, zs, strict=True):
+            if self.config.dim is not None and z.shape[1] > self.config.dim:
+                z = z @ self._projection(name, z)
+            t = self.targets[name]
+            terms.append(lcc_loss(z, idx.to(t.slot.device, non_blocking=True), t))
+        return torch.stack(terms).mean()
+
+    def weighted_loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        """``config.weight * loss(...)``: the term to add to the task loss."""
+        return self.config.weight * self.loss(z_by_layer, idx)
+
+    def _projection(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        p = self._proj.get(name)
+        if p is None or p.device != z.device:
+            p = projection_matrix(z.shape[1], self.config.dim, seed=self.config.seed, device=z.device)  # type: ignore[arg-type]
+            self._proj[name] = p
+        return p.to(z.dtype)
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Targets and partitions (tensors / plain numbers only: safe for safetensors + JSON checkpoints)."""
+        return {
+            "refreshed_epoch": self.refreshed_epoch,
+            "layers": {
+                n: {
+                    "targets": self.targets[n].state_dict(),
+                    "clusters": torch.from_numpy(self.last[n].clusters),
+                }
+                for n in self.targets
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], *, device: torch.device | str = "cpu") -> None:
+        self.refreshed_epoch = state.get("refreshed_epoch")
+        self.targets, self.last = {}, {}
+        for name, s in state.get("layers", {}).items():
+            t = LCCTargets.from_state_dict(s["targets"])
+            clusters = np.asarray(s["clusters"])
+            self.targets[name] = t.to(device)
+            cc = ~t.mc_mask.numpy()
+            self.last[name] = EpochStart(t, clusters, np.asarray(t.owners), cc)
+
+
+def cc_mc_accuracy(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    correct: np.ndarray,
+    config: LCCConfig,
+    *,
+    device: torch.device | str | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Top-1 accuracy of correctly clustered vs misclustered samples of ``dataset`` (the paper's observation).
+
+    The split's own latents are clustered with ``config`` (k-NN graph, communities, plurality owners);
+    ``correct`` (N,) bool is per-sample top-1 correctness in index order (``EvalResult.correct``).
+    Returns, per layer, ``{layer}/cc_top1``, ``{layer}/mc_top1`` (NaN when a group is empty) and
+    ``{layer}/mc_fraction``.
+    """
+    names = list(resolve_layers(model, list(config.layers), func="cc_mc_accuracy"))
+    loader = DataLoader(dataset, batch_size=batch_size)
+    lat = collect_latents(
+        model, loader, names, pool=config.pool, dim=config.dim, device=device, seed=config.seed
+    )
+    correct = np.asarray(correct, dtype=bool)
+    if correct.shape != lat.labels.shape:
+        raise param_error("correct", "cc_mc_accuracy", f"(N,) = {lat.labels.shape} booleans", correct.shape)
+    out: dict[str, float] = {}
+    if np.unique(lat.labels).size < 2 or len(lat.labels) <= config.k:
+        return out  # too small or single-class split: nothing to cluster
+    for name in names:
+        cc = cluster_latents(lat[name], lat.labels, config, name=name)[3]
+        out[f"{name}/cc_top1"] = float(correct[cc].mean()) if cc.any() else float("nan")
+        out[f"{name}/mc_top1"] = float(correct[~cc].mean()) if (~cc).any() else float("nan")
+        out[f"{name}/mc_fraction"] = float(1.0 - cc.mean())
+    return out
