@@ -129,7 +129,7 @@ def test_fit_with_lcc_needs_sample_indices(digits_splits):
     class Plain:
         train = TensorDataset(torch.randn(40, 64), torch.randint(0, 10, (40,)))
         val = test = train
-        classes = [str(i) for i in range(10)]
+        classes = tuple(str(i) for i in range(10))
 
     with pytest.raises(LatentccError, match="idx"):
         fit(tiny_mlp(), Plain(), config=dataclasses.replace(CFG, epochs=2), lcc=LCC)
