@@ -7,29 +7,61 @@ import sys
 from collections.abc import Sequence
 
 from latentcc.cliargs import add_config_args, config_from_args, read_config_file
-from latentcc.config import DEMO_DEFAULTS, DataConfig, ModelConfig, TrainConfig
+from latentcc.config import (
+    DEMO_DEFAULTS,
+    DEMO_FULL,
+    DEMO_FULL_SEEDS,
+    DEMO_SEEDS,
+    DataConfig,
+    LCCConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
 
-SECTIONS = (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig))
+# (section in config files, class, flag prefix)
+SECTIONS = (
+    ("model", ModelConfig, ""),
+    ("data", DataConfig, ""),
+    ("train", TrainConfig, ""),
+    ("lcc", LCCConfig, "lcc"),
+)
 
 
 def _add_run_args(p: argparse.ArgumentParser, defaults: dict[str, dict] | None = None) -> None:
     p.add_argument(
-        "--config", help="JSON file with sections model/data/train (a run folder's config.json works)"
+        "--config", help="JSON file with sections model/data/train/lcc (a run folder's config.json works)"
     )
-    for section, cls in SECTIONS:
-        add_config_args(p, cls, title=f"{section} ({cls.__name__})", defaults=(defaults or {}).get(section))
+    p.add_argument("--seeds", type=_seeds, help="comma-separated training seeds, one run each (e.g. 0,1,2)")
+    for section, cls, prefix in SECTIONS:
+        add_config_args(
+            p, cls, title=f"{section} ({cls.__name__})", defaults=(defaults or {}).get(section), prefix=prefix
+        )
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(
+            f"--seeds takes comma-separated ints such as 0,1,2; got {text!r}"
+        ) from e
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds takes distinct ints >= 0; got {text!r}")
+    return seeds
 
 
 def _configs(
     ns: argparse.Namespace, defaults: dict[str, dict] | None = None
-) -> tuple[ModelConfig, DataConfig, TrainConfig]:
-    file_values = read_config_file(ns.config, tuple(s for s, _ in SECTIONS))
-    m, d, t = (
-        config_from_args(cls, ns, section=s, file_values=file_values, defaults=(defaults or {}).get(s))
-        for s, cls in SECTIONS
+) -> tuple[ModelConfig, DataConfig, TrainConfig, LCCConfig]:
+    file_values = read_config_file(ns.config, tuple(s for s, _, _ in SECTIONS))
+    m, d, t, lcc = (
+        config_from_args(
+            cls, ns, section=s, file_values=file_values, defaults=(defaults or {}).get(s), prefix=prefix
+        )
+        for s, cls, prefix in SECTIONS
     )
-    return m, d, t  # type: ignore[return-value]
+    return m, d, t, lcc  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,12 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latentcc {latentcc.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="fine-tune a real pretrained model on embedded real data (offline)")
-    p.add_argument("--out", help="run folder (default: runs/demo/<timestamp>)")
-    p.add_argument("--no-compare", action="store_true", help="skip the random-init comparison run")
+    p = sub.add_parser(
+        "demo", help="baseline vs LCC fine-tuning of a real pretrained model on embedded real data (offline)"
+    )
+    p.add_argument("--out", help="report folder (default: runs/demo/<timestamp>)")
+    p.add_argument(
+        "--full", action="store_true", help=f"a longer run: seeds {DEMO_FULL_SEEDS}, settings {DEMO_FULL}"
+    )
     _add_run_args(p, DEMO_DEFAULTS)
 
-    p = sub.add_parser("finetune", help="fine-tune a model on a dataset; resumable")
+    p = sub.add_parser(
+        "finetune", help="fine-tune a model on a dataset (with LCC when --lcc-layers is given); resumable"
+    )
     p.add_argument(
         "--out", required=True, help="run folder (refused if it already holds a run, unless --resume)"
     )
@@ -78,20 +116,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _finetune(ns: argparse.Namespace) -> None:
+    """One run, or one run per --seeds entry in <out>/seed-<s>; with --resume, finished seeds are skipped."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from latentcc.finetune import finetune, load_data
+    from latentcc.report.table import format_table
+
+    m, d, t, lcc = _configs(ns)
+    out = Path(ns.out)
+    if not ns.seeds:
+        res = finetune(m, d, t, out_dir=out, resume=ns.resume, lcc=lcc)
+        print(format_table([res.summary()]))
+        print(f"run folder: {out}")
+        return
+    splits = load_data(d)
+    rows = []
+    for seed in ns.seeds:
+        folder = out / f"seed-{seed}"
+        if ns.resume and (folder / "results.json").is_file():
+            summary = json.loads((folder / "results.json").read_text())  # finished before the interruption
+        else:
+            resume = ns.resume and (folder / "checkpoints" / "latest.json").is_file()
+            tcfg = dataclasses.replace(t, seed=seed)
+            summary = finetune(m, d, tcfg, out_dir=folder, resume=resume, splits=splits, lcc=lcc).summary()
+        rows.append({"seed": seed, **summary})
+    accs = [r["test_top1"] for r in rows if "test_top1" in r]
+    print(format_table(rows))
+    if len(accs) > 1:
+        from latentcc.report.stats import mean_ci
+
+        mean, half = mean_ci(accs)
+        print(f"test top-1 over {len(accs)} seeds: {mean:.4f} (95% CI ± {half:.4f})")
+    print(f"run folders: {out}/seed-*")
+
+
 def _dispatch(ns: argparse.Namespace) -> int:
     if ns.command == "demo":
         from latentcc.demo import run_demo
 
-        m, d, t = _configs(ns, DEMO_DEFAULTS)
-        run_demo(m, d, t, out_dir=ns.out, compare_scratch=not ns.no_compare)
+        defaults = (
+            {k: {**v, **DEMO_FULL.get(k, {})} for k, v in DEMO_DEFAULTS.items()} if ns.full else DEMO_DEFAULTS
+        )
+        m, d, t, lcc = _configs(ns, defaults)
+        if not lcc.layers:
+            raise LatentccError(
+                "The demo compares baseline and LCC fine-tuning: give --lcc-layers (see `latentcc layers`)."
+            )
+        seeds = ns.seeds or (DEMO_FULL_SEEDS if ns.full else DEMO_SEEDS)
+        run_demo(m, d, t, lcc, seeds=seeds, out_dir=ns.out)
     elif ns.command == "finetune":
-        from latentcc.finetune import finetune
-        from latentcc.report.table import format_table
-
-        m, d, t = _configs(ns)
-        res = finetune(m, d, t, out_dir=ns.out, resume=ns.resume)
-        print(format_table([res.summary()]))
-        print(f"run folder: {ns.out}")
+        _finetune(ns)
     elif ns.command == "datasets":
         from latentcc.data import list_datasets
 

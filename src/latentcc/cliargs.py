@@ -26,31 +26,37 @@ def add_config_args(
     *,
     title: str | None = None,
     defaults: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> None:
-    """Add one ``--flag`` per field of ``cls``; ``defaults`` overrides shown defaults (e.g. for the demo)."""
+    """Add one ``--flag`` per field of ``cls``; ``defaults`` overrides shown defaults (e.g. for the demo).
+
+    ``prefix`` (e.g. "lcc") namespaces the flags (``--lcc-k``) and their destinations (``lcc_k``) so
+    two configs may share field names.
+    """
     group = parser.add_argument_group(title or cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         default = (defaults or {}).get(f.name, f.default)
-        flag = "--" + f.name.replace("_", "-")
+        dest = f"{prefix}_{f.name}" if prefix else f.name
+        flag = "--" + dest.replace("_", "-")
         help_ = f"{f.metadata.get('help', '')} (default: {default})"
         tp = hints[f.name]
         # argparse.SUPPRESS as default: only flags the user typed are set, so --config values are not masked
         if tp is bool:
             group.add_argument(
                 flag,
-                dest=f.name,
+                dest=dest,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_,
             )
         elif typing.get_origin(tp) is typing.Literal:
             choices = typing.get_args(tp)
-            group.add_argument(flag, dest=f.name, choices=choices, default=argparse.SUPPRESS, help=help_)
+            group.add_argument(flag, dest=dest, choices=choices, default=argparse.SUPPRESS, help=help_)
         elif _optional_of(tp) is not None:
             group.add_argument(
                 flag,
-                dest=f.name,
+                dest=dest,
                 type=_none_or(_optional_of(tp)),
                 default=argparse.SUPPRESS,
                 help=help_,
@@ -58,11 +64,11 @@ def add_config_args(
             )
         elif typing.get_origin(tp) is tuple:  # tuple[str, ...]: comma-separated
             group.add_argument(
-                flag, dest=f.name, type=_csv, default=argparse.SUPPRESS, help=help_, metavar="A,B,..."
+                flag, dest=dest, type=_csv, default=argparse.SUPPRESS, help=help_, metavar="A,B,..."
             )
         else:
             group.add_argument(
-                flag, dest=f.name, type=tp, default=argparse.SUPPRESS, help=help_, metavar=f.name.upper()
+                flag, dest=dest, type=tp, default=argparse.SUPPRESS, help=help_, metavar=f.name.upper()
             )
 
 
@@ -93,12 +99,15 @@ def config_from_args(
     section: str | None = None,
     file_values: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> C:
     """Build ``cls`` from (in rising priority) field defaults, ``defaults``, the --config file section, typed flags."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = dict(defaults or {})
     values |= (file_values or {}).get(section or cls.__name__, {})
-    values |= {k: v for k, v in vars(ns).items() if k in names}
+    cut = len(prefix) + 1 if prefix else 0
+    given = {k[cut:]: v for k, v in vars(ns).items() if not prefix or k.startswith(prefix + "_")}
+    values |= {k: v for k, v in given.items() if k in names}
     return config_from_dict(cls, values)
 
 

@@ -190,9 +190,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-# The demo (`latentcc demo`, `make demo`): pretrained MNIST CNN -> Animal-MNIST, sized for <= 5 min on 2 CPU cores.
+# The demo (`latentcc demo`, `make demo`): baseline vs LCC fine-tuning of the pretrained MNIST CNN on
+# Animal-MNIST over 3 seeds, sized for <= 5 min on 2 CPU cores.
 DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"model": "mnist-cnn"},
     "data": {"data": "animal-mnist"},
     "train": {"epochs": 3, "batch_size": 64, "lr": 1e-3},
+    "lcc": {"layers": ("net.fc_layers.1",)},
 }
+DEMO_SEEDS = (0, 1, 2)
+# `latentcc demo --full`: a longer, stronger run (more seeds and epochs).
+DEMO_FULL: dict[str, dict[str, Any]] = {"train": {"epochs": 6}}
+DEMO_FULL_SEEDS = (0, 1, 2, 3, 4)

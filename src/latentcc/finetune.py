@@ -6,7 +6,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from latentcc.config import DataConfig, ModelConfig, TrainConfig, config_to_dict
+from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig, config_to_dict
 from latentcc.errors import LatentccError, param_error
 from latentcc.seeding import seed_everything
 from latentcc.train import FitResult, fit
@@ -56,10 +56,25 @@ def finetune(
     out_dir: str | Path | None,
     resume: bool = False,
     splits: Any = None,
+    lcc: LCCConfig | None = None,
 ) -> FitResult:
-    """Load ``dcfg.data`` and ``mcfg.model`` and fine-tune with ``tcfg``; the run folder stores all three configs."""
+    """Load ``dcfg.data`` and ``mcfg.model`` and fine-tune with ``tcfg`` (plus LCC if ``lcc`` names layers).
+
+    The run folder stores every config; ``result.model`` holds the trained (best-on-val) model.
+    """
     splits = splits if splits is not None else load_data(dcfg)
     seed_everything(tcfg.seed)  # the new head's initialisation is part of the run: same seed, same run
     model = build_model(mcfg, splits)
     extra = {"model": config_to_dict(mcfg), "data": config_to_dict(dcfg), "dataset": splits.summary()}
-    return fit(model, splits, config=tcfg, out_dir=out_dir, resume=resume, extra_config=extra)
+    use_lcc = lcc is not None and bool(lcc.layers)
+    if use_lcc:
+        extra["lcc"] = config_to_dict(lcc)
+    return fit(
+        model,
+        splits,
+        config=tcfg,
+        out_dir=out_dir,
+        resume=resume,
+        extra_config=extra,
+        lcc=lcc if use_lcc else None,
+    )

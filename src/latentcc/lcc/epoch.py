@@ -97,7 +97,10 @@ def cluster_latents(
         )
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    x_graph = reduce_dim(latents, config.graph_dim, method="pca", seed=config.seed)
+    n, d = np.shape(latents)
+    # PCA only where it reduces something: a rank-N sample cannot give more than N components
+    dim = config.graph_dim if config.graph_dim is not None and config.graph_dim < min(n, d) else None
+    x_graph = reduce_dim(latents, dim, method="pca", seed=config.seed)
     seconds["reduce"] = time.perf_counter() - t
 
     t = time.perf_counter()

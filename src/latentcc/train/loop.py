@@ -73,6 +73,7 @@ class FitResult:
     run_dir: Path | None
     wall_time_s: float
     trainable_params: int
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model, holding the best weights
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -392,6 +393,7 @@ def fit(
         run_dir,
         time.perf_counter() - t0,
         sum(p.numel() for p in model.parameters() if p.requires_grad),
+        model,
     )
     if run_dir is not None:
         atomic_write_json(run_dir / "results.json", result.summary())

@@ -1,0 +1,52 @@
+"""2-D maps of a layer's latents: coloured by class, misclustered samples marked."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from latentcc.atomic import atomic_write_bytes
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, 2) scores on the first two principal components (exact SVD of the centred data)."""
+    xc = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    return xc @ vt[:2].T
+
+
+def plot_latent_maps(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """One scatter per panel ``(title, xy (N, 2), labels (N,), mc (N,) bool)``; MC samples drawn as black x."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    cmap = plt.get_cmap("tab10" if max(int(p[2].max()) for p in panels) < 10 else "tab20")
+    for ax, (name, xy, y, mc) in zip(axes[0], panels, strict=True):
+        for c in np.unique(y):
+            sel = (y == c) & ~mc
+            label = classes[c] if classes is not None else str(c)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=5, color=cmap(int(c) % cmap.N), alpha=0.6, label=label)
+        ax.scatter(
+            xy[mc, 0], xy[mc, 1], s=12, marker="x", color="black", linewidths=0.7, label="misclustered"
+        )
+        ax.set(title=f"{name}: {mc.mean():.1%} misclustered", xticks=[], yticks=[])
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,72 @@
+"""LCC from the CLI, in the demo, and on text (all-MiniLM-L6-v2 + Rotten Tomatoes), CI-sized."""
+
+import json
+
+import numpy as np
+
+from latentcc.cli import main
+from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
+from latentcc.demo import run_demo
+from latentcc.finetune import finetune
+
+FAST = ["--data", "digits", "--model", "mnist-cnn", "--max-samples", "600", "--batch-size", "32", "--epochs", "2",
+        "--no-progress", "--no-tensorboard"]  # fmt: skip
+
+
+def test_cli_finetune_with_lcc_over_seeds_and_resume_skips_finished_seeds(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["finetune", "--out", str(out), *FAST, "--lcc-layers", "fc_layers.1", "--lcc-weight", "0.1",
+            "--lcc-k", "5", "--seeds", "0,1"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "seed" in printed and "test top-1 over 2 seeds" in printed
+    for seed in (0, 1):
+        cfg = json.loads((out / f"seed-{seed}" / "config.json").read_text())
+        assert (
+            cfg["train"]["seed"] == seed
+            and cfg["lcc"]["layers"] == ["fc_layers.1"]
+            and cfg["lcc"]["weight"] == 0.1
+        )
+        hist = json.loads((out / f"seed-{seed}" / "metrics.json").read_text())
+        assert hist[1]["train_lcc"] > 0 and hist[1]["lcc/net.fc_layers.1/clusters"] >= 2
+    before = (out / "seed-0" / "results.json").read_text()
+    assert main([*args, "--resume"]) == 0  # both finished: nothing retrained, same summaries
+    assert (out / "seed-0" / "results.json").read_text() == before
+
+
+def test_demo_compares_baseline_and_lcc_and_writes_the_report(tmp_path, capsys):
+    summary = run_demo(
+        ModelConfig(model="mnist-cnn"),
+        DataConfig(data="digits", max_samples=500),
+        TrainConfig(epochs=2, batch_size=32, progress=False, tensorboard=False),
+        LCCConfig(layers=("net.fc_layers.1",), k=5),
+        seeds=(0, 1),
+        out_dir=tmp_path,
+        map_samples=300,
+    )
+    printed = capsys.readouterr().out
+    assert "LCC - baseline (paired over 2 seeds)" in printed and "95% CI" in printed
+    assert [r["method"] for r in summary["rows"]] == ["baseline", "lcc"]
+    lcc_runs = summary["runs"]["lcc"]
+    assert all(0 < r["lcc_overhead"] for r in lcc_runs)
+    assert all(r["cc_top1"] >= r["mc_top1"] for r in lcc_runs + summary["runs"]["baseline"])
+    diffs = [
+        a["test_top1"] - b["test_top1"] for a, b in zip(lcc_runs, summary["runs"]["baseline"], strict=True)
+    ]
+    assert np.isclose(summary["difference"]["mean"], np.mean(diffs))
+    for name in ("summary.json", "summary.md", "val_accuracy.png", "latent_map.png"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "lcc" / "seed-1" / "best.safetensors").is_file()
+
+
+def test_text_recipe_minilm_rotten_tomatoes_with_lcc(tmp_path):
+    res = finetune(
+        ModelConfig(model="minilm"),
+        DataConfig(data="rotten-tomatoes", max_samples=240),
+        TrainConfig(epochs=2, batch_size=16, lr=5e-5, progress=False, tensorboard=False),
+        out_dir=tmp_path,
+        lcc=LCCConfig(layers=("hf.bert.encoder.layer.5",), k=5, weight=0.1),
+    )
+    second = res.history[1]
+    assert second["train_lcc"] > 0 and second["lcc/hf.bert.encoder.layer.5/clusters"] >= 2
+    assert res.test is not None and res.test.n == 48 and res.test.top1 > 0.4
