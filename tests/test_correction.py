@@ -80,6 +80,8 @@ def test_fit_with_lcc_logs_the_correction_and_cc_vs_mc_accuracy(tmp_path, digits
     assert "lcc/2/clusters" not in h[0] and h[0]["train_lcc"] == 0.0  # warmup epoch: plain fine-tuning
     for row in h[1:]:
         assert row["train_lcc"] > 0 and row["lcc/2/clusters"] >= 2 and 0 < row["lcc/2/mc_fraction"] < 1
+        assert row["train_ce"] == pytest.approx(row["train_loss"] - LCC.weight * row["train_lcc"])
+        assert row["lcc/2/orphan_classes"] >= 0
         assert row["lcc_overhead"] > 0
         assert 0 <= row["val_2/cc_top1"] <= 1 and 0 <= row["val_2/mc_top1"] <= 1
     assert res.test.top1 > 0.8

@@ -318,7 +318,14 @@ def fit(
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
-                **({"train_lcc": float(lcc_sum) / max(n_seen, 1)} if corr is not None else {}),
+                **(
+                    {
+                        "train_ce": (float(loss_sum) - w * float(lcc_sum)) / max(n_seen, 1),
+                        "train_lcc": float(lcc_sum) / max(n_seen, 1),
+                    }
+                    if corr is not None and (w := corr.config.weight) is not None
+                    else {}
+                ),  # fmt: skip
                 "train_top1": float(n_correct) / max(n_seen, 1),
                 "val_loss": val.loss,
                 "val_top1": val.top1,
