@@ -315,17 +315,14 @@ def fit(
                     f"Training loss became {train_loss} in epoch {epoch + 1}; lower --lr or enable --grad-clip."
                 )
             val = evaluate(model, data.val, desc="val", **eval_kw)  # type: ignore[arg-type]
+            lcc_cols = {}
+            if corr is not None:  # the task loss and the (unweighted) LCC term, per sample
+                lcc_mean = float(lcc_sum) / max(n_seen, 1)
+                lcc_cols = {"train_ce": train_loss - corr.config.weight * lcc_mean, "train_lcc": lcc_mean}
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
-                **(
-                    {
-                        "train_ce": (float(loss_sum) - w * float(lcc_sum)) / max(n_seen, 1),
-                        "train_lcc": float(lcc_sum) / max(n_seen, 1),
-                    }
-                    if corr is not None and (w := corr.config.weight) is not None
-                    else {}
-                ),  # fmt: skip
+                **lcc_cols,
                 "train_top1": float(n_correct) / max(n_seen, 1),
                 "val_loss": val.loss,
                 "val_top1": val.top1,
