@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
-from latentcc.atomic import atomic_write_bytes
+from latentcc.report.figure import pyplot, save_png
 
 
 def plot_training_curves(
     history: list[dict[str, Any]], path: str | Path, *, title: str | None = None
 ) -> Path:
     """Loss (train/val) and accuracy (train/val top-1) per epoch, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [r["epoch"] for r in history]
     fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -32,11 +28,7 @@ def plot_training_curves(
         ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path, dpi=110)
 
 
 def plot_compare(
@@ -47,10 +39,7 @@ def plot_compare(
     title: str | None = None,
 ) -> Path:
     """One line per run of ``key`` (default validation top-1) against the epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for label, hist in histories.items():
@@ -58,8 +47,4 @@ def plot_compare(
     ax.set(xlabel="epoch", ylabel=key.replace("_", " "), title=title or key.replace("_", " "))
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path, dpi=110)

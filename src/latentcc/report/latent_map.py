@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from latentcc.atomic import atomic_write_bytes
+from latentcc.report.figure import pyplot, save_png
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
@@ -26,10 +25,7 @@ def plot_latent_maps(
     title: str | None = None,
 ) -> Path:
     """One scatter per panel ``(title, xy (N, 2), labels (N,), mc (N,) bool)``; MC samples drawn as black x."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     cmap = plt.get_cmap("tab10" if max(int(p[2].max()) for p in panels) < 10 else "tab20")
@@ -45,8 +41,4 @@ def plot_latent_maps(
     axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_png(fig, path, dpi=100)
