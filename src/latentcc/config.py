@@ -116,6 +116,11 @@ class LCCConfig:
         "leiden", "community detection (modularity): igraph Leiden, igraph Louvain, or the leidenalg package"
     )
     resolution: float = _f(1.0, "modularity resolution (higher: more, smaller clusters)")
+    leiden_iterations: int = _f(
+        2,
+        "Leiden passes per correction epoch (-1: until stable; on a poorly clustered 50k graph that took 117 s "
+        "instead of 5 s for +0.003 modularity; warm starts keep refining across epochs)",
+    )
     pool: Literal["avg", "flatten"] = _f("avg", "how a layer output becomes one vector per sample")
     dim: int | None = _f(
         None, "random projection of collected latents to this width (bounds memory for 'flatten')"
@@ -147,6 +152,14 @@ class LCCConfig:
         _check_int(self.warmup, "warmup", f, 0)
         _check_int(self.interval, "interval", f, 1)
         _check_float(self.resolution, "resolution", f, strictly_positive=True)
+        if (
+            isinstance(self.leiden_iterations, bool)
+            or not isinstance(self.leiden_iterations, int)
+            or self.leiden_iterations == 0
+        ):
+            raise param_error(
+                "leiden_iterations", f, "a non-zero int (-1 = until stable)", self.leiden_iterations
+            )
         for name in ("dim", "graph_dim"):
             if getattr(self, name) is not None:
                 _check_int(getattr(self, name), name, f, 1)

@@ -112,9 +112,11 @@ def cluster_latents(
 
     t = time.perf_counter()
     init = initial if (config.warm_start and config.method != "louvain") else None
+    iterations = -1 if config.method == "louvain" else config.leiden_iterations  # Louvain runs to convergence
     clusters = communities(
-        graph, method=config.method, resolution=config.resolution, seed=config.seed, initial=init
-    )
+        graph, method=config.method, resolution=config.resolution, seed=config.seed, initial=init,
+        n_iterations=iterations,
+    )  # fmt: skip
     seconds["communities"] = time.perf_counter() - t
 
     t = time.perf_counter()
