@@ -54,7 +54,7 @@ def test_mixture_is_recovered_and_loss_pulls_mc_samples_to_targets():
     # the gradient of each row is a unit vector / (n_MC * sqrt(D)): a large lr makes visible steps
     opt = torch.optim.SGD([z], lr=100.0)
     losses = []
-    for _ in range(10):
+    for _ in range(15):
         loss = lcc_loss(z, idx, res.targets)
         opt.zero_grad()
         loss.backward()
