@@ -246,8 +246,14 @@ def test_faiss_gpu_without_gpu_is_a_clear_error(small):
 # --------------------------------------------------------------------------- reduce_dim
 
 
-def test_pca_equals_sklearn_up_to_sign():
+@pytest.mark.parametrize("route", ["covariance", "randomized"])
+def test_pca_equals_sklearn_up_to_sign(route, monkeypatch):
     from sklearn.decomposition import PCA
+
+    import latentcc.graph.reduce as reduce_module
+
+    if route == "randomized":  # the path for wide latents (D > 4096)
+        monkeypatch.setattr(reduce_module, "_COVARIANCE_MAX_D", 0)
 
     rng = np.random.default_rng(4)
     x = (rng.normal(size=(300, 40)) * 0.8 ** np.arange(40) + 3.0).astype(np.float32)
