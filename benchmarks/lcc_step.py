@@ -203,6 +203,12 @@ def run_ours(x: np.ndarray, y: np.ndarray, a: argparse.Namespace, reduce: bool) 
     (idx, dist), sec["knn"] = timed(knn_search, xg, cfg.k, metric=cfg.metric, backend=backend, seed=cfg.seed)
     weights = np.sqrt(dist) if cfg.weighted else None  # as knn_graph does for metric="l2"
     graph, sec["graph"] = timed(knn_graph_from_indices, idx, len(x), distances=weights)
+    exact_max_n = getattr(knn_module, "EXACT_MAX_N", 200_000)  # where "auto" switches from exact to IVF
+    resolved = backend if backend != "auto" else ("faiss" if len(x) <= exact_max_n else "ivf")
+    # epoch_start keeps only the graph; so do we (the neighbour ids stay only for the recall check below)
+    del dist, weights
+    if resolved == "faiss":
+        idx = None
     clusters, sec["communities"] = timed(
         communities, graph, method=cfg.method, resolution=cfg.resolution, seed=cfg.seed,
         n_iterations=cfg.leiden_iterations,
@@ -215,12 +221,10 @@ def run_ours(x: np.ndarray, y: np.ndarray, a: argparse.Namespace, reduce: bool) 
         lcc_targets, x, y, clusters, k=cfg.k_target or cfg.k, owners=owners, orphan_policy=cfg.orphan_policy
     )
     rec: dict[str, Any] = {"seconds": sec, "peak_rss_gib": maxrss_gib()}  # before the checks below
-    exact_max_n = getattr(knn_module, "EXACT_MAX_N", 200_000)  # where "auto" switches from exact to IVF
-    resolved = backend if backend != "auto" else ("faiss" if len(x) <= exact_max_n else "ivf")
     rec.update(knn_backend=resolved, knn_dim=int(xg.shape[1]), mc_with_target=targets.num_with_target)
     if resolved != "faiss":
         rec["knn_recall_sample"] = sample_recall(xg, idx, a.seed)
-    del graph, idx, dist, xg
+    del graph, idx, xg
     rec.update(loss_timings(lambda z, i: lcc_loss(z, i, targets), x, a, a.steps))
     return rec, clusters, owners, cc
 
