@@ -25,3 +25,14 @@ def tiny_mlp(num_classes: int = 10, in_dim: int = 64) -> torch.nn.Module:
         torch.nn.Dropout(0.2),  # exercises RNG state across resume
         torch.nn.Linear(32, num_classes),
     )
+
+
+def mc_distance(lcc, model, data, layer: str) -> float:
+    """Mean ||z - t|| over the samples that have an LCC target, from a fresh eval-mode pass over ``data``."""
+    t = lcc.targets[layer]
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    model.eval()
+    with torch.no_grad(), lcc.capture(model) as z:
+        model(x)
+    has = t.slot >= 0
+    return float((z[layer][has] - t.vectors[t.slot[has]]).norm(dim=1).mean())

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from conftest import tiny_mlp
+from conftest import mc_distance, tiny_mlp
 from latentcc import LCCConfig
 from latentcc.config import TrainConfig
 from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
@@ -19,17 +19,6 @@ CFG = TrainConfig(epochs=3, batch_size=32, lr=1e-2, progress=False, tensorboard=
 LCC = LCCConfig(layers=("2",), weight=0.5, k=5, warmup=1, interval=1, graph_dim=None)
 
 
-def _mc_distance(lcc, model, data, name="2"):
-    """Mean ||z - t|| over samples with a target, from a fresh eval-mode pass."""
-    t = lcc.targets[name]
-    x = torch.stack([data[i][0] for i in range(len(data))])
-    model.eval()
-    with torch.no_grad(), lcc.capture(model) as z:
-        model(x)
-    has = t.slot >= 0
-    return float((z[name][has] - t.vectors[t.slot[has]]).norm(dim=1).mean())
-
-
 def test_plain_loop_loss_is_positive_and_pulls_mc_samples_to_their_targets(digits_splits):
     model = tiny_mlp()
     train = digits_splits.train
@@ -37,7 +26,7 @@ def test_plain_loop_loss_is_positive_and_pulls_mc_samples_to_their_targets(digit
     assert not lcc.should_refresh(0) and lcc.should_refresh(1) and lcc.should_refresh(2)
     stats = lcc.refresh(model, train)
     assert stats["2/clusters"] >= 2 and 0 < stats["2/mc_fraction"] < 1 and stats["time_refresh_s"] > 0
-    before = _mc_distance(lcc, model, train)
+    before = mc_distance(lcc, model, train, "2")
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
     model.train()
     losses = []
@@ -52,7 +41,7 @@ def test_plain_loop_loss_is_positive_and_pulls_mc_samples_to_their_targets(digit
             opt.step()
             losses.append(float(loss.detach()))
     assert losses[0] > 0
-    assert _mc_distance(lcc, model, train) < 0.85 * before  # measured: 0.393 -> 0.312
+    assert mc_distance(lcc, model, train, "2") < 0.85 * before  # measured: 0.393 -> 0.312
 
 
 def test_loss_is_zero_with_grad_before_first_refresh_and_layer_errors(digits_splits):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import mc_distance
 from latentcc import LCCConfig
 from latentcc.data import from_arrays
 from latentcc.errors import LatentccError
@@ -83,17 +84,6 @@ def _fit(module, data, callbacks, epochs=3, batch_size=32):
     return trainer
 
 
-def _mc_distance(lcc, model, data):
-    """Mean ||z - t|| over samples with a target, from a fresh eval-mode pass (as in test_correction)."""
-    t = lcc.targets[LAYER]
-    x = torch.stack([data[i][0] for i in range(len(data))])
-    model.eval()
-    with torch.no_grad(), lcc.capture(model) as z:
-        model(x)
-    has = t.slot >= 0
-    return float((z[LAYER][has] - t.vectors[t.slot[has]]).norm(dim=1).mean())
-
-
 def test_lightning_callback_refreshes_after_warmup_adds_the_loss_and_checkpoints(tmp_path, blobs):
     cb = LCCCallback(LCCConfig(layers=(LAYER,), weight=0.5, k=5, warmup=1, graph_dim=None))
     rec = Recorder(cb)
@@ -125,7 +115,9 @@ def test_lightning_lcc_only_training_pulls_mc_latents_to_their_targets_in_both_m
         initial = copy.deepcopy(module)
         _fit(module, blobs, [cb], epochs=3)
         assert cb.lcc.refreshed_epoch == 0 and (cb.lcc.targets[LAYER].slot >= 0).any()
-        distances.append((_mc_distance(cb.lcc, initial, blobs), _mc_distance(cb.lcc, module, blobs)))
+        distances.append(
+            (mc_distance(cb.lcc, initial, blobs, LAYER), mc_distance(cb.lcc, module, blobs, LAYER))
+        )
     (before, after), explicit = distances
     assert after < 0.8 * before, distances  # measured: 2.18 -> 1.11
     assert explicit == pytest.approx((before, after), rel=1e-5)  # the wrapper adds exactly weighted_loss

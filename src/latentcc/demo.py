@@ -84,7 +84,7 @@ def run_demo(
             "val_top1": round(float(np.mean([x["val_top1"] for x in r])), 4), "CC_top1": round(float(cc), 4),
             "MC_top1": round(float(mc), 4), "CC-MC gap": round(float(cc - mc), 4),
             "MC_frac": round(float(np.nanmean([x["mc_fraction"] for x in r])), 3),
-            "time/run_s": round(float(np.mean([x["time_s"] for x in r])), 1),
+            "time/run_s": f"{np.mean([x['time_s'] for x in r]):.1f}",
             "LCC_overhead": "-" if method == "baseline" else f"{np.nanmean([x['lcc_overhead'] for x in r]):.1%}",
         })  # fmt: skip
     diffs = [a["test_top1"] - b["test_top1"] for a, b in zip(runs["lcc"], runs["baseline"], strict=True)]

@@ -117,34 +117,34 @@ def is_text_folder(folder: str | Path) -> bool:
     return any((Path(folder) / f).is_file() for f in TOKENIZER_FILES)
 
 
+def _load_hf(transformers: Any, auto_cls: Any, folder: Path, num_classes: int, pretrained: bool) -> Any:
+    """A local HF classifier with a ``num_classes``-way head: its weights, or its config randomly initialised."""
+    if pretrained:
+        return auto_cls.from_pretrained(
+            str(folder), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True
+        )
+    config = transformers.AutoConfig.from_pretrained(
+        str(folder), num_labels=num_classes, local_files_only=True
+    )
+    return auto_cls.from_config(config)
+
+
 def _text_classifier(folder: Path, num_classes: int, pretrained: bool, max_length: int) -> TextClassifier:
     transformers = require("transformers", "text", purpose="Hugging Face text models")
     with _quiet(transformers):
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        if pretrained:
-            hf = transformers.AutoModelForSequenceClassification.from_pretrained(
-                str(folder), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True
-            )
-        else:
-            config = transformers.AutoConfig.from_pretrained(
-                str(folder), num_labels=num_classes, local_files_only=True
-            )
-            hf = transformers.AutoModelForSequenceClassification.from_config(config)
+        hf = _load_hf(
+            transformers, transformers.AutoModelForSequenceClassification, folder, num_classes, pretrained
+        )
     return TextClassifier(hf, tokenizer, max_length=max_length)
 
 
 def _image_classifier(folder: Path, num_classes: int, pretrained: bool) -> ImageClassifier:
     transformers = require("transformers", "hf", purpose="Hugging Face image models")
     with _quiet(transformers):
-        if pretrained:
-            hf = transformers.AutoModelForImageClassification.from_pretrained(
-                str(folder), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True
-            )
-        else:
-            config = transformers.AutoConfig.from_pretrained(
-                str(folder), num_labels=num_classes, local_files_only=True
-            )
-            hf = transformers.AutoModelForImageClassification.from_config(config)
+        hf = _load_hf(
+            transformers, transformers.AutoModelForImageClassification, folder, num_classes, pretrained
+        )
     config = hf.config
     prep_file = folder / "preprocessor_config.json"
     prep = json.loads(prep_file.read_text()) if prep_file.is_file() else {}
