@@ -57,25 +57,15 @@ def test_finetune_resume_and_refusals(tmp_path, capsys):
     capsys.readouterr()
     assert main(["finetune", "--out", str(out), *FAST]) == 2  # refuses to overwrite
     assert "refusing to overwrite" in capsys.readouterr().err
-    # the run's own config.json replays it; epochs raised to 2 and resumed: only epoch 2 is trained
-    assert (
-        main(
-            [
-                "finetune",
-                "--out",
-                str(out),
-                "--config",
-                str(out / "config.json"),
-                "--epochs",
-                "2",
-                "--resume",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-    hist = json.loads((out / "metrics.json").read_text())
-    assert [r["epoch"] for r in hist] == [1, 2]
+    # --resume alone reuses the run's own config.json (a finished run: nothing left to train)
+    assert main(["finetune", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1]
+    # settings that change the computation are refused on resume, and nothing is overwritten
+    before = (out / "config.json").read_text()
+    assert main(["finetune", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot resume" in err and "train.epochs: 1 -> 2" in err
+    assert (out / "config.json").read_text() == before
 
 
 def test_same_seed_same_run(tmp_path):

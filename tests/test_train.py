@@ -109,12 +109,7 @@ def test_resume_refuses_missing_and_corrupt_checkpoints(tmp_path, digits_splits)
     cfg = TrainConfig(epochs=2, progress=False, tensorboard=False)
     with pytest.raises(CheckpointError, match="Nothing to resume"):
         fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path / "empty", resume=True)
-    fit(
-        tiny_mlp(),
-        digits_splits,
-        config=TrainConfig(epochs=1, progress=False, tensorboard=False),
-        out_dir=tmp_path / "r",
-    )
+    fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path / "r")
     ckpt = latest_checkpoint(tmp_path / "r" / "checkpoints")
     weights = ckpt / "model.safetensors"
     good = weights.read_bytes()
@@ -125,6 +120,16 @@ def test_resume_refuses_missing_and_corrupt_checkpoints(tmp_path, digits_splits)
     weights.write_bytes(good)
     with pytest.raises(CheckpointError, match="does not fit this model"):  # a checkpoint of another model
         fit(tiny_mlp(num_classes=7), digits_splits, config=cfg, out_dir=tmp_path / "r", resume=True)
+    with pytest.raises(
+        CheckpointError, match=r"train\.lr: 0\.001 -> 0\.5"
+    ):  # other settings: refused by name
+        fit(
+            tiny_mlp(),
+            digits_splits,
+            config=dataclasses.replace(cfg, lr=0.5),
+            out_dir=tmp_path / "r",
+            resume=True,
+        )
 
 
 def test_unwritable_out_dir(tmp_path, digits_splits):

@@ -125,8 +125,11 @@ def _finetune(ns: argparse.Namespace) -> None:
     from latentcc.finetune import finetune, load_data
     from latentcc.report.table import format_table
 
-    m, d, t, lcc = _configs(ns)
     out = Path(ns.out)
+    if ns.resume and ns.config is None:  # resume with the run's own settings; typed flags still override
+        saved = [out / "config.json", *sorted(out.glob("seed-*/config.json"))]
+        ns.config = next((str(p) for p in saved if p.is_file()), None)
+    m, d, t, lcc = _configs(ns)
     if not ns.seeds:
         res = finetune(m, d, t, out_dir=out, resume=ns.resume, lcc=lcc)
         print(format_table([res.summary()]))

@@ -176,8 +176,8 @@ class LatentClusterCorrection:
         self.refreshed_epoch = state.get("refreshed_epoch")
         self.targets, self.last = {}, {}
         for name, s in state.get("layers", {}).items():
-            t = LCCTargets.from_state_dict(s["targets"])
-            clusters = np.asarray(s["clusters"])
+            t = LCCTargets.from_state_dict(s["targets"]).to("cpu")  # state may come from a GPU
+            clusters = np.asarray(torch.as_tensor(s["clusters"]).cpu())
             self.targets[name] = t.to(device)
             cc = ~t.mc_mask.numpy()
             self.last[name] = EpochStart(t, clusters, np.asarray(t.owners), cc)

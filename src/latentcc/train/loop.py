@@ -6,6 +6,7 @@ weights, on which the test split is reported.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -209,6 +210,9 @@ def fit(
 
     start_epoch, best_val, best_epoch, best_val_loss, history = 0, -1.0, 0, math.inf, []
     best_state: dict[str, torch.Tensor] | None = None  # in-memory best weights when there is no run folder
+    run_config: dict[str, Any] = {"train": config_to_dict(cfg), **(extra_config or {})}
+    if corr is not None:
+        run_config["lcc"] = config_to_dict(corr.config)
     if ckpt_root is not None and run_dir is not None:
         latest = latest_checkpoint(ckpt_root)
         if resume:
@@ -216,6 +220,7 @@ def fit(
                 raise CheckpointError(
                     f"Nothing to resume in {run_dir}: it holds no checkpoint. Start without --resume."
                 )
+            _check_same_run(run_dir / "config.json", run_config)
             state = load_checkpoint(latest, model)  # verifies checksums before touching anything
             opt.load_state_dict(state["optimizer"])
             if sched is not None and state.get("scheduler") is not None:
@@ -234,14 +239,7 @@ def fit(
                 f"{run_dir} already holds a run; refusing to overwrite it. Pass resume=True (--resume) to continue it, "
                 "or choose another output folder."
             )
-        atomic_write_json(
-            run_dir / "config.json",
-            {
-                "train": config_to_dict(cfg),
-                **(extra_config or {}),
-                "provenance": _provenance(),
-            },
-        )
+        atomic_write_json(run_dir / "config.json", {**run_config, "provenance": _provenance()})
 
     logger = MetricsLogger(run_dir, history=history, tensorboard=cfg.tensorboard) if run_dir else None
     hist: list[dict[str, Any]] = logger.history if logger else list(history)
@@ -413,6 +411,40 @@ def _save_best(run_dir: Path, model: nn.Module, epoch: int, val_top1: float) -> 
     atomic_write_json(
         run_dir / "best.json", {"epoch": epoch, "val_top1": val_top1, "sha256": sha256_file(path)}
     )
+
+
+# Settings that may differ between a run and its resumption: they do not change what is computed.
+_RESUME_FREE = {"train": {"progress", "tensorboard", "device", "num_workers", "keep_checkpoints"}}
+_RESUME_IGNORED_SECTIONS = {"provenance", "dataset"}
+
+
+def _check_same_run(saved_path: Path, run_config: dict[str, Any]) -> None:
+    """Refuse to resume with settings that change the computation (epochs, lr, LCC, data, model...)."""
+    if not saved_path.is_file():
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{saved_path} is corrupt ({e}); cannot check that the resumed run is the same run."
+        ) from e
+    now = json.loads(json.dumps(run_config, default=str))  # tuples -> lists, as stored
+    diffs = []
+    for section in sorted((set(saved) | set(now)) - _RESUME_IGNORED_SECTIONS):
+        a, b = saved.get(section), now.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            free = _RESUME_FREE.get(section, set())
+            diffs += [f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                      if k not in free and a.get(k) != b.get(k)]  # fmt: skip
+        elif a != b:
+            diffs.append(f"{section}: {'present' if a is not None else 'absent'} in the run, "
+                         f"{'present' if b is not None else 'absent'} now")  # fmt: skip
+    if diffs:
+        raise CheckpointError(
+            f"Cannot resume {saved_path.parent} with different settings ({'; '.join(diffs)}). Resume with the run's "
+            f"own settings (the CLI reads them from {saved_path.name} when --resume is given without flags), or start "
+            "a new run in another folder."
+        )
 
 
 def _provenance() -> dict[str, Any]:
