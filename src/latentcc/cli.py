@@ -32,7 +32,11 @@ def _add_run_args(p: argparse.ArgumentParser, defaults: dict[str, dict] | None =
     p.add_argument(
         "--config", help="JSON file with sections model/data/train/lcc (a run folder's config.json works)"
     )
-    p.add_argument("--seeds", type=_seeds, help="comma-separated training seeds, one run each (e.g. 0,1,2)")
+    p.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="comma-separated training seeds, one run each (e.g. 0,1,2); the clustering seed stays --lcc-seed",
+    )
     for section, cls, prefix in SECTIONS:
         add_config_args(
             p, cls, title=f"{section} ({cls.__name__})", defaults=(defaults or {}).get(section), prefix=prefix
