@@ -50,6 +50,8 @@ class LatentClusterCorrection:
         self.last: dict[str, EpochStart] = {}
         self.refreshed_epoch: int | None = None
         self._names: list[str] | None = None  # full layer names, resolved on first use
+        self._modules: dict[str, nn.Module] | None = None
+        self._model_id: int | None = None
         self._proj: dict[str, torch.Tensor] = {}
 
     # ---------------------------------------------------------------- schedule
@@ -64,11 +66,15 @@ class LatentClusterCorrection:
         return bool(self.targets)
 
     def layer_names(self, model: nn.Module) -> list[str]:
-        if self._names is None:
-            self._names = list(
-                resolve_layers(model, list(self.config.layers), func="LatentClusterCorrection")
-            )
-        return self._names
+        return list(self._resolve(model))
+
+    def _resolve(self, model: nn.Module) -> dict[str, nn.Module]:
+        """{full name: module} of the configured layers, resolved once per model (not every step)."""
+        if self._modules is None or self._model_id != id(model):
+            self._modules = resolve_layers(model, list(self.config.layers), func="LatentClusterCorrection")
+            self._model_id = id(model)
+            self._names = list(self._modules)
+        return self._modules
 
     # ---------------------------------------------------------------- once per correction epoch
     def refresh(
@@ -118,7 +124,7 @@ class LatentClusterCorrection:
     @contextmanager
     def capture(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         """Capture the configured layers' outputs (with grad) during your own forward pass."""
-        with capture(model, self.layer_names(model)) as out:
+        with capture(model, self._resolve(model)) as out:
             yield out
 
     def loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:

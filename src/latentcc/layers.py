@@ -58,7 +58,7 @@ def resolve_layers(
 
 @contextmanager
 def capture(
-    model: nn.Module, layers: str | Sequence[str], *, detach: bool = False
+    model: nn.Module, layers: str | Sequence[str] | Mapping[str, nn.Module], *, detach: bool = False
 ) -> Iterator[dict[str, Tensor]]:
     """Context manager yielding ``{full layer name: latest output tensor}``, filled by each forward pass.
 
@@ -71,7 +71,8 @@ def capture(
     ...     logits = model(x)
     >>> z = out["backbone.fc1"]  # (B, D)
     """
-    resolved = resolve_layers(model, layers, func="capture")
+    # an already resolved {name: module} mapping skips the name lookup (it runs every training step)
+    resolved = dict(layers) if isinstance(layers, Mapping) else resolve_layers(model, layers, func="capture")
     outputs: dict[str, Tensor] = {}
     handles = []
     try:
