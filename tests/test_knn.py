@@ -291,3 +291,21 @@ def test_reduce_dim_passthrough_and_errors():
         reduce_dim(x, 0)
     with pytest.raises(LatentccError, match=r"'method'.*'umap'"):
         reduce_dim(x, 2, method="umap")  # type: ignore[arg-type]
+
+
+def test_blocked_faiss_search_equals_one_shot_search(monkeypatch):
+    """Queries run in row blocks (bounded memory); results equal a brute-force search, self dropped per block."""
+    import latentcc.graph.knn as knn_module
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2600, 6)).astype(np.float32)
+    x[2000] = x[5]  # a duplicate pair across two blocks
+    monkeypatch.setattr(knn_module, "_QUERY_BLOCK_ELEMS", 1)  # -> blocks of 1024 rows: 3 blocks
+    idx, dist = knn_search(x, 4, backend="faiss")
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    ref = np.argsort(d2, axis=1, kind="stable")[:, :4]
+    assert not (idx == np.arange(len(x))[:, None]).any()
+    np.testing.assert_allclose(dist, np.take_along_axis(d2, ref, axis=1), rtol=1e-4, atol=1e-5)
+    assert (idx == ref).mean() > 0.999  # index ties (the duplicate pair) may order differently
+    assert idx[5, 0] == 2000 and idx[2000, 0] == 5

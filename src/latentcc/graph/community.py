@@ -32,7 +32,13 @@ def _check_graph(graph: Any, func: str) -> sp.csr_matrix:
         )
     if graph.ndim != 2 or graph.shape[0] != graph.shape[1] or graph.shape[0] < 2:
         raise param_error("graph", func, "square (N, N) with N >= 2", f"shape {graph.shape}")
-    g = sp.csr_matrix(graph, dtype=np.float64)
+    # No float64 copy of a large graph (31M entries at N=40k, k=500): keep a float CSR as given, and copy
+    # only when it must be cleaned, so the caller's matrix is never modified.
+    g = graph.tocsr()
+    if g.dtype not in (np.float32, np.float64):
+        g = g.astype(np.float64)
+    if g is graph and (not g.has_canonical_format or not g.data.all()):
+        g = g.copy()
     g.sum_duplicates()
     if not np.isfinite(g.data).all() or (g.data < 0).any():
         raise param_error(

@@ -341,19 +341,16 @@ def _knn(
         xn = x.cpu().numpy() if isinstance(x, torch.Tensor) else x
         if metric == "cosine":
             xn = np.ascontiguousarray(xn / np.linalg.norm(xn, axis=1, keepdims=True), dtype=np.float32)
-        kq = k + 1 if exclude_self else k
-        dist, idx = _faiss_search(xn, kq, backend, seed)
-        if exclude_self:
-            idx, dist = _drop_self(idx, dist)
+        dist, idx = _faiss_search(xn, k, backend, seed, exclude_self)
     if metric == "cosine":
         dist = np.clip(dist * 0.5, 0.0, 2.0)  # ||a - b||^2 = 2 - 2 cos for unit rows
     return idx.astype(np.int64, copy=False), dist.astype(np.float32, copy=False)
 
 
-def _drop_self(idx: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, k+1) -> (N, k): remove each row's own index where present, else its last (farthest) entry."""
+def _drop_self(idx: np.ndarray, dist: np.ndarray, first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k+1) -> (n, k) for rows first..first+n-1: drop each row's own index where present, else its last entry."""
     n = idx.shape[0]
-    drop = idx == np.arange(n)[:, None]
+    drop = idx == np.arange(first, first + n)[:, None]
     no_self = ~drop.any(axis=1)  # self pushed out of the top k+1 by exact duplicates
     drop[no_self, -1] = True
     keep = ~drop
@@ -368,8 +365,11 @@ def _faiss(purpose: str) -> Any:
     return faiss
 
 
-def _faiss_search(x: np.ndarray, kq: int, backend: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_search(
+    x: np.ndarray, k: int, backend: str, seed: int, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
     faiss = _faiss(f"k-NN search with backend={backend!r}")
+    kq = k + 1 if exclude_self else k
     n, d = x.shape
     index: Any
     if backend == "faiss":
@@ -398,14 +398,30 @@ def _faiss_search(x: np.ndarray, kq: int, backend: str, seed: int) -> tuple[np.n
     index.add(x)
     if backend == "hnsw":
         index.hnsw.efSearch = max(2 * kq, 64)
-    dist, idx = index.search(x, kq)
-    missing = np.flatnonzero((idx < 0).any(axis=1))
-    if missing.size:
-        # Approximate indexes can return fewer than kq hits (-1) for points in sparse regions: redo those exactly.
-        flat = faiss.IndexFlatL2(d)
-        flat.add(x)
-        dist[missing], idx[missing] = flat.search(x[missing], kq)
+    # Queries go in row blocks written straight into the (N, k) results, so the (N, k+1) arrays of a
+    # whole-set search never coexist with their trimmed copies (at N=40k, k=500: 0.24 GiB less peak).
+    # faiss blocks exact searches internally anyway (4096 queries), so the arithmetic is unchanged.
+    dist = np.empty((n, k), dtype=np.float32)
+    idx = np.empty((n, k), dtype=np.int64)
+    flat = None
+    step = max(1024, _QUERY_BLOCK_ELEMS // kq)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        bd, bi = index.search(x[s:e], kq)
+        missing = np.flatnonzero((bi < 0).any(axis=1))
+        if missing.size:
+            # Approximate indexes can return fewer than kq hits (-1) in sparse regions: redo those rows exactly.
+            if flat is None:
+                flat = faiss.IndexFlatL2(d)
+                flat.add(x)
+            bd[missing], bi[missing] = flat.search(x[s:e][missing], kq)
+        if exclude_self:
+            bi, bd = _drop_self(bi, bd, first=s)
+        dist[s:e], idx[s:e] = bd, bi
     return dist, idx
+
+
+_QUERY_BLOCK_ELEMS = 1 << 23  # query rows x neighbours per faiss search call
 
 
 def _ivf_nlist(n: int) -> int:
