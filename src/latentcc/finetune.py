@@ -66,9 +66,7 @@ def finetune(
     seed_everything(tcfg.seed)  # the new head's initialisation is part of the run: same seed, same run
     model = build_model(mcfg, splits)
     extra = {"model": config_to_dict(mcfg), "data": config_to_dict(dcfg), "dataset": splits.summary()}
-    use_lcc = lcc is not None and bool(lcc.layers)
-    if use_lcc:
-        extra["lcc"] = config_to_dict(lcc)
+    use_lcc = lcc is not None and bool(lcc.layers)  # fit records the LCC config in config.json itself
     return fit(
         model,
         splits,

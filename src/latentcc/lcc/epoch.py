@@ -33,13 +33,12 @@ class EpochStart:
 
     def stats(self) -> dict[str, Any]:
         """Numbers worth logging per epoch."""
-        num_classes = int(self.owners.max()) + 1 if self.owners.size else 0
         return {
             "clusters": int(self.owners.size),
             "mc_fraction": float(1.0 - self.cc.mean()),
             "with_target": self.targets.num_with_target,
             "orphan_classes": int(self.targets.orphans.size),
-            "owning_classes": int(np.unique(self.owners).size) if num_classes else 0,
+            "owning_classes": int(np.unique(self.owners[self.owners >= 0]).size),  # -1: a cluster nobody owns
             **{f"time_{k}_s": round(v, 4) for k, v in self.seconds.items()},
         }
 
