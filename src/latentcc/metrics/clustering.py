@@ -1,0 +1,327 @@
+"""Clusterability of latents (ALGORITHMS.md §2, the probing paper): cluster, then score against labels.
+
+``cluster`` partitions features with Ward (the paper's choice), k-means or Leiden on a k-NN graph;
+``clusterability`` scores such a partition against the true (sub)class labels with AMI, ARI, NMI and
+purity, optionally *within each superclass* (``groups=``) and averaged over superclasses as in the paper;
+``cluster_consistency`` is the ARI between two clusterings of the same samples (run-to-run or
+checkpoint-to-checkpoint); ``purity`` is (1/N) sum over clusters of the size of its largest class.
+
+A finding to reproduce with these (the paper's): superclasses made of *unrelated* (shuffled) subclasses
+cluster much better than natural hierarchies, and clusterability does not track linear-probe accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import numpy as np
+
+from latentcc.errors import LatentccError, param_error
+from latentcc.graph import communities, knn_graph
+from latentcc.lcc.matching import contingency
+from latentcc.metrics._validate import as_features, as_labels
+
+ClusterMethod = Literal["ward", "kmeans", "leiden"]
+CLUSTER_METHODS: tuple[str, ...] = ("ward", "kmeans", "leiden")
+
+# Ward (scipy's nearest-neighbour chain under scikit-learn) holds O(N^2) float64 distances: measured peak
+# ~8 N^2 bytes (N=7000, D=128: +0.5 GiB, 4 s; N=14000: +1.6 GiB, 11 s on 2 cores), so 20k points ~ 3 GiB.
+# Beyond that, subsample (ProbeConfig.max_samples) or use kmeans / leiden. Per-superclass runs count per group.
+WARD_MAX_N = 20_000
+# k-means restarts from 10 k-means++ seeds and keeps the best inertia (scikit-learn's classic default; its
+# "auto" is 1 run for k-means++): fewer seed-dependent partitions, so consistency measures the features.
+KMEANS_N_INIT = 10
+MAX_OVERCLUSTER = 5
+# purity's class x cluster table is dense up to this many cells, else counted from sorted (class, cluster) pairs.
+_DENSE_MAX_CELLS = 1 << 24
+
+
+# --------------------------------------------------------------------------- validation (the door)
+
+
+def _check_int(
+    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
+) -> int:
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not ok or value < lo or (hi is not None and value > hi):
+        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
+        raise param_error(param, func, req, value, fix)
+    return int(value)
+
+
+def _check_method(method: Any, func: str) -> str:
+    if method not in CLUSTER_METHODS:
+        raise param_error("method", func, f"one of {list(CLUSTER_METHODS)}", method)
+    return str(method)
+
+
+def _check_resolution(resolution: Any, func: str) -> float:
+    ok = isinstance(resolution, int | float | np.floating) and not isinstance(resolution, bool)
+    if not ok or not np.isfinite(resolution) or resolution <= 0:
+        raise param_error("resolution", func, "a finite float > 0", resolution)
+    return float(resolution)
+
+
+def _length(x: Any, param: str, func: str) -> int:
+    shape = np.shape(x)
+    if len(shape) != 1:
+        raise param_error(param, func, "a 1-D array of int labels, (N,)", f"shape {shape}")
+    return int(shape[0])
+
+
+def _label_pair(a: Any, b: Any, func: str, pa: str, pb: str, min_n: int) -> tuple[np.ndarray, np.ndarray]:
+    n = _length(a, pa, func)
+    if n < min_n:
+        raise param_error(pa, func, f"at least {min_n} labels", f"{n} labels")
+    return as_labels(a, n, func, pa), as_labels(b, n, func, pb)
+
+
+def _check_features(features: Any, func: str) -> np.ndarray:
+    x = as_features(features, func, "features")
+    if len(x) < 2:
+        raise param_error("features", func, "an (N, D) array with N >= 2 samples", f"shape {x.shape}")
+    return x
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def purity(labels_true: Any, labels_pred: Any) -> float:
+    """Purity = (1/N) sum over predicted clusters of the size of its largest true class, in (0, 1].
+
+    Args:
+        labels_true: (N,) int class ids (any integers), N >= 1.
+        labels_pred: (N,) int cluster ids, in the SAME sample order.
+
+    Purity rises with the number of clusters (N singletons score 1): compare it at equal cluster counts.
+    """
+    yt, yp = _label_pair(labels_true, labels_pred, "purity", "labels_true", "labels_pred", 1)
+    return _purity(yt, yp)
+
+
+def cluster(
+    features: Any,
+    n_clusters: int | None,
+    *,
+    method: ClusterMethod = "ward",
+    seed: int = 0,
+    leiden_k: int = 15,
+    resolution: float = 1.0,
+) -> np.ndarray:
+    """Cluster the rows of ``features``; returns (N,) int64 cluster ids.
+
+    Args:
+        features: (N, D) float array or tensor, N >= 2, finite.
+        n_clusters: clusters wanted, 1 <= n_clusters <= N, for ``"ward"`` and ``"kmeans"``. Ignored by
+            ``"leiden"`` (pass None): there ``resolution`` decides how many communities come out.
+        method: ``"ward"`` (scikit-learn AgglomerativeClustering, Euclidean Ward linkage; deterministic;
+            O(N^2) memory, N <= ``WARD_MAX_N``), ``"kmeans"`` (scikit-learn KMeans, ``KMEANS_N_INIT``
+            k-means++ restarts) or ``"leiden"`` (symmetric unweighted Euclidean k-NN graph with
+            k = min(leiden_k, N-1), then Leiden modularity communities; see :mod:`latentcc.graph`).
+        seed: seeds k-means and Leiden (and the k-NN backend); Ward ignores it.
+        leiden_k: neighbours per point of the Leiden graph.
+        resolution: Leiden modularity resolution (> 0; larger gives more, smaller communities).
+    """
+    func = "cluster"
+    x = _check_features(features, func)
+    how = _check_method(method, func)
+    seed = _check_int(seed, "seed", func, 0)
+    n = len(x)
+    if how == "leiden":
+        if n_clusters is not None:
+            _check_int(n_clusters, "n_clusters", func, 1)  # a typo is still an error, though unused
+        leiden_k = _check_int(leiden_k, "leiden_k", func, 1)
+        return _leiden(x, min(leiden_k, n - 1), _check_resolution(resolution, func), seed)
+    fix = f"Fix: at most one cluster per sample (N = {n})."
+    n_clusters = _check_int(n_clusters, "n_clusters", func, 1, n, fix)
+    if how == "ward":
+        _check_ward_size(n, func)
+    return _cluster(x, n_clusters, how, seed)
+
+
+def clusterability(
+    features: Any,
+    labels: Any,
+    *,
+    method: ClusterMethod = "ward",
+    n_clusters: int | None = None,
+    groups: Any = None,
+    overcluster: int = 1,
+    seed: int = 0,
+    leiden_k: int = 15,
+    resolution: float = 1.0,
+) -> dict[str, float]:
+    """How well clustering the features recovers ``labels``: AMI, ARI, NMI and purity.
+
+    Without ``groups``: one clustering of all N samples into ``n_clusters`` clusters (default
+    ``#distinct labels * overcluster``, clipped to N), scored against ``labels``. ``labels`` needs at
+    least 2 distinct values (AMI/ARI are degenerate otherwise).
+
+    With ``groups`` (the probing paper's protocol; ``labels`` = subclass, ``groups`` = superclass per
+    sample): each superclass is clustered on its own into ``#subclasses in it * overcluster`` clusters
+    (clipped to the group's size), scored against its subclasses, and the scores are averaged over
+    superclasses, unweighted. A superclass with a single subclass has nothing to recover (AMI is
+    degenerate) and is skipped; ``n_groups`` / ``n_groups_skipped`` report how many were scored / not.
+    If no superclass has 2 subclasses, LatentccError. ``n_clusters`` must then be None.
+
+    Args:
+        features: (N, D) float array or tensor, N >= 2, finite.
+        labels: (N,) int (sub)class ids, same sample order.
+        method, seed, leiden_k, resolution: as :func:`cluster` (Leiden ignores the cluster count).
+        n_clusters: explicit cluster count (1..N) without ``groups``; then ``overcluster`` must be 1.
+        groups: (N,) int superclass ids, or None.
+        overcluster: clusters per (sub)class, an int in 1..5.
+
+    Returns:
+        ``{"ami", "ari", "nmi", "purity"}`` as floats (AMI and NMI with arithmetic normalisation, as
+        scikit-learn), ``"n_clusters"`` (distinct clusters produced, summed over groups), ``"n_groups"``
+        (groups scored; 1 without ``groups``) and ``"n_groups_skipped"``.
+    """
+    func = "clusterability"
+    x = _check_features(features, func)
+    n = len(x)
+    y = as_labels(labels, n, func, "labels")
+    how = _check_method(method, func)
+    seed = _check_int(seed, "seed", func, 0)
+    leiden_k = _check_int(leiden_k, "leiden_k", func, 1)
+    resolution = _check_resolution(resolution, func)
+    overcluster = _check_int(overcluster, "overcluster", func, 1, MAX_OVERCLUSTER)
+    if n_clusters is not None:
+        if groups is not None:
+            raise param_error(
+                "n_clusters", func, "None when groups is given (each group gets #subclasses * overcluster)",
+                n_clusters,
+            )  # fmt: skip
+        if overcluster != 1:
+            raise param_error(
+                "overcluster", func, "1 when n_clusters is given (the count is then explicit)", overcluster
+            )
+        n_clusters = _check_int(n_clusters, "n_clusters", func, 1, n, f"Fix: at most N = {n} clusters.")
+
+    if groups is None:
+        if len(np.unique(y)) < 2:
+            raise param_error(
+                "labels", func, "labels with at least 2 distinct classes", "1 distinct class",
+                "Clusterability against a single class is degenerate (AMI/ARI undefined).",
+            )  # fmt: skip
+        members: list[np.ndarray] | None = None
+        n_groups = 1
+        sizes = [n]
+    else:
+        members = _group_members(as_labels(groups, n, func, "groups"))
+        n_groups = len(members)
+        # A one-subclass superclass has nothing to recover (AMI degenerate): it is skipped (docstring).
+        members = [m for m in members if y[m].min() != y[m].max()]
+        sizes = [len(m) for m in members]
+        if not members:
+            raise param_error(
+                "groups", func, "at least one group containing 2 or more distinct labels",
+                f"{n_groups} group(s), each with a single label",
+                "Clusterability within a group needs subclasses to recover; check labels vs groups.",
+            )  # fmt: skip
+    if how == "ward":
+        _check_ward_size(max(sizes), func)  # before any work; per group with groups=
+
+    scores: list[tuple[float, float, float, float]] = []
+    made = 0
+    # Without groups the caller's array is clustered as is; with groups one group's copy exists at a time.
+    parts: Iterable[tuple[np.ndarray, np.ndarray]] = (
+        [(x, y)] if members is None else ((x[m], y[m]) for m in members)
+    )
+    for xg, yg in parts:
+        if how == "leiden":
+            pred = _leiden(xg, min(leiden_k, len(xg) - 1), resolution, seed)
+        else:
+            k = n_clusters or min(len(np.unique(yg)) * overcluster, len(xg))
+            pred = _cluster(xg, k, how, seed)
+        made += len(np.unique(pred))
+        scores.append(_scores(yg, pred))
+    ami, ari, nmi, pur = (float(v) for v in np.mean(np.asarray(scores), axis=0))
+    return {
+        "ami": ami,
+        "ari": ari,
+        "nmi": nmi,
+        "purity": pur,
+        "n_clusters": made,
+        "n_groups": len(scores),
+        "n_groups_skipped": n_groups - len(scores),
+    }
+
+
+def cluster_consistency(labels_a: Any, labels_b: Any) -> float:
+    """Adjusted Rand index between two clusterings of the SAME samples (same order), in [-0.5, 1].
+
+    1 = identical partitions up to renaming the clusters; ~0 = no more agreement than chance. Used for
+    run-to-run and checkpoint-to-checkpoint consistency of cluster assignments (ALGORITHMS.md §2).
+    """
+    a, b = _label_pair(labels_a, labels_b, "cluster_consistency", "labels_a", "labels_b", 2)
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(a, b))
+
+
+# --------------------------------------------------------------------------- private (trust their inputs)
+
+
+def _check_ward_size(n: int, func: str) -> None:
+    if n > WARD_MAX_N:
+        gib = 8 * n * n / 2**30  # the measured peak, see WARD_MAX_N
+        raise LatentccError(
+            f"{func}: method='ward' on {n} samples needs an O(N^2) distance matrix (~{gib:.1f} GiB); the "
+            f"limit is WARD_MAX_N = {WARD_MAX_N}. Fix: subsample (ProbeConfig.max_samples / "
+            "--max-samples), or use method='kmeans' or method='leiden'."
+        )
+
+
+def _group_members(groups: np.ndarray) -> list[np.ndarray]:
+    """Sample indices of each group, groups in ascending id order, indices ascending (one stable sort)."""
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(np.diff(groups[order])) + 1
+    return np.split(order, bounds)
+
+
+def _cluster(x: np.ndarray, n_clusters: int, method: str, seed: int) -> np.ndarray:
+    if method == "ward":
+        from sklearn.cluster import AgglomerativeClustering
+
+        model: Any = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward")
+    else:
+        from sklearn.cluster import KMeans
+
+        model = KMeans(n_clusters=n_clusters, n_init=KMEANS_N_INIT, random_state=seed)
+    return np.asarray(model.fit_predict(x), dtype=np.int64)
+
+
+def _leiden(x: np.ndarray, k: int, resolution: float, seed: int) -> np.ndarray:
+    graph = knn_graph(x, k, metric="l2", seed=seed)
+    return communities(graph, method="leiden", resolution=resolution, seed=seed)
+
+
+def _scores(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float, float]:
+    from sklearn.metrics import (
+        adjusted_mutual_info_score,
+        adjusted_rand_score,
+        normalized_mutual_info_score,
+    )
+
+    return (
+        float(adjusted_mutual_info_score(y, pred, average_method="arithmetic")),
+        float(adjusted_rand_score(y, pred)),
+        float(normalized_mutual_info_score(y, pred, average_method="arithmetic")),
+        _purity(y, pred),
+    )
+
+
+def _purity(yt: np.ndarray, yp: np.ndarray) -> float:
+    # Compact ids to 0..K-1 / 0..C-1: contingency() wants non-negative ids and a table no larger than needed.
+    yt = np.unique(yt, return_inverse=True)[1].reshape(-1)
+    yp = np.unique(yp, return_inverse=True)[1].reshape(-1)
+    k, c = int(yt.max()) + 1, int(yp.max()) + 1
+    if k * c <= _DENSE_MAX_CELLS:
+        largest = contingency(yt, yp, k, c).max(axis=0)
+    else:  # many classes and clusters: count each (cluster, class) pair present, take the max per cluster
+        pairs, counts = np.unique(yp * k + yt, return_counts=True)
+        largest = np.zeros(c, dtype=np.int64)
+        np.maximum.at(largest, pairs // k, counts)
+    return float(largest.sum() / len(yt))
