@@ -3,12 +3,14 @@
 Public verbs are re-exported here; nothing heavy is imported at package import time.
 """
 
-from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
+from latentcc import metrics
+from latentcc.config import DataConfig, LCCConfig, ModelConfig, ProbeConfig, TrainConfig
 from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
 from latentcc.graph import communities, knn_graph, knn_recall, knn_search, reduce_dim
 from latentcc.latents import Latents, collect_latents
 from latentcc.layers import capture, list_layers, resolve_layers
 from latentcc.lcc import LCCTargets, cc_mask, epoch_start, lcc_loss, lcc_targets, match_clusters
+from latentcc.probing import Profile, profile
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,8 @@ __all__ = [
     "Latents",
     "MissingExtraError",
     "ModelConfig",
+    "ProbeConfig",
+    "Profile",
     "TrainConfig",
     "__version__",
     "capture",
@@ -35,6 +39,8 @@ __all__ = [
     "lcc_targets",
     "list_layers",
     "match_clusters",
+    "metrics",
+    "profile",
     "reduce_dim",
     "resolve_layers",
 ]

@@ -15,6 +15,7 @@ from latentcc.config import (
     DataConfig,
     LCCConfig,
     ModelConfig,
+    ProbeConfig,
     TrainConfig,
 )
 from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
@@ -26,6 +27,14 @@ SECTIONS = (
     ("train", TrainConfig, ""),
     ("lcc", LCCConfig, "lcc"),
 )
+
+# `latentcc probe`: ProbeConfig owns --max-samples (per split); the data's own subsetting is not exposed.
+PROBE_SECTIONS = (("model", ModelConfig, ""), ("data", DataConfig, ""), ("probe", ProbeConfig, ""))
+_PROBE_EXCLUDE = {"model": (), "data": ("max_samples",), "probe": ()}
+
+
+def _csv_arg(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 def _add_run_args(p: argparse.ArgumentParser, defaults: dict[str, dict] | None = None) -> None:
@@ -95,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_run_args(p)
 
+    p = sub.add_parser(
+        "probe",
+        help="per-layer latent geometry (NC, clusterability, probes, GC) -> report.html + profile.csv/json",
+    )
+    p.add_argument("--out", help="report folder (default: runs/probe/<timestamp>)")
+    p.add_argument(
+        "--checkpoint",
+        help="a `latentcc finetune` run folder: probe its best weights (model/data default to the run's)",
+    )
+    p.add_argument(
+        "--groups",
+        help='JSON file of superclasses, {"group": ["class", ...]} or {"class": "group"}: '
+        "clusterability within each group (train on superclasses, probe subclasses)",
+    )
+    p.add_argument("--view-layers", type=_csv_arg, help="layers drawn as 2-D projections (default: auto)")
+    for section, cls, prefix in PROBE_SECTIONS:
+        add_config_args(
+            p, cls, title=f"{section} ({cls.__name__})", prefix=prefix, exclude=_PROBE_EXCLUDE[section]
+        )
+
     sub.add_parser("datasets", help="list embedded datasets")
     sub.add_parser("models", help="list embedded models")
     p = sub.add_parser("layers", help="list a model's layer names (what layers= takes)")
@@ -160,6 +189,51 @@ def _finetune(ns: argparse.Namespace) -> None:
     print(f"run folders: {out}/seed-*")
 
 
+def _probe(ns: argparse.Namespace) -> None:
+    import time
+    from pathlib import Path
+
+    from latentcc.finetune import build_model, load_data
+    from latentcc.probing import load_groups, profile
+    from latentcc.report.probe_report import summary_lines, write_probe_report
+
+    file_values: dict[str, dict] = {}
+    ckpt = Path(ns.checkpoint) if ns.checkpoint else None
+    if ckpt is not None:
+        if not (ckpt / "best.safetensors").is_file():
+            raise LatentccError(
+                f"--checkpoint {ckpt} holds no best.safetensors; pass a finished `latentcc finetune` run folder."
+            )
+        file_values = (
+            read_config_file(ckpt / "config.json", ("model", "data", "train", "lcc"))
+            if (ckpt / "config.json").is_file()
+            else {}
+        )
+    m, d, pc = (
+        config_from_args(cls, ns, section=s, file_values=file_values, prefix=pre, exclude=_PROBE_EXCLUDE[s])
+        for s, cls, pre in PROBE_SECTIONS
+    )
+    splits = load_data(d)  # type: ignore[arg-type]
+    model = build_model(m, splits)  # type: ignore[arg-type]
+    if ckpt is not None:
+        from latentcc.train.checkpoint import load_weights
+
+        load_weights(ckpt / "best.safetensors", model)
+    groups = load_groups(ns.groups) if ns.groups else None
+    out = Path(ns.out) if ns.out else Path("runs") / "probe" / time.strftime("%Y%m%d-%H%M%S")
+    prof = profile(model, splits, groups=groups, view_layers=ns.view_layers, config=pc)  # type: ignore[arg-type]
+    prof.params.update(
+        {"model": m.model, "data": d.data, "checkpoint": str(ckpt) if ckpt else None}  # type: ignore[attr-defined]
+    )
+    title = f"latentcc probe: {m.model}{' (' + str(ckpt) + ')' if ckpt else ''} on {d.data}"  # type: ignore[attr-defined]
+    report = write_probe_report(prof, out, title=title)
+    for line in summary_lines(prof):
+        print(line)
+    for note in prof.notes:
+        print(f"note: {note}")
+    print(f"report: {report}")
+
+
 def _dispatch(ns: argparse.Namespace) -> int:
     if ns.command == "demo":
         from latentcc.demo import run_demo
@@ -176,6 +250,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
         run_demo(m, d, t, lcc, seeds=seeds, out_dir=ns.out)
     elif ns.command == "finetune":
         _finetune(ns)
+    elif ns.command == "probe":
+        _probe(ns)
     elif ns.command == "datasets":
         from latentcc.data import list_datasets
 

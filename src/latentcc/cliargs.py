@@ -27,15 +27,18 @@ def add_config_args(
     title: str | None = None,
     defaults: dict[str, Any] | None = None,
     prefix: str = "",
+    exclude: tuple[str, ...] = (),
 ) -> None:
     """Add one ``--flag`` per field of ``cls``; ``defaults`` overrides shown defaults (e.g. for the demo).
 
     ``prefix`` (e.g. "lcc") namespaces the flags (``--lcc-k``) and their destinations (``lcc_k``) so
-    two configs may share field names.
+    two configs may share field names. ``exclude`` names fields that get no flag here.
     """
     group = parser.add_argument_group(title or cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
         default = (defaults or {}).get(f.name, f.default)
         dest = f"{prefix}_{f.name}" if prefix else f.name
         flag = "--" + dest.replace("_", "-")
@@ -100,9 +103,13 @@ def config_from_args(
     file_values: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
     prefix: str = "",
+    exclude: tuple[str, ...] = (),
 ) -> C:
-    """Build ``cls`` from (in rising priority) field defaults, ``defaults``, the --config file section, typed flags."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    """Build ``cls`` from (in rising priority) field defaults, ``defaults``, the --config file section, typed flags.
+
+    Flags named in ``exclude`` are not read (another config owns a flag of the same name).
+    """
+    names = {f.name for f in dataclasses.fields(cls)} - set(exclude)  # type: ignore[arg-type]
     values: dict[str, Any] = dict(defaults or {})
     values |= (file_values or {}).get(section or cls.__name__, {})
     cut = len(prefix) + 1 if prefix else 0

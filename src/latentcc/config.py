@@ -173,6 +173,64 @@ class LCCConfig:
         _check_choice(self.orphan_policy, "orphan_policy", f, ("skip", "class_centroid"))
 
 
+PROBE_METRICS = ("nc", "clusterability", "linear_probe", "knn_probe", "gc")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Latent-geometry probes (``latentcc.profile``, ``latentcc probe``); definitions in docs/probes.md."""
+
+    layers: tuple[str, ...] = _f(
+        (), "layers to profile (names, dotted suffixes, 're:<regex>'); empty = all (see docs/probes.md)"
+    )
+    metrics: tuple[str, ...] = _f(PROBE_METRICS, f"metric families to compute, any of {list(PROBE_METRICS)}")
+    max_samples: int = _f(0, "stratified subset of at most this many samples per split; 0 = all")
+    pool: Literal["avg", "flatten"] = _f("avg", "how a layer output becomes one vector per sample")
+    dim: int | None = _f(
+        None, "seeded random projection of each layer's latents to this width (for 'flatten')"
+    )
+    cluster_method: Literal["ward", "kmeans", "leiden"] = _f(
+        "ward", "clusterability: Ward (the probing paper), k-means, or Leiden on a k-NN graph"
+    )
+    overcluster: int = _f(1, "clusterability: clusters per class (1-5)")
+    knn_k: int = _f(20, "k-NN probe: neighbours voting (cosine distance)")
+    gc_estimator: Literal["exact", "hutchinson", "outputs"] = _f(
+        "hutchinson", "geometric complexity estimator (exact = full Jacobian, slow for wide layers)"
+    )
+    gc_samples: int = _f(256, "geometric complexity: training examples used (it needs gradients)")
+    gc_draws: int = _f(8, "geometric complexity: random projections per example")
+    view_points: int = _f(2000, "report: training points in each 2-D projection and contingency map")
+    batch_size: int = _f(256, "batch size of the latent pass")
+    seed: int = _f(0, "seed of subsets, projections, clustering and estimators")
+    device: str = _f("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', ...")
+    progress: bool = _f(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        f = "ProbeConfig"
+        for name in ("layers", "metrics"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(v))
+        for m in self.metrics:
+            _check_choice(m, "metrics", f, PROBE_METRICS)
+        if not self.metrics:
+            raise param_error("metrics", f, f"a non-empty subset of {list(PROBE_METRICS)}", self.metrics)
+        _check_int(self.max_samples, "max_samples", f, 0)
+        if self.dim is not None:
+            _check_int(self.dim, "dim", f, 1)
+        _check_choice(self.pool, "pool", f, ("avg", "flatten"))
+        _check_choice(self.cluster_method, "cluster_method", f, ("ward", "kmeans", "leiden"))
+        _check_int(self.overcluster, "overcluster", f, 1)
+        if self.overcluster > 5:
+            raise param_error("overcluster", f, "an int in 1..5 (clusters per class)", self.overcluster)
+        _check_int(self.knn_k, "knn_k", f, 1)
+        _check_choice(self.gc_estimator, "gc_estimator", f, ("exact", "hutchinson", "outputs"))
+        _check_int(self.gc_samples, "gc_samples", f, 1)
+        _check_int(self.gc_draws, "gc_draws", f, 1)
+        _check_int(self.view_points, "view_points", f, 10)
+        _check_int(self.batch_size, "batch_size", f, 1)
+        _check_int(self.seed, "seed", f, 0)
+
+
 def _check_int(v: Any, name: str, func: str, minimum: int) -> None:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise param_error(name, func, f"an int >= {minimum}", v)

@@ -132,6 +132,12 @@ def collect_latents(
                             f"Layer '{name}' did not run in the model's forward pass; pick a layer that does "
                             "(see latentcc.list_layers(model))."
                         )
+                    if out[name].ndim == 0 or out[name].shape[0] != len(idx_np):
+                        raise LatentccError(
+                            f"Layer '{name}' returned shape {tuple(out[name].shape)} for a batch of {len(idx_np)} "
+                            "samples; its first dimension is not the batch (e.g. position embeddings). Pick a "
+                            "layer whose output is (batch, ...) (see latentcc.list_layers(model))."
+                        )
                     z = pool_latent(out[name], pool).float()
                     if dim is not None and z.shape[1] > dim:
                         if name not in proj:  # one fixed projection per layer, seeded

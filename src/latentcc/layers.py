@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from latentcc.errors import LatentccError, param_error
 
-__all__ = ["POOLS", "capture", "list_layers", "pool_latent", "resolve_layers"]
+__all__ = ["POOLS", "all_layers", "capture", "list_layers", "pool_latent", "resolve_layers"]
 
 POOLS = ("avg", "flatten")
 _REGEX_PREFIX = "re:"
@@ -34,6 +34,39 @@ def list_layers(model: nn.Module, *, leaves_only: bool = False) -> list[str]:
         for name, module in model.named_modules()
         if name and (not leaves_only or next(module.children(), None) is None)
     ]
+
+
+# Modules whose output is their input (or a reshape of it): never worth a row of their own in a profile.
+_PASS_THROUGH = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.Flatten,
+)
+
+
+def all_layers(model: nn.Module) -> list[str]:
+    """What ``layers="all"`` means for the probes, in ``named_modules`` order.
+
+    Each block of an ``nn.ModuleList`` (a transformer's layers) counts as one layer and its insides
+    are skipped; every other leaf module counts, except pass-throughs (Dropout, Identity, Flatten).
+    For a CNN built from Sequentials this is every conv/activation/pool/linear layer; for a
+    Hugging Face encoder it is the embeddings, each encoder block, the pooler and the head.
+    """
+    blocks: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(b + ".") for b in blocks):
+            continue
+        parent, _, _ = name.rpartition(".")
+        parent_mod = model.get_submodule(parent) if parent else model
+        if isinstance(parent_mod, nn.ModuleList) and not isinstance(module, nn.ModuleList):
+            blocks.append(name)
+        elif next(module.children(), None) is None and not isinstance(module, _PASS_THROUGH):
+            blocks.append(name)
+    return blocks
 
 
 def resolve_layers(

@@ -383,6 +383,15 @@ def _round_total(n: int, fraction: float) -> int:
     return max(1, int(np.floor(n * fraction + 0.5)))
 
 
+def stratified_indices(y: Any, size: int, *, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a seeded stratified random subset of ``size`` of the labels ``y`` (all if size >= len)."""
+    y = np.asarray(y, dtype=np.int64)
+    if size >= len(y):
+        return np.arange(len(y))
+    _, codes = np.unique(y, return_inverse=True)
+    return _stratified_pick(codes, size, int(codes.max()) + 1, np.random.default_rng(seed))
+
+
 def _stratified_pick(y: np.ndarray, size: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions of a stratified random subset of ``size`` samples."""
     n_c = np.bincount(y, minlength=k)

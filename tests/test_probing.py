@@ -1,0 +1,255 @@
+"""latentcc.profile: one latent pass per split, metrics equal to the metric functions, report files."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import latentcc
+from latentcc.errors import LatentccError
+from latentcc.metrics import clusterability, knn_probe, linear_probe, neural_collapse
+from latentcc.probing import Profile, load_groups, summarize
+from latentcc.report.probe_report import short_names, write_probe_report
+
+
+class Named(nn.Module):
+    """A tiny named MLP on 8x8 digits: lin0 -> act0 -> drop -> lin1 -> act1 -> head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.flat = nn.Flatten()
+        self.lin0 = nn.Linear(64, 32)
+        self.act0 = nn.ReLU()
+        self.drop = nn.Dropout(0.5)
+        self.lin1 = nn.Linear(32, 16)
+        self.act1 = nn.Tanh()
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act1(self.lin1(self.drop(self.act0(self.lin0(self.flat(x)))))))
+
+
+@pytest.fixture(scope="module")
+def small(digits_splits):
+    from latentcc.data.base import stratified_indices
+
+    tr, te = digits_splits.train, digits_splits.test
+    return {
+        "train": tr.subset(stratified_indices(tr.targets, 400, seed=0)),
+        "test": te.subset(stratified_indices(te.targets, 200, seed=0)),
+    }
+
+
+def _forward_counter(model: nn.Module) -> list[int]:
+    calls = [0]
+    model.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_profile_equals_metric_functions_and_uses_one_pass_per_split(small):
+    model = Named()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    calls = _forward_counter(model)
+    p = latentcc.profile(
+        model,
+        small,
+        layers=["lin0", "act1"],
+        metrics=["nc", "clusterability", "linear_probe", "knn_probe"],
+        batch_size=100,
+        progress=False,
+    )
+    assert calls[0] == 4 + 2  # 400 train + 200 test samples, batches of 100: one latent pass per split
+    assert model.training  # mode restored
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # weights untouched
+    assert p.layers == ["lin0", "act1"] and p.widths == {"lin0": 32, "act1": 16}
+
+    lat = {
+        s: latentcc.collect_latents(model, torch.utils.data.DataLoader(d, batch_size=64), p.layers)
+        for s, d in small.items()
+    }
+    tr, te = lat["train"], lat["test"]
+    for layer in p.layers:
+        nc = neural_collapse(tr[layer], tr.labels)
+        for key in ("nc1", "cdnv", "nc2_etf", "nc1_trace_ratio"):
+            assert p.value(layer, key) == pytest.approx(nc[key], rel=1e-5)
+        cl = clusterability(tr[layer], tr.labels, method="ward", seed=0)
+        assert p.value(layer, "ami") == pytest.approx(cl["ami"], rel=1e-6)
+        assert p.value(layer, "purity") == pytest.approx(cl["purity"], rel=1e-6)
+        acc = linear_probe(tr[layer], tr.labels, te[layer], te.labels, seed=0)
+        assert p.value(layer, "linear_probe_acc", "test") == pytest.approx(acc, abs=1e-9)
+        knn = knn_probe(tr[layer], tr.labels, te[layer], te.labels, k=20)
+        assert p.value(layer, "knn_probe_acc", "test") == pytest.approx(knn, abs=1e-9)
+    # tidy: one row per (layer, metric), 8 NC + 4 clustering + 2 probe metrics
+    assert len(p.rows) == 2 * (8 + 4 + 2)
+    assert set(p.timings) >= {"latents:train", "latents:test", "nc", "clusterability", "views"}
+
+
+def test_profile_all_layers_skips_pass_throughs_and_gc_matches_function(small):
+    model = Named()
+    p = latentcc.profile(model, small, metrics=["gc"], gc_samples=32, gc_draws=4, progress=False)
+    assert p.layers == ["lin0", "act0", "lin1", "act1", "head"]  # Flatten and Dropout are not layers
+    from latentcc.metrics import geometric_complexity, layer_fn
+
+    x = torch.stack([small["train"][int(i)][0] for i in range(len(small["train"]))])
+    # lin0 is linear in the input: GC = ||W0||_F^2 exactly, whatever the examples
+    w0 = model.lin0.weight.detach().double()
+    model.eval()  # GC is a function of the input: dropout off (profile does this itself)
+    exact = geometric_complexity(layer_fn(model, "lin0"), x[:32], estimator="exact").mean
+    assert exact == pytest.approx(float((w0**2).sum()), rel=1e-4)
+    assert abs(p.value("lin0", "gc") - exact) <= 4 * p.value("lin0", "gc_stderr") + 1e-6
+
+
+def test_profile_filters_layers_without_batch_outputs():
+    class PosEmb(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pos = nn.Embedding(4, 3)
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            p = self.pos(torch.arange(3)[None])  # (1, 3, 3): not per sample
+            return self.lin(x + p.mean(1))
+
+    from latentcc.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    data = from_arrays(rng.normal(size=(60, 3)).astype(np.float32), np.arange(60) % 2, seed=0)
+    p = latentcc.profile(PosEmb(), data, metrics=["nc"], progress=False)
+    assert p.layers == ["lin"]
+    with pytest.raises(LatentccError, match="first dimension is not the batch"):
+        latentcc.profile(PosEmb(), data, layers=["pos"], metrics=["nc"], progress=False)
+
+
+def test_profile_groups_and_bad_input(small):
+    model = Named()
+    classes = small["train"].classes
+    groups = {c: ("low" if i < 5 else "high") for i, c in enumerate(classes)}
+    p = latentcc.profile(
+        model, small, layers=["act1"], metrics=["clusterability"], groups=groups, progress=False
+    )
+    lat = latentcc.collect_latents(
+        model, torch.utils.data.DataLoader(small["train"], batch_size=64), ["act1"]
+    )
+    want = clusterability(lat["act1"], lat.labels, groups=(lat.labels >= 5).astype(int), seed=0)
+    assert p.value("act1", "ami") == pytest.approx(want["ami"], rel=1e-6)
+    assert p.params["groups"] is True
+
+    with pytest.raises(LatentccError, match="'groups'"):
+        latentcc.profile(model, small, layers=["act1"], groups={"0": "a"}, progress=False)
+    with pytest.raises(LatentccError, match="lin9"):
+        latentcc.profile(model, small, layers=["lin9"], progress=False)
+    with pytest.raises(LatentccError, match="Unknown argument"):
+        latentcc.profile(model, small, overclustre=2)
+    with pytest.raises(LatentccError, match="'metrics'"):
+        latentcc.profile(model, small, metrics=["nc9"])
+    with pytest.raises(LatentccError, match="'data'"):
+        latentcc.profile(model, {"test": small["test"]})
+    # no test split: the probes are skipped, with a note
+    q = latentcc.profile(
+        model, small["train"], layers=["act1"], metrics=["nc", "linear_probe"], progress=False
+    )
+    assert "linear_probe_acc" not in q.metrics() and any("held-out" in n for n in q.notes)
+
+
+def test_undefined_metric_is_nan_with_a_note(small):
+    class Dead(Named):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = super().forward(x)
+            return self.zero(z)
+
+    model = Dead()
+    model.zero = nn.Linear(10, 3)
+    with torch.no_grad():
+        model.zero.weight.zero_()
+        model.zero.bias.zero_()
+    p = latentcc.profile(model, small, layers=["zero", "head"], metrics=["nc"], progress=False)
+    assert math.isnan(p.value("zero", "nc1")) and math.isfinite(p.value("head", "nc1"))
+    assert any("nc at zero" in n for n in p.notes)
+
+
+def _synthetic_profile(nc1, acc):
+    layers = [f"net.block.{i}" for i in range(len(nc1))]
+    rows = []
+    for i, layer in enumerate(layers):
+        rows.append(dict(split="train", layer=layer, layer_index=i, width=4, metric="nc1", value=nc1[i]))
+        rows.append(
+            dict(split="test", layer=layer, layer_index=i, width=4, metric="linear_probe_acc", value=acc[i])
+        )
+    return Profile(rows, {}, layers, dict.fromkeys(layers, 4), [str(c) for c in range(10)])
+
+
+def test_summary_separation_layer_and_correlations_equal_scipy():
+    from scipy import stats
+
+    nc1 = [9.0, 7.0, 3.0, 2.5, 2.0, 2.2]
+    acc = [0.3, 0.5, 0.85, 0.9, 0.95, 0.93]
+    s = summarize(_synthetic_profile(nc1, acc))
+    thr = 0.1 + 0.9 * (0.95 - 0.1)
+    assert s["separation"]["threshold"] == pytest.approx(thr)
+    assert s["separation"]["layer"] == "net.block.3"  # first layer with acc >= 0.865
+    assert s["separation"]["stays_above"] is True
+    drop = summarize(_synthetic_profile(nc1, [0.3, 0.9, 0.5, 0.6, 0.95, 0.7]))["separation"]
+    assert drop["layer"] == "net.block.1" and drop["stays_above"] is False
+    c = s["nc1_vs_linear_probe"]
+    assert c["spearman_rho"] == pytest.approx(stats.spearmanr(nc1, acc)[0])
+    assert c["pearson_r"] == pytest.approx(stats.pearsonr(nc1, acc)[0])
+    assert short_names(["net.a.0", "net.a.1", "net.b"]) == ["a.0", "a.1", "b"]
+
+
+def test_report_files(small, tmp_path):
+    p = latentcc.profile(
+        Named(), small, layers=["lin0", "act1", "head"], gc_samples=16, gc_draws=2, progress=False
+    )
+    html = write_probe_report(p, tmp_path)
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") == 3  # curves, projections, contingency
+    assert "Classes separate from layer" in text and "Spearman rho" in text
+    for name in ("layer_curves.png", "projections.png", "contingency.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 5000
+    with open(tmp_path / "profile.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(p.rows)
+    assert float(rows[0]["value"]) == pytest.approx(p.rows[0]["value"])
+    doc = json.loads((tmp_path / "profile.json").read_text())
+    assert doc["layers"] == p.layers and doc["params"]["metrics"] == list(p.params["metrics"])
+    assert "nc1_vs_linear_probe" in doc["summary"]
+
+
+def test_load_groups(tmp_path):
+    f = tmp_path / "g.json"
+    f.write_text(json.dumps({"mammal": ["cat", "dog"], "bird": ["owl"]}))
+    assert load_groups(f) == {"cat": "mammal", "dog": "mammal", "owl": "bird"}
+    f.write_text(json.dumps({"cat": "mammal", "owl": "bird"}))
+    assert load_groups(f) == {"cat": "mammal", "owl": "bird"}
+    f.write_text(json.dumps({"a": ["cat"], "b": ["cat"]}))
+    with pytest.raises(LatentccError, match="two groups"):
+        load_groups(f)
+    f.write_text("{not json")
+    with pytest.raises(LatentccError, match="not valid JSON"):
+        load_groups(f)
+
+
+def test_cli_probe_writes_report(tmp_path, capsys):
+    from latentcc.cli import main
+
+    out = tmp_path / "probe"
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"small": ["0", "1", "2", "3", "4"], "big": ["5", "6", "7", "8", "9"]}))
+    argv = ["probe", "--model", "mnist-cnn", "--data", "digits", "--max-samples", "300", "--no-progress"]
+    argv += ["--layers", "conv_layers.2,fc_layers.1", "--gc-samples", "16", "--out", str(out)]
+    assert main([*argv, "--groups", str(groups)]) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "Classes separate from layer" in printed
+    doc = json.loads((out / "profile.json").read_text())
+    assert doc["params"]["model"] == "mnist-cnn" and doc["params"]["groups"] is True
+    assert doc["layers"] == ["net.conv_layers.2", "net.fc_layers.1"]
+    assert {r["metric"] for r in doc["rows"]} >= {"nc1", "ami", "linear_probe_acc", "knn_probe_acc", "gc"}
+    assert (out / "report.html").is_file()
+    assert main(["probe", "--checkpoint", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "best.safetensors" in capsys.readouterr().err
