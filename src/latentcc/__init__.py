@@ -4,12 +4,13 @@ Public verbs are re-exported here; nothing heavy is imported at package import t
 """
 
 from latentcc import metrics
-from latentcc.config import DataConfig, LCCConfig, ModelConfig, ProbeConfig, TrainConfig
+from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, ProbeConfig, TrainConfig
 from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
 from latentcc.graph import communities, knn_graph, knn_recall, knn_search, reduce_dim
 from latentcc.latents import Latents, collect_latents
 from latentcc.layers import capture, list_layers, resolve_layers
 from latentcc.lcc import LCCTargets, cc_mask, epoch_start, lcc_loss, lcc_targets, match_clusters
+from latentcc.methods import MethodSetup, apply_method, trainable_parameters
 from latentcc.probing import Profile, profile
 
 __version__ = "0.1.0"
@@ -21,12 +22,15 @@ __all__ = [
     "LCCTargets",
     "LatentccError",
     "Latents",
+    "MethodConfig",
+    "MethodSetup",
     "MissingExtraError",
     "ModelConfig",
     "ProbeConfig",
     "Profile",
     "TrainConfig",
     "__version__",
+    "apply_method",
     "capture",
     "cc_mask",
     "collect_latents",
@@ -43,4 +47,5 @@ __all__ = [
     "profile",
     "reduce_dim",
     "resolve_layers",
+    "trainable_parameters",
 ]

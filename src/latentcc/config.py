@@ -173,6 +173,38 @@ class LCCConfig:
         _check_choice(self.orphan_policy, "orphan_policy", f, ("skip", "class_centroid"))
 
 
+@dataclass(frozen=True)
+class MethodConfig:
+    """Which parameters train, and how (``latentcc.methods.apply_method``); definitions: ALGORITHMS.md §3-4."""
+
+    method: Literal["ft", "lp", "layer_ft", "scl_ft", "gc_reg"] = _f(
+        "ft",
+        "ft: every parameter; lp: the head only; layer_ft: --block + head; scl_ft: --block + head + a skip "
+        "from the block to the head's input; gc_reg: every parameter + a geometric-complexity penalty",
+    )
+    block: str = _f("", "layer_ft/scl_ft: the one intermediate layer that trains (see `latentcc layers`)")
+    head: str = _f("", "the classifier layer; empty = the last nn.Linear of the model")
+    skip: Literal["add", "concat"] = _f(
+        "add",
+        "scl_ft: h + P b at the head's input (P = identity if widths match), or [h, b] and a wider head",
+    )
+    skip_pool: Literal["avg", "flatten"] = _f("avg", "scl_ft: how the block's output becomes a vector")
+    gc_lambda: float = _f(1e-3, "gc_reg: weight of the GC penalty (aim for 1-10 percent of the task loss)")
+    gc_layer: str = _f("", "gc_reg: the embedding whose GC is penalised; empty = the head's input")
+    gc_draws: int = _f(1, "gc_reg: Hutchinson projections per training step")
+
+    def __post_init__(self) -> None:
+        f = "MethodConfig"
+        _check_choice(self.method, "method", f, ("ft", "lp", "layer_ft", "scl_ft", "gc_reg"))
+        _check_choice(self.skip, "skip", f, ("add", "concat"))
+        _check_choice(self.skip_pool, "skip_pool", f, ("avg", "flatten"))
+        for name in ("block", "head", "gc_layer"):
+            if not isinstance(getattr(self, name), str):
+                raise param_error(name, f, "a layer name (str; empty = unset)", getattr(self, name))
+        _check_float(self.gc_lambda, "gc_lambda", f)
+        _check_int(self.gc_draws, "gc_draws", f, 1)
+
+
 PROBE_METRICS = ("nc", "clusterability", "linear_probe", "knn_probe", "gc")
 
 

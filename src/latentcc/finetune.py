@@ -6,8 +6,9 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig, config_to_dict
+from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, TrainConfig, config_to_dict
 from latentcc.errors import LatentccError, param_error
+from latentcc.methods import MethodSetup, apply_method
 from latentcc.seeding import seed_everything
 from latentcc.train import FitResult, fit
 
@@ -48,6 +49,18 @@ def build_model(mcfg: ModelConfig, splits: Any) -> Any:
     return load_model(mcfg.model, num_classes=splits.num_classes, **kw)
 
 
+def prepare_model(mcfg: ModelConfig, splits: Any, method: MethodConfig | None = None) -> MethodSetup:
+    """``build_model`` then ``apply_method`` (which parameters train; SCL-FT's skip), measured on two samples."""
+    from torch.utils.data import default_collate
+
+    from latentcc.batch import unpack_batch
+
+    model = build_model(mcfg, splits)
+    n = min(2, len(splits.train))
+    x = unpack_batch(default_collate([splits.train[i] for i in range(n)]))[0] if n else None
+    return apply_method(model, method, example_input=x)
+
+
 def finetune(
     mcfg: ModelConfig,
     dcfg: DataConfig,
@@ -57,22 +70,32 @@ def finetune(
     resume: bool = False,
     splits: Any = None,
     lcc: LCCConfig | None = None,
+    method: MethodConfig | None = None,
 ) -> FitResult:
     """Load ``dcfg.data`` and ``mcfg.model`` and fine-tune with ``tcfg`` (plus LCC if ``lcc`` names layers).
 
-    The run folder stores every config; ``result.model`` holds the trained (best-on-val) model.
+    ``method`` (default: full fine-tuning) chooses what trains (``latentcc.methods.apply_method``).
+    The run folder stores every config, and the parameter counts in config.json's ``parameters``;
+    ``result.model`` holds the trained (best-on-val) model.
     """
     splits = splits if splits is not None else load_data(dcfg)
     seed_everything(tcfg.seed)  # the new head's initialisation is part of the run: same seed, same run
-    model = build_model(mcfg, splits)
-    extra = {"model": config_to_dict(mcfg), "data": config_to_dict(dcfg), "dataset": splits.summary()}
+    setup = prepare_model(mcfg, splits, method)
+    extra = {
+        "model": config_to_dict(mcfg),
+        "data": config_to_dict(dcfg),
+        "method": config_to_dict(method or MethodConfig()),
+        "parameters": {"trainable": setup.trainable, "total": setup.total},  # derived; checked on resume too
+        "dataset": splits.summary(),
+    }
     use_lcc = lcc is not None and bool(lcc.layers)  # fit records the LCC config in config.json itself
     return fit(
-        model,
+        setup.model,
         splits,
         config=tcfg,
         out_dir=out_dir,
         resume=resume,
         extra_config=extra,
         lcc=lcc if use_lcc else None,
+        penalty=setup.penalty,
     )

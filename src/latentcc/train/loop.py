@@ -75,12 +75,14 @@ class FitResult:
     wall_time_s: float
     trainable_params: int
     model: nn.Module | None = field(default=None, repr=False)  # the trained model, holding the best weights
+    total_params: int = 0  # all parameters, trainable or frozen (transfer methods train a fraction)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "best_epoch": self.best_epoch,
             "best_val_top1": self.best_val_top1,
             "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
             "wall_time_s": round(self.wall_time_s, 2),
         }
         if self.test is not None:
@@ -169,6 +171,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     extra_config: dict[str, Any] | None = None,
     lcc: LatentClusterCorrection | LCCConfig | None = None,
+    penalty: Callable[[nn.Module, Any, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Fine-tune ``model`` on ``data.train``, select the best epoch on ``data.val``, report ``data.test``.
 
@@ -181,6 +184,10 @@ def fit(
     Correction: at each correction epoch's start the training set's latents are clustered and targets
     computed; each step adds ``weight * lcc_loss`` of the captured layers to the task loss. Batches
     must then carry sample indices, ``(x, y, idx)``.
+
+    ``penalty(model, x, y, logits) -> scalar`` (optional; e.g. the GC regulariser of
+    ``latentcc.methods.apply_method``) is added to each training step's loss and logged per epoch as
+    ``train_penalty`` (its mean per sample, as added). ``x`` is the batch input on the device.
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
@@ -274,6 +281,7 @@ def fit(
             )
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             lcc_sum = torch.zeros((), device=device, dtype=torch.float64)
+            pen_sum = torch.zeros((), device=device, dtype=torch.float64)
             n_correct = torch.zeros((), device=device, dtype=torch.long)
             n_seen = 0
             bar = tqdm(
@@ -287,16 +295,20 @@ def fit(
                 if step >= steps_per_epoch:
                     break
                 x, y, idx = unpack_batch(batch, need_index=corr is not None)
-                y = y.to(device)
+                x, y = to_device(x, device), y.to(device)
                 if corr is None:
-                    logits = model(to_device(x, device))
+                    logits = model(x)
                     loss = criterion(logits, y)
                 else:
                     with corr.capture(model) as z:
-                        logits = model(to_device(x, device))
+                        logits = model(x)
                     l_lcc = corr.loss(z, idx)  # type: ignore[arg-type]
                     loss = criterion(logits, y) + corr.config.weight * l_lcc
                     lcc_sum += l_lcc.detach().double() * len(y)
+                if penalty is not None:  # a method's extra loss term (e.g. GC regularisation)
+                    l_pen = penalty(model, x, y, logits)
+                    loss = loss + l_pen
+                    pen_sum += l_pen.detach().double() * len(y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -313,14 +325,20 @@ def fit(
                     f"Training loss became {train_loss} in epoch {epoch + 1}; lower --lr or enable --grad-clip."
                 )
             val = evaluate(model, data.val, desc="val", **eval_kw)  # type: ignore[arg-type]
-            lcc_cols = {}
-            if corr is not None:  # the task loss and the (unweighted) LCC term, per sample
-                lcc_mean = float(lcc_sum) / max(n_seen, 1)
-                lcc_cols = {"train_ce": train_loss - corr.config.weight * lcc_mean, "train_lcc": lcc_mean}
+            # per sample: the task loss, the (unweighted) LCC term and the penalty as it was added
+            lcc_mean, pen_mean = float(lcc_sum) / max(n_seen, 1), float(pen_sum) / max(n_seen, 1)
+            extra_cols: dict[str, float] = {}
+            if corr is not None or penalty is not None:
+                w_lcc = corr.config.weight if corr is not None else 0.0
+                extra_cols["train_ce"] = train_loss - w_lcc * lcc_mean - pen_mean
+            if corr is not None:
+                extra_cols["train_lcc"] = lcc_mean
+            if penalty is not None:
+                extra_cols["train_penalty"] = pen_mean
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
-                **lcc_cols,
+                **extra_cols,
                 "train_top1": float(n_correct) / max(n_seen, 1),
                 "val_loss": val.loss,
                 "val_top1": val.top1,
@@ -396,6 +414,7 @@ def fit(
         time.perf_counter() - t0,
         sum(p.numel() for p in model.parameters() if p.requires_grad),
         model,
+        total_params=sum(p.numel() for p in model.parameters()),
     )
     if run_dir is not None:
         atomic_write_json(run_dir / "results.json", result.summary())
