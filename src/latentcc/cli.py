@@ -14,6 +14,7 @@ from latentcc.config import (
     DEMO_SEEDS,
     DataConfig,
     LCCConfig,
+    MethodConfig,
     ModelConfig,
     ProbeConfig,
     TrainConfig,
@@ -26,30 +27,65 @@ SECTIONS = (
     ("data", DataConfig, ""),
     ("train", TrainConfig, ""),
     ("lcc", LCCConfig, "lcc"),
+    ("method", MethodConfig, ""),
 )
+# Sections a run folder's config.json holds besides the configs (derived, never read back as settings).
+_RUN_ONLY_SECTIONS = ("parameters",)
+_FILE_SECTIONS = (*(s for s, _, _ in SECTIONS), *_RUN_ONLY_SECTIONS)
+# The demo compares baseline and LCC fine-tuning of every parameter: no transfer-method flags.
+_DEMO_SECTIONS = tuple(s for s in SECTIONS if s[0] != "method")
 
 # `latentcc probe`: ProbeConfig owns --max-samples (per split); the data's own subsetting is not exposed.
 PROBE_SECTIONS = (("model", ModelConfig, ""), ("data", DataConfig, ""), ("probe", ProbeConfig, ""))
-_PROBE_EXCLUDE = {"model": (), "data": ("max_samples",), "probe": ()}
+_PROBE_EXCLUDE: dict[str, tuple[str, ...]] = {"model": (), "data": ("max_samples",), "probe": ()}
+# `latentcc transfer-layers`: NC1 + linear probe per layer; the ProbeConfig knobs of other metrics are not exposed.
+_TRANSFER_METRICS = ("nc", "linear_probe")
+_TRANSFER_EXCLUDE = {
+    **_PROBE_EXCLUDE,
+    "probe": ("metrics", "cluster_method", "overcluster", "knn_k", "gc_estimator", "gc_samples", "gc_draws",
+              "view_points"),
+}  # fmt: skip
 
 
 def _csv_arg(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def _add_run_args(p: argparse.ArgumentParser, defaults: dict[str, dict] | None = None) -> None:
-    p.add_argument(
-        "--config", help="JSON file with sections model/data/train/lcc (a run folder's config.json works)"
-    )
+def _add_run_args(
+    p: argparse.ArgumentParser, defaults: dict[str, dict] | None = None, sections: tuple = SECTIONS
+) -> None:
+    names = "/".join(s for s, _, _ in sections)
+    p.add_argument("--config", help=f"JSON file with sections {names} (a run folder's config.json works)")
     p.add_argument(
         "--seeds",
         type=_seeds,
         help="comma-separated training seeds, one run each (e.g. 0,1,2); the clustering seed stays --lcc-seed",
     )
-    for section, cls, prefix in SECTIONS:
+    for section, cls, prefix in sections:
         add_config_args(
             p, cls, title=f"{section} ({cls.__name__})", defaults=(defaults or {}).get(section), prefix=prefix
         )
+
+
+def _add_probe_args(p: argparse.ArgumentParser, exclude: dict[str, tuple[str, ...]]) -> None:
+    for section, cls, prefix in PROBE_SECTIONS:
+        add_config_args(p, cls, title=f"{section} ({cls.__name__})", prefix=prefix, exclude=exclude[section])
+
+
+def _probe_configs(
+    ns: argparse.Namespace,
+    exclude: dict[str, tuple[str, ...]],
+    file_values: dict[str, dict] | None = None,
+    defaults: dict[str, dict] | None = None,
+) -> tuple[ModelConfig, DataConfig, ProbeConfig]:
+    m, d, pc = (
+        config_from_args(
+            cls, ns, section=s, file_values=file_values, defaults=(defaults or {}).get(s), prefix=pre,
+            exclude=exclude[s],
+        )
+        for s, cls, pre in PROBE_SECTIONS
+    )  # fmt: skip
+    return m, d, pc  # type: ignore[return-value]
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -66,15 +102,15 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 def _configs(
     ns: argparse.Namespace, defaults: dict[str, dict] | None = None
-) -> tuple[ModelConfig, DataConfig, TrainConfig, LCCConfig]:
-    file_values = read_config_file(ns.config, tuple(s for s, _, _ in SECTIONS))
-    m, d, t, lcc = (
+) -> tuple[ModelConfig, DataConfig, TrainConfig, LCCConfig, MethodConfig]:
+    file_values = read_config_file(ns.config, _FILE_SECTIONS)
+    m, d, t, lcc, method = (
         config_from_args(
             cls, ns, section=s, file_values=file_values, defaults=(defaults or {}).get(s), prefix=prefix
         )
         for s, cls, prefix in SECTIONS
     )
-    return m, d, t, lcc  # type: ignore[return-value]
+    return m, d, t, lcc, method  # type: ignore[return-value]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full", action="store_true", help=f"a longer run: seeds {DEMO_FULL_SEEDS}, settings {DEMO_FULL}"
     )
-    _add_run_args(p, DEMO_DEFAULTS)
+    _add_run_args(p, DEMO_DEFAULTS, _DEMO_SECTIONS)
 
     p = sub.add_parser(
-        "finetune", help="fine-tune a model on a dataset (with LCC when --lcc-layers is given); resumable"
+        "finetune",
+        help="fine-tune a model on a dataset (with LCC when --lcc-layers is given; --method lp/layer_ft/scl_ft/"
+        "gc_reg for the transfer methods); resumable",
     )
     p.add_argument(
         "--out", required=True, help="run folder (refused if it already holds a run, unless --resume)"
@@ -119,10 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
         "clusterability within each group (train on superclasses, probe subclasses)",
     )
     p.add_argument("--view-layers", type=_csv_arg, help="layers drawn as 2-D projections (default: auto)")
-    for section, cls, prefix in PROBE_SECTIONS:
-        add_config_args(
-            p, cls, title=f"{section} ({cls.__name__})", prefix=prefix, exclude=_PROBE_EXCLUDE[section]
-        )
+    _add_probe_args(p, _PROBE_EXCLUDE)
+
+    p = sub.add_parser(
+        "transfer-layers",
+        help="layer-wise transfer: a linear probe on each frozen layer's features (test accuracy) beside that "
+        "layer's NC1 on the downstream training data -> transfer_layers.csv/json",
+    )
+    p.add_argument("--out", help="output folder (default: runs/transfer-layers/<timestamp>)")
+    _add_probe_args(p, _TRANSFER_EXCLUDE)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="re-test a paper's claim offline; writes results + plots (and a docs section with --docs)",
+    )
+    p.add_argument("name", help="a reproduction (see `latentcc reproduce list`), 'all', or 'list'")
+    p.add_argument(
+        "--size", choices=("default", "ci"), default="default", help="'ci' = a small run of the same code"
+    )
+    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--out", help="output folder (default: runs/reproduce/<name>/<timestamp>)")
+    p.add_argument(
+        "--docs", help="Markdown file whose section for this claim is replaced (e.g. docs/reproductions.md)"
+    )
 
     sub.add_parser("datasets", help="list embedded datasets")
     sub.add_parser("models", help="list embedded models")
@@ -162,10 +219,10 @@ def _finetune(ns: argparse.Namespace) -> None:
     if ns.resume and ns.config is None:  # resume with the run's own settings; typed flags still override
         saved = [out / "config.json", *sorted(out.glob("seed-*/config.json"))]
         ns.config = next((str(p) for p in saved if p.is_file()), None)
-    m, d, t, lcc = _configs(ns)
+    m, d, t, lcc, method = _configs(ns)
     if not ns.seeds:
-        res = finetune(m, d, t, out_dir=out, resume=ns.resume, lcc=lcc)
-        print(format_table([res.summary()]))
+        res = finetune(m, d, t, out_dir=out, resume=ns.resume, lcc=lcc, method=method)
+        print(format_table([{"method": method.method, **res.summary()}]))
         print(f"run folder: {out}")
         return
     splits = load_data(d)
@@ -177,8 +234,9 @@ def _finetune(ns: argparse.Namespace) -> None:
         else:
             resume = ns.resume and (folder / "checkpoints" / "latest.json").is_file()
             tcfg = dataclasses.replace(t, seed=seed)
-            summary = finetune(m, d, tcfg, out_dir=folder, resume=resume, splits=splits, lcc=lcc).summary()
-        rows.append({"seed": seed, **summary})
+            res = finetune(m, d, tcfg, out_dir=folder, resume=resume, splits=splits, lcc=lcc, method=method)
+            summary = res.summary()
+        rows.append({"seed": seed, "method": method.method, **summary})
     accs = [r["test_top1"] for r in rows if "test_top1" in r]
     print(format_table(rows))
     if len(accs) > 1:
@@ -193,7 +251,8 @@ def _probe(ns: argparse.Namespace) -> None:
     import time
     from pathlib import Path
 
-    from latentcc.finetune import build_model, load_data
+    from latentcc.config import config_from_dict
+    from latentcc.finetune import load_data, prepare_model
     from latentcc.probing import load_groups, profile
     from latentcc.report.probe_report import summary_lines, write_probe_report
 
@@ -205,33 +264,86 @@ def _probe(ns: argparse.Namespace) -> None:
                 f"--checkpoint {ckpt} holds no best.safetensors; pass a finished `latentcc finetune` run folder."
             )
         file_values = (
-            read_config_file(ckpt / "config.json", ("model", "data", "train", "lcc"))
-            if (ckpt / "config.json").is_file()
-            else {}
+            read_config_file(ckpt / "config.json", _FILE_SECTIONS) if (ckpt / "config.json").is_file() else {}
         )
-    m, d, pc = (
-        config_from_args(cls, ns, section=s, file_values=file_values, prefix=pre, exclude=_PROBE_EXCLUDE[s])
-        for s, cls, pre in PROBE_SECTIONS
-    )
-    splits = load_data(d)  # type: ignore[arg-type]
-    model = build_model(m, splits)  # type: ignore[arg-type]
+    m, d, pc = _probe_configs(ns, _PROBE_EXCLUDE, file_values)
+    splits = load_data(d)
+    # a run trained with a transfer method (SCL-FT adds a skip) is rebuilt the same way before loading
+    method = config_from_dict(MethodConfig, file_values.get("method", {}))
+    model = prepare_model(m, splits, method).model
     if ckpt is not None:
         from latentcc.train.checkpoint import load_weights
 
         load_weights(ckpt / "best.safetensors", model)
     groups = load_groups(ns.groups) if ns.groups else None
     out = Path(ns.out) if ns.out else Path("runs") / "probe" / time.strftime("%Y%m%d-%H%M%S")
-    prof = profile(model, splits, groups=groups, view_layers=ns.view_layers, config=pc)  # type: ignore[arg-type]
-    prof.params.update(
-        {"model": m.model, "data": d.data, "checkpoint": str(ckpt) if ckpt else None}  # type: ignore[attr-defined]
-    )
-    title = f"latentcc probe: {m.model}{' (' + str(ckpt) + ')' if ckpt else ''} on {d.data}"  # type: ignore[attr-defined]
+    prof = profile(model, splits, groups=groups, view_layers=ns.view_layers, config=pc)
+    prof.params.update({"model": m.model, "data": d.data, "checkpoint": str(ckpt) if ckpt else None})
+    title = f"latentcc probe: {m.model}{' (' + str(ckpt) + ')' if ckpt else ''} on {d.data}"
     report = write_probe_report(prof, out, title=title)
     for line in summary_lines(prof):
         print(line)
     for note in prof.notes:
         print(f"note: {note}")
     print(f"report: {report}")
+
+
+def _transfer_layers(ns: argparse.Namespace) -> None:
+    """Layer-wise transfer (ALGORITHMS.md §3): ``latentcc.profile`` with NC1 and the linear probe, as a table."""
+    import math
+    import time
+    from pathlib import Path
+
+    from latentcc.atomic import ensure_writable_dir
+    from latentcc.finetune import build_model, load_data
+    from latentcc.probing import profile, summarize
+    from latentcc.report.table import format_table
+
+    m, d, pc = _probe_configs(ns, _TRANSFER_EXCLUDE, defaults={"probe": {"metrics": _TRANSFER_METRICS}})
+    splits = load_data(d)
+    model = build_model(m, splits)  # frozen: profile never changes the weights
+    out = ensure_writable_dir(
+        Path(ns.out) if ns.out else Path("runs") / "transfer-layers" / time.strftime("%Y%m%d-%H%M%S")
+    )
+    prof = profile(model, splits, config=pc)
+    prof.params.update({"model": m.model, "data": d.data})
+    acc, nc1 = prof.series("linear_probe_acc", "test"), prof.series("nc1", "train")
+    rows = [
+        {"layer": name, "width": prof.widths[name], "linear_probe_acc": float(a), "nc1": float(n)}
+        for name, a, n in zip(prof.layers, acc, nc1, strict=True)
+    ]
+    print(format_table(rows))
+    corr = summarize(prof).get("nc1_vs_linear_probe")
+    if corr is None:
+        n_ok = int(sum(math.isfinite(a) and math.isfinite(n) for a, n in zip(acc, nc1, strict=True)))
+        print(f"NC1 vs linear-probe accuracy: not computed ({n_ok} layers with both values; 3 needed)")
+    else:
+        print(
+            f"NC1 vs linear-probe accuracy over {corr['n_layers']} layers: Spearman rho {corr['spearman_rho']:.3f} "
+            f"(p {corr['spearman_p']:.3g}), Pearson r {corr['pearson_r']:.3f} (p {corr['pearson_p']:.3g})"
+        )
+    for note in prof.notes:
+        print(f"note: {note}")
+    prof.to_csv(out / "transfer_layers.csv")
+    prof.to_json(out / "transfer_layers.json")
+    print(f"tables: {out / 'transfer_layers.csv'}, {out / 'transfer_layers.json'}")
+
+
+def _reproduce(ns: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from latentcc.reproduce import REPRODUCTIONS, run_reproduction
+
+    if ns.name == "list":
+        for name, (_, what) in REPRODUCTIONS.items():
+            print(f"{name:26s} {what}")
+        return
+    names = list(REPRODUCTIONS) if ns.name == "all" else [ns.name]
+    for name in names:
+        out = Path(ns.out) / name if ns.out and len(names) > 1 else ns.out
+        r = run_reproduction(name, size=ns.size, seeds=ns.seeds, out_dir=out, docs=ns.docs)
+        print(r.markdown())
+        print(f"\n{name}: {r.verdict} ({r.wall_time_s / 60:.1f} min)\n")
 
 
 def _dispatch(ns: argparse.Namespace) -> int:
@@ -241,7 +353,12 @@ def _dispatch(ns: argparse.Namespace) -> int:
         defaults = (
             {k: {**v, **DEMO_FULL.get(k, {})} for k, v in DEMO_DEFAULTS.items()} if ns.full else DEMO_DEFAULTS
         )
-        m, d, t, lcc = _configs(ns, defaults)
+        m, d, t, lcc, method = _configs(ns, defaults)
+        if method != MethodConfig():
+            raise LatentccError(
+                "The demo fine-tunes every parameter; its --config must not set a transfer method "
+                "(use `latentcc finetune --method ...`)."
+            )
         if not lcc.layers:
             raise LatentccError(
                 "The demo compares baseline and LCC fine-tuning: give --lcc-layers (see `latentcc layers`)."
@@ -250,8 +367,12 @@ def _dispatch(ns: argparse.Namespace) -> int:
         run_demo(m, d, t, lcc, seeds=seeds, out_dir=ns.out)
     elif ns.command == "finetune":
         _finetune(ns)
+    elif ns.command == "reproduce":
+        _reproduce(ns)
     elif ns.command == "probe":
         _probe(ns)
+    elif ns.command == "transfer-layers":
+        _transfer_layers(ns)
     elif ns.command == "datasets":
         from latentcc.data import list_datasets
 

@@ -141,6 +141,30 @@ class IndexedDataset(Dataset[tuple[Any, int, int]]):
             source_index=self.source_index[idx],
         )
 
+    def relabel(self, class_map: Sequence[int] | np.ndarray, classes: Sequence[str]) -> IndexedDataset:
+        """The same samples with label ``class_map[y]`` and class names ``classes`` (storage shared).
+
+        E.g. subclasses -> superclasses: ``class_map[c]`` is the superclass id of class ``c``.
+        """
+        cmap = np.asarray(class_map, dtype=np.int64)
+        if cmap.shape != (len(self.classes),) or (
+            len(cmap) and (cmap.min() < 0 or cmap.max() >= len(classes))
+        ):
+            raise param_error(
+                "class_map",
+                "IndexedDataset.relabel",
+                f"{len(self.classes)} ints (one per class) in 0..{len(classes) - 1}",
+                cmap.tolist(),
+            )
+        return IndexedDataset(
+            self._data,
+            cmap[self.targets],
+            classes=classes,
+            kind=self.kind,
+            rows=self._rows,
+            source_index=self.source_index,
+        )
+
     def class_counts(self) -> np.ndarray:
         """(K,) number of samples of each class."""
         return np.bincount(self.targets, minlength=len(self.classes))
@@ -180,6 +204,19 @@ class DatasetSplits:
     def input_shape(self) -> tuple[int, ...] | None:
         """(C, H, W) for images, (D,) for tabular, None for text."""
         return self.train.input_shape
+
+    def relabel(
+        self, class_map: Sequence[int] | np.ndarray, classes: Sequence[str], *, name: str
+    ) -> DatasetSplits:
+        """All three splits relabelled with ``class_map`` (see :meth:`IndexedDataset.relabel`)."""
+        return DatasetSplits(
+            name,
+            self.train.relabel(class_map, classes),
+            self.val.relabel(class_map, classes),
+            self.test.relabel(class_map, classes),
+            list(classes),
+            self.kind,
+        )
 
     def summary(self) -> dict[str, Any]:
         """Sizes, classes and per-split class counts (lists aligned with ``classes``), JSON-ready."""

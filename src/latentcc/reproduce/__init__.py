@@ -1,0 +1,70 @@
+"""``latentcc reproduce NAME``: each paper's claims re-tested offline on the embedded data and models.
+
+Every reproduction is a function ``run(size, seeds, out) -> ClaimResult`` in its own module; sizes
+are ``"default"`` (>= 3 seeds, <= 20 min on 2 CPU cores) and ``"ci"`` (a smaller run of the same
+code, for the test suite). Results are written to ``out`` and, with ``update_docs``, into
+docs/reproductions.md (one section per claim, between markers). Nothing is tuned on test splits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from latentcc.errors import param_error
+from latentcc.reproduce.base import SIZES, ClaimResult, update_docs
+
+# name -> (module, one-line description); modules are imported only when run
+REPRODUCTIONS: dict[str, tuple[str, str]] = {
+    "lcc-cc-vs-mc": ("cc_vs_mc", "LCC paper: correctly clustered samples are classified more accurately"),
+    "lcc-gain": ("lcc_gain", "LCC paper: LCC beats plain fine-tuning at w in {1e-4, 1e-2} x k in {5, 50}"),
+    "scl-ft": (
+        "scl_ft",
+        "NC paper: SCL-FT near full FT with >= 90 % fewer trainable parameters, scarce data",
+    ),
+    "nc-transfer": ("nc_transfer", "NC paper: lower downstream NC1 -> higher linear-probe accuracy"),
+    "gc-nc": ("gc_nc", "GC paper: lower GC -> lower source/target CDNV -> higher 5-shot accuracy"),
+    "clusterability-hierarchy": (
+        "hierarchy",
+        "probing paper: shuffled superclasses cluster better than natural ones",
+    ),
+}
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def run_reproduction(
+    name: str,
+    *,
+    size: str = "default",
+    seeds: Sequence[int] | None = None,
+    out_dir: str | Path | None = None,
+    docs: str | Path | None = None,
+) -> ClaimResult:
+    """Run reproduction ``name``; write its result (and figures) to ``out_dir``; update ``docs`` if given."""
+    if name not in REPRODUCTIONS:
+        raise param_error("name", "run_reproduction", f"one of {sorted(REPRODUCTIONS)}", name)
+    if size not in SIZES:
+        raise param_error("size", "run_reproduction", f"one of {list(SIZES)}", size)
+    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS
+    out = Path(out_dir) if out_dir else Path("runs") / "reproduce" / name / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    module = importlib.import_module(f"latentcc.reproduce.{REPRODUCTIONS[name][0]}")
+    t0 = time.perf_counter()
+    result: ClaimResult = module.run(size, seeds, out)
+    result.size, result.seeds, result.wall_time_s = size, seeds, time.perf_counter() - t0
+    result.write(out)
+    if docs is not None:
+        doc = Path(docs)
+        fig_dir = doc.parent / "reproductions"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        for f in result.figures:
+            shutil.copyfile(out / f, fig_dir / f"{name}-{f}")
+        result.figures = [f"{name}-{f}" for f in result.figures]
+        update_docs(doc, result, "reproductions")
+    return result
+
+
+__all__ = ["DEFAULT_SEEDS", "REPRODUCTIONS", "ClaimResult", "run_reproduction"]
