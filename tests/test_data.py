@@ -428,3 +428,27 @@ def test_numpy_only_unpickler(tmp_path: Path) -> None:
         pickle.dump(_Evil(), f)
     with pytest.raises(LatentccError, match=r"refusing to unpickle builtins.print"):
         _load_numpy_pickle(evil)
+
+
+def test_relabel_and_stratified_indices(digits_splits: DatasetSplits) -> None:
+    from latentcc.data.base import stratified_indices
+    from latentcc.errors import LatentccError
+
+    cmap = np.arange(10) % 2  # even / odd digits
+    sup = digits_splits.relabel(cmap, ["even", "odd"], name="digits-parity")
+    assert sup.classes == ["even", "odd"] and sup.num_classes == 2
+    for split in ("train", "val", "test"):
+        a, b = getattr(digits_splits, split), getattr(sup, split)
+        assert np.array_equal(b.targets, a.targets % 2) and len(a) == len(b)
+        x_a, y_a, i_a = a[3]
+        x_b, y_b, i_b = b[3]
+        assert torch.equal(x_a, x_b) and y_b == y_a % 2 and i_a == i_b == 3  # same sample, new label
+    with pytest.raises(LatentccError, match="'class_map'"):
+        digits_splits.train.relabel([0, 1], ["a", "b"])
+    y = digits_splits.train.targets
+    pick = stratified_indices(y, 100, seed=0)
+    assert len(pick) == 100 and np.all(np.diff(pick) > 0)
+    counts = np.bincount(y[pick], minlength=10)
+    assert counts.min() >= 9 and counts.max() <= 11  # ~10 per class
+    assert np.array_equal(pick, stratified_indices(y, 100, seed=0))
+    assert len(stratified_indices(y, 10**6, seed=0)) == len(y)

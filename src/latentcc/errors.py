@@ -31,6 +31,19 @@ def param_error(param: str, func: str, requirement: str, got: Any, fix: str | No
     return LatentccError(msg)
 
 
+def check_int(
+    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
+) -> int:
+    """``value`` as an int in ``[lo, hi]`` (numpy ints accepted, bools refused), else the standard error."""
+    import numpy as np
+
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not ok or value < lo or (hi is not None and value > hi):
+        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
+        raise param_error(param, func, req, value, fix)
+    return int(value)
+
+
 def require(module: str, extra: str, *, purpose: str = "", pip_name: str | None = None) -> ModuleType:
     """Import an optional dependency lazily, or raise MissingExtraError saying how to install it."""
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from latentcc.errors import LatentccError, param_error, require
+from latentcc.errors import LatentccError, check_int, param_error, require
 
 Metric = Literal["l2", "cosine"]
 Backend = Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"]
@@ -49,16 +49,6 @@ ArrayLike = np.ndarray | torch.Tensor
 
 def _where(func: str, name: str | None) -> str:
     return f"{func} (for {name!r})" if name else func
-
-
-def _check_int(
-    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
-) -> int:
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
-        raise param_error(param, func, req, value, fix)
-    return int(value)
 
 
 def _check_choice(value: Any, param: str, func: str, choices: tuple[str, ...]) -> str:
@@ -181,10 +171,10 @@ def _prepare(
     n = xm.shape[0]
     hi = n - 1 if exclude_self else n
     fix = f"Fix: use k <= {hi} (N = {n} points{', excluding the point itself' if exclude_self else ''})."
-    k = _check_int(k, "k", func, 1, hi, fix)
+    k = check_int(k, "k", func, 1, hi, fix)
     metric = _check_choice(metric, "metric", func, METRICS)
     backend = _check_choice(backend, "backend", func, BACKENDS)
-    seed = _check_int(seed, "seed", func, 0)
+    seed = check_int(seed, "seed", func, 0)
     if metric == "cosine":
         _check_nonzero_rows(xm, func)
     chosen = _resolve_backend(backend, xm)
@@ -260,7 +250,7 @@ def knn_graph_from_indices(
         )
     nrows = idx.shape[0]
     if n is not None:
-        _check_int(n, "n", func, 1)
+        check_int(n, "n", func, 1)
         if n != nrows:
             raise param_error("n", func, f"equal to indices.shape[0] = {nrows}", n, "Fix: pass n=None.")
     if nrows < 1 or idx.shape[1] < 1:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from latentcc.errors import LatentccError, param_error
+from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.graph import communities, knn_graph
 from latentcc.lcc.matching import contingency
 from latentcc.metrics._validate import as_features, as_labels
@@ -38,16 +38,6 @@ _DENSE_MAX_CELLS = 1 << 24
 
 
 # --------------------------------------------------------------------------- validation (the door)
-
-
-def _check_int(
-    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
-) -> int:
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
-        raise param_error(param, func, req, value, fix)
-    return int(value)
 
 
 def _check_method(method: Any, func: str) -> str:
@@ -126,15 +116,15 @@ def cluster(
     func = "cluster"
     x = _check_features(features, func)
     how = _check_method(method, func)
-    seed = _check_int(seed, "seed", func, 0)
+    seed = check_int(seed, "seed", func, 0)
     n = len(x)
     if how == "leiden":
         if n_clusters is not None:
-            _check_int(n_clusters, "n_clusters", func, 1)  # a typo is still an error, though unused
-        leiden_k = _check_int(leiden_k, "leiden_k", func, 1)
+            check_int(n_clusters, "n_clusters", func, 1)  # a typo is still an error, though unused
+        leiden_k = check_int(leiden_k, "leiden_k", func, 1)
         return _leiden(x, min(leiden_k, n - 1), _check_resolution(resolution, func), seed)
     fix = f"Fix: at most one cluster per sample (N = {n})."
-    n_clusters = _check_int(n_clusters, "n_clusters", func, 1, n, fix)
+    n_clusters = check_int(n_clusters, "n_clusters", func, 1, n, fix)
     if how == "ward":
         _check_ward_size(n, func)
     return _cluster(x, n_clusters, how, seed)
@@ -183,10 +173,10 @@ def clusterability(
     n = len(x)
     y = as_labels(labels, n, func, "labels")
     how = _check_method(method, func)
-    seed = _check_int(seed, "seed", func, 0)
-    leiden_k = _check_int(leiden_k, "leiden_k", func, 1)
+    seed = check_int(seed, "seed", func, 0)
+    leiden_k = check_int(leiden_k, "leiden_k", func, 1)
     resolution = _check_resolution(resolution, func)
-    overcluster = _check_int(overcluster, "overcluster", func, 1, MAX_OVERCLUSTER)
+    overcluster = check_int(overcluster, "overcluster", func, 1, MAX_OVERCLUSTER)
     if n_clusters is not None:
         if groups is not None:
             raise param_error(
@@ -197,7 +187,7 @@ def clusterability(
             raise param_error(
                 "overcluster", func, "1 when n_clusters is given (the count is then explicit)", overcluster
             )
-        n_clusters = _check_int(n_clusters, "n_clusters", func, 1, n, f"Fix: at most N = {n} clusters.")
+        n_clusters = check_int(n_clusters, "n_clusters", func, 1, n, f"Fix: at most N = {n} clusters.")
 
     if groups is None:
         if len(np.unique(y)) < 2:

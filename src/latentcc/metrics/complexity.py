@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentcc.errors import LatentccError, param_error
+from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.layers import POOLS, capture, pool_latent, resolve_layers
 from latentcc.metrics._validate import as_labels
 
@@ -123,13 +123,13 @@ def geometric_complexity(
     """
     func = "geometric_complexity"
     _check_estimator(estimator, func, ESTIMATORS)
-    _check_int(n_samples, "n_samples", func, 1)
-    _check_int(batch_size, "batch_size", func, 1)
-    _check_int(seed, "seed", func, 0)
+    check_int(n_samples, "n_samples", func, 1)
+    check_int(batch_size, "batch_size", func, 1)
+    check_int(seed, "seed", func, 0)
     x = _as_input(x, func)
     n = len(x)
     if n_examples is not None:
-        _check_int(n_examples, "n_examples", func, 1)
+        check_int(n_examples, "n_examples", func, 1)
         if n_examples > n:
             raise param_error(
                 "n_examples",
@@ -208,7 +208,7 @@ def gc_penalty(
     """
     func = "gc_penalty"
     _check_estimator(estimator, func, _RANDOMIZED)
-    _check_int(n_samples, "n_samples", func, 1)
+    check_int(n_samples, "n_samples", func, 1)
     x = _as_input(x, func)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -407,9 +407,9 @@ def _per_class(
 ) -> tuple[dict[int, GCResult], np.ndarray]:
     """({class: GCResult}, class means (K, m) float64) with validation at the door."""
     _check_estimator(estimator, func, ESTIMATORS)
-    _check_int(n_samples, "n_samples", func, 1)
-    _check_int(batch_size, "batch_size", func, 1)
-    _check_int(seed, "seed", func, 0)
+    check_int(n_samples, "n_samples", func, 1)
+    check_int(batch_size, "batch_size", func, 1)
+    check_int(seed, "seed", func, 0)
     x = _as_input(x, func)
     y = as_labels(labels, len(x), func, min_classes=min_classes)
     gen = torch.Generator().manual_seed(seed)
@@ -471,11 +471,6 @@ def _check_finite(out: Tensor, func: str, what: str) -> None:
 def _check_estimator(estimator: Any, func: str, allowed: tuple[str, ...]) -> None:
     if estimator not in allowed:
         raise param_error("estimator", func, f"one of {list(allowed)}", estimator)
-
-
-def _check_int(value: Any, param: str, func: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise param_error(param, func, f"an int >= {low}", value)
 
 
 def _json_float(v: float) -> float | None:

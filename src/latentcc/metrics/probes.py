@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from latentcc.errors import param_error, require
+from latentcc.errors import check_int, param_error, require
 from latentcc.metrics._validate import as_features, as_labels
 
 KnnMetric = Literal["cosine", "l2"]
@@ -24,16 +24,6 @@ _VOTE_BLOCK_ELEMS = 1 << 22
 
 
 # --------------------------------------------------------------------------- validation (the door)
-
-
-def _check_int(
-    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
-) -> int:
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
-        raise param_error(param, func, req, value, fix)
-    return int(value)
 
 
 def _check_splits(
@@ -98,10 +88,10 @@ def linear_probe(
     ok = isinstance(C, int | float | np.floating) and not isinstance(C, bool) and np.isfinite(C) and C > 0
     if not ok:
         raise param_error("C", func, "a finite float > 0", C)
-    max_iter = _check_int(max_iter, "max_iter", func, 1)
+    max_iter = check_int(max_iter, "max_iter", func, 1)
     if not isinstance(standardize, bool):
         raise param_error("standardize", func, "a bool", standardize)
-    seed = _check_int(seed, "seed", func, 0)
+    seed = check_int(seed, "seed", func, 0)
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -138,7 +128,7 @@ def knn_probe(
     func = "knn_probe"
     xtr, ytr, xte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
     n = len(xtr)
-    k = _check_int(k, "k", func, 1, n, f"Fix: use k <= {n} (the number of training samples).")
+    k = check_int(k, "k", func, 1, n, f"Fix: use k <= {n} (the number of training samples).")
     if metric not in KNN_METRICS:
         raise param_error("metric", func, f"one of {list(KNN_METRICS)}", metric)
     if metric == "cosine":
