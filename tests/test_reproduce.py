@@ -28,7 +28,9 @@ def _result(name: str, verdict: str) -> ClaimResult:
 
 def test_update_docs_replaces_only_its_own_section(tmp_path):
     doc = tmp_path / "reproductions.md"
-    doc.write_text("# Reproductions\n\nIntro kept.\n")
+    doc.write_text(
+        "# Reproductions\n\nIntro kept.\n\n| name | verdict | result |\n|---|---|---|\n<!-- summary -->\n"
+    )
     update_docs(doc, _result("one", "agree"), "reproductions")
     update_docs(doc, _result("two", "disagree"), "reproductions")
     update_docs(doc, _result("one", "inconclusive"), "reproductions")
@@ -38,6 +40,12 @@ def test_update_docs_replaces_only_its_own_section(tmp_path):
     assert "**inconclusive**" in text and "**agree**" not in text and "**disagree**" in text
     assert "a result \\| with a pipe" in text  # table cells escaped
     assert text.index("reproduce:one") < text.index("reproduce:two")  # replaced in place
+    summary = text[text.index("<!-- summary -->") : text.index("<!-- /summary -->")]
+    assert "| [`one`](#one) | **inconclusive** |" in summary and "| [`two`](#two) | **disagree** |" in summary
+    assert (
+        json.loads((tmp_path / "reproductions" / "summary.json").read_text())["one"]["verdict"]
+        == "inconclusive"
+    )
 
 
 def test_cli_reproduce_writes_docs_section(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -80,17 +81,35 @@ def _jsonable(obj: Any) -> Any:
 
 
 def update_docs(doc: Path, result: ClaimResult, figure_dir: str) -> None:
-    """Replace (or append) ``result``'s section of ``doc`` between its markers; the rest is kept."""
-    start, end = f"<!-- reproduce:{result.name} -->", f"<!-- /reproduce:{result.name} -->"
-    section = f"{start}\n{result.markdown(figure_dir)}\n{end}"
+    """Replace (or append) ``result``'s section of ``doc`` between its markers; the rest is kept.
+
+    A summary table (one row per claim: verdict and result) is kept between ``<!-- summary -->`` and
+    ``<!-- /summary -->`` when the document has those markers; its rows live in
+    ``<figure_dir>/summary.json`` next to the document so each run updates only its own row.
+    """
     text = doc.read_text() if doc.is_file() else "# Reproductions\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = (
-        pattern.sub(lambda _: section, text)
-        if pattern.search(text)
-        else text.rstrip("\n") + "\n\n" + section + "\n"
-    )
+    start, end = f"<!-- reproduce:{result.name} -->", f"<!-- /reproduce:{result.name} -->"
+    text = _replace_block(text, start, end, result.markdown(figure_dir), append=True)
+    if "<!-- summary -->" in text:
+        store = doc.parent / figure_dir / "summary.json"
+        rows = json.loads(store.read_text()) if store.is_file() else {}
+        rows[result.name] = {"verdict": result.verdict, "result": result.result}
+        atomic_write_json(store, rows)
+        table = "\n".join(
+            f"| [`{n}`](#{n}) | **{r['verdict']}** | {_cell(r['result'])} |" for n, r in sorted(rows.items())
+        )
+        text = _replace_block(text, "<!-- summary -->", "<!-- /summary -->", table, append=False)
     atomic_write_text(doc, text)
+
+
+def _replace_block(text: str, start: str, end: str, body: str, *, append: bool) -> str:
+    block = f"{start}\n{body}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text)
+    if start in text:  # an opening marker alone (a fresh document): the block goes there
+        return text.replace(start, block, 1)
+    return text.rstrip("\n") + "\n\n" + block + "\n" if append else text
 
 
 def fmt_ci(values: list[float], digits: int = 4) -> str:
