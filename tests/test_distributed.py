@@ -224,3 +224,122 @@ def test_a_failure_on_one_rank_is_raised_on_every_rank(ddp_run):
     assert "failed on rank 0" in r1["one_class"] and "same class" in r1["one_class"]
     assert "NaN/inf" in r1["nan"]  # sample 1 lies in rank 1's shard (1::2)
     assert "rank(s) [1] failed while collecting latents" in r0["nan"]
+
+
+# ----------------------------------------------------------------------------- Lightning DDP
+
+
+def _blobs():
+    """3 Gaussian blobs in 8-D with 15% flipped labels (as in test_integrations)."""
+    from latentcc.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.normal(size=(120, 8)).astype(np.float32) + 4.0 * np.eye(3, 8, dtype=np.float32)[y]
+    y = np.where(rng.random(120) < 0.15, (y + 1) % 3, y)
+    return from_arrays(x, y, kind="tabular", val_fraction=0.0, test_fraction=0.0).train
+
+
+def test_lightning_ddp_callback_gives_every_rank_the_single_process_targets(tmp_path):
+    pl = pytest.importorskip("lightning.pytorch")
+    from latentcc.integrations.lightning import LCCCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class Saver(pl.Callback):  # runs after LCCCallback: sees each epoch's fresh targets, saves them per rank
+        def __init__(self, lcc_cb):
+            self.lcc_cb, self.rec = lcc_cb, {"targets": [], "losses": []}
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.rec["targets"].append(self.lcc_cb.lcc.state_dict())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.rec["losses"].append(float(trainer.callback_metrics["lcc/loss"]))
+
+        def on_train_end(self, trainer, pl_module):
+            self.rec["world"] = trainer.world_size
+            torch.save(self.rec, tmp_path / f"rank{trainer.global_rank}.pt")
+
+    cfg = LCCConfig(layers=("net.1",), weight=0.5, k=5, warmup=0, interval=1, graph_dim=None)
+    data = _blobs()
+    cb = LCCCallback(cfg)
+    trainer = pl.Trainer(
+        max_epochs=2, accelerator="cpu", devices=WORLD, strategy="ddp_fork", logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[cb, Saver(cb)],
+    )  # fmt: skip
+    trainer.fit(Module(), DataLoader(data, batch_size=16, shuffle=True))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD))
+    assert r0["world"] == r1["world"] == WORLD
+    ref = LatentClusterCorrection(cfg)
+    ref.refresh(Module(), data, epoch=0)  # the weights the DDP run refreshed on at epoch 0
+    assert ref.state_dict()["layers"]["net.1"]["targets"]["mc_mask"].any()
+    for rank in (r0, r1):
+        assert [t["refreshed_epoch"] for t in rank["targets"]] == [0, 1]
+        _assert_same_targets(rank["targets"][0], ref.state_dict(), atol=1e-6, layers=("net.1",))
+        assert len(rank["losses"]) == 8 and max(rank["losses"]) > 0  # 60 samples a rank, 4 steps an epoch
+    _assert_same_targets(r0["targets"][1], r1["targets"][1], layers=("net.1",))
+
+
+# ----------------------------------------------------------------------------- Hugging Face Trainer under DDP
+
+
+def _hf_worker(rank, folder, port):
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD)
+    )
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from accelerate.state import AcceleratorState, PartialState
+
+    from latentcc.integrations.hf import LCCTrainer
+    from test_integrations import _hf_setup
+
+    AcceleratorState._reset_state(True)  # forked: forget the parent's single-process state
+    PartialState._reset_state()
+    model, args, ds = _hf_setup(folder)
+    args.ddp_backend = "gloo"
+    cfg = LCCConfig(layers=("bert.pooler",), weight=0.5, k=5, warmup=1, graph_dim=None)
+    trainer = LCCTrainer(model=model, args=args, train_dataset=ds, lcc_config=cfg)
+    trainer.train()
+    rec = {
+        "world": trainer.args.world_size,
+        "lcc": trainer.lcc.state_dict(),
+        "logs": trainer.state.log_history,
+    }
+    torch.save(rec, os.path.join(folder, f"rank{rank}.pt"))
+
+
+def test_hf_trainer_under_ddp_refreshes_identical_targets_on_both_ranks(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    import socket
+
+    import latentcc.integrations.hf  # noqa: F401  (imported once here, inherited by the forked processes)
+    import test_integrations  # noqa: F401
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch(_hf_worker, (str(tmp_path), port))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD))
+    assert r0["world"] == r1["world"] == WORLD
+    assert r0["lcc"]["refreshed_epoch"] == r1["lcc"]["refreshed_epoch"] == 1
+    _assert_same_targets(r0["lcc"], r1["lcc"], layers=("bert.pooler",))
+    assert r0["lcc"]["layers"]["bert.pooler"]["targets"]["mc_mask"].any()
+    for r in (r0, r1):  # each rank's own batches (DistributedSampler) got the LCC term after the refresh
+        losses = [row["lcc/loss"] for row in r["logs"] if "lcc/loss" in row]
+        assert len(losses) == 4 and losses[:2] == [0.0, 0.0] and min(losses[2:]) > 0
