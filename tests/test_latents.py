@@ -97,3 +97,26 @@ def test_errors_name_the_problem(data):
     with pytest.raises(LatentccError, match="Layer 'conv' produced NaN"):
         collect_latents(bad, DataLoader(data, batch_size=8), "conv")
     assert not bad.conv._forward_hooks  # removed on error too
+
+
+def test_a_shard_gives_the_full_rows_of_its_indices(data):
+    """indices= (one DDP rank's part): rows are the shard's samples in shard order, from any loader order."""
+    model = Net()
+    full = collect_latents(model, DataLoader(data, batch_size=7), ["conv", "fc"])
+    shard = np.arange(1, 50, 3)
+    part = collect_latents(
+        model, DataLoader(data, batch_size=4, sampler=shard[::-1].tolist()), ["conv", "fc"], indices=shard
+    )
+    assert full.index is None and part.index.tolist() == shard.tolist()
+    for name in ("conv", "fc"):
+        assert part[name].shape == (shard.size, full[name].shape[1])
+        np.testing.assert_allclose(part[name], full[name][shard], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(part.labels, full.labels[shard])
+    with pytest.raises(LatentccError, match="not in its 'indices' shard"):
+        collect_latents(model, DataLoader(data, batch_size=8), "conv", indices=shard)
+    with pytest.raises(LatentccError, match="did not see 1 of 17"):
+        collect_latents(
+            model, DataLoader(data, batch_size=8, sampler=shard[:-1].tolist()), "conv", indices=shard
+        )
+    with pytest.raises(LatentccError, match="'indices'.*distinct sample indices in 0..49"):
+        collect_latents(model, DataLoader(data, batch_size=8), "conv", indices=np.array([0, 0, 50]))

@@ -10,7 +10,10 @@
             loss = F.cross_entropy(logits, y) + lcc.weighted_loss(z, idx)
 
 The math lives in ``latentcc.lcc`` (functions on arrays and tensors); this class only holds the
-per-layer targets and the previous partition (for warm starts) between epochs.
+per-layer targets and the previous partition (for warm starts) between epochs. Under DDP (an initialised
+process group with world_size > 1) ``refresh`` runs on every rank and ``latentcc.distributed`` splits the
+work: each rank collects its shard, rank 0 clusters once, every rank receives the same targets
+(docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from latentcc.config import LCCConfig
+from latentcc.distributed import broadcast_epoch_start, collect_sharded, unwrap, world
 from latentcc.errors import LatentccError, param_error
-from latentcc.latents import collect_latents, projection_matrix
+from latentcc.latents import Latents, collect_latents, projection_matrix
 from latentcc.layers import capture, pool_latent, resolve_layers
 from latentcc.lcc.epoch import EpochStart, cluster_latents, epoch_start
 from latentcc.lcc.loss import lcc_loss
@@ -70,6 +74,7 @@ class LatentClusterCorrection:
 
     def _resolve(self, model: nn.Module) -> dict[str, nn.Module]:
         """{full name: module} of the configured layers, resolved once per model (not every step)."""
+        model = unwrap(model)  # a DDP-wrapped model has the same layer names as its module
         if self._modules is None or self._model_id != id(model):
             self._modules = resolve_layers(model, list(self.config.layers), func="LatentClusterCorrection")
             self._model_id = id(model)
@@ -93,26 +98,43 @@ class LatentClusterCorrection:
         ``data`` yields ``(x, y, idx)``; a Dataset is wrapped in an unshuffled DataLoader (the order
         does not matter: rows are placed by index). Returns per-layer statistics and stage timings.
         The model's train/eval mode is restored afterwards.
+
+        Under DDP call it on every rank with the full training set: each rank reads samples
+        ``rank::world_size``, rank 0 gathers them and clusters, and every rank gets identical targets
+        (a DDP wrapper is looked through; the latent pass runs its module).
         """
         t0 = time.perf_counter()
+        model = unwrap(model)
         names = self.layer_names(model)
-        loader = (
-            data
-            if isinstance(data, DataLoader)
-            else DataLoader(data, batch_size=batch_size, num_workers=num_workers)
-        )
         c = self.config
-        lat = collect_latents(
-            model, loader, names, pool=c.pool, dim=c.dim, device=device, seed=c.seed, progress=progress
-        )
+        rank, size = world()
+        kw: dict[str, Any] = dict(pool=c.pool, dim=c.dim, device=device, seed=c.seed)
+        lat: Latents | None
+        if size == 1:
+            loader = (
+                data
+                if isinstance(data, DataLoader)
+                else DataLoader(data, batch_size=batch_size, num_workers=num_workers)
+            )
+            lat = collect_latents(model, loader, names, progress=progress, **kw)
+        else:  # the full arrays on rank 0 only
+            lat = collect_sharded(
+                model, data, names, batch_size=batch_size, num_workers=num_workers,
+                progress=progress and rank == 0, **kw,
+            )  # fmt: skip
         t_collect = time.perf_counter() - t0
         dev = next(model.parameters()).device if device is None else torch.device(device)
         stats: dict[str, Any] = {"time_collect_s": round(t_collect, 4)}
         for name in names:
             prev = self.last.get(name)
-            res = epoch_start(
-                lat[name], lat.labels, c, initial=prev.clusters if prev is not None else None, name=name
-            )
+
+            def cluster(name: str = name, prev: EpochStart | None = prev) -> EpochStart:
+                assert lat is not None  # single process, or rank 0
+                initial = prev.clusters if prev is not None else None
+                return epoch_start(lat[name], lat.labels, c, initial=initial, name=name)
+
+            # under DDP only rank 0 clusters; the others receive its result
+            res = cluster() if size == 1 else broadcast_epoch_start(cluster if rank == 0 else None)
             self.last[name] = res
             self.targets[name] = res.targets.to(dev)
             stats |= {f"{name}/{k}": v for k, v in res.stats().items()}

@@ -29,11 +29,16 @@ DEFAULT_MEMORY_BUDGET = 4 * 2**30
 
 @dataclass
 class Latents:
-    """Per-layer latents ``arrays[name]`` of shape (N, D) float32 and ``labels`` (N,) int64, row i = sample i."""
+    """Per-layer latents ``arrays[name]`` of shape (N, D) float32 and ``labels`` (N,) int64, row i = sample i.
+
+    For a shard (``collect_latents(..., indices=...)``), ``index`` (n,) int64 holds the dataset sample index of
+    each row and the arrays have n rows; ``index`` is None when row i is sample i.
+    """
 
     arrays: dict[str, np.ndarray]
     labels: np.ndarray
     files: list[Path] = field(default_factory=list)  # memory-mapped backing files, if any
+    index: np.ndarray | None = None
 
     def __getitem__(self, layer: str) -> np.ndarray:
         return self.arrays[layer]
@@ -76,6 +81,7 @@ def collect_latents(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     memmap_dir: str | Path | None = None,
     progress: bool = False,
+    indices: np.ndarray | None = None,
 ) -> Latents:
     """Latents of ``layers`` for every sample of ``loader`` (batches ``(x, y, idx)``), in sample-index order.
 
@@ -85,6 +91,8 @@ def collect_latents(
     width, a seeded Gaussian random projection to ``dim`` is applied batch by batch on the device
     (bounded memory even for 25k-d flattened maps). A layer whose N x D float32 array exceeds
     ``memory_budget`` bytes is written to one memory-mapped file in ``memmap_dir``.
+    ``indices`` (n,) collects a shard (one rank's part under DDP): the loader visits exactly these sample
+    indices of its dataset, and row i of the result is sample ``indices[i]`` (``Latents.index``).
     Raises if indices are missing, repeated or out of range, or if a latent is NaN/inf.
     """
     if pool not in POOLS:
@@ -100,11 +108,14 @@ def collect_latents(
     n = _dataset_len(loader)
     if n is None or n < 1:
         raise param_error("loader", "collect_latents", "a DataLoader over a non-empty sized dataset", n)
+    # a shard: (n,) its indices, (N,) bool membership and (N,) row of each index; None: all N, row = index
+    shard, want, row_of = _shard(indices, n)
+    rows = n if shard is None else shard.size
 
     arrays: dict[str, np.ndarray] = {}
     files: list[Path] = []
     proj: dict[str, torch.Tensor] = {}
-    labels = np.full(n, -1, dtype=np.int64)
+    labels = np.full(rows, -1, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
     was_training = model.training
     model.eval()
@@ -123,8 +134,14 @@ def collect_latents(
                         "collect_latents saw the same sample index twice; the loader must visit each sample once "
                         "(no sampler with replacement, no drop_last tricks, no duplicated indices)."
                     )
+                if want is not None and not want[idx_np].all():
+                    raise LatentccError(
+                        f"collect_latents got sample index {int(idx_np[~want[idx_np]][0])}, which is not in its "
+                        "'indices' shard; the loader must visit exactly the shard's samples."
+                    )
                 seen[idx_np] = True
-                labels[idx_np] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
+                pos = idx_np if row_of is None else row_of[idx_np]
+                labels[pos] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
                 model(to_device(x, dev))
                 for name in names:
                     if name not in out:
@@ -144,7 +161,7 @@ def collect_latents(
                             proj[name] = projection_matrix(z.shape[1], dim, seed=seed, device=z.device)
                         z = z @ proj[name]
                     if name not in arrays:
-                        arrays[name] = _allocate(n, z.shape[1], memory_budget, memmap_dir, files, name)
+                        arrays[name] = _allocate(rows, z.shape[1], memory_budget, memmap_dir, files, name)
                     elif arrays[name].shape[1] != z.shape[1]:
                         raise LatentccError(
                             f"Layer '{name}' changed width between batches; use pool='avg' or fixed-size inputs."
@@ -158,20 +175,45 @@ def collect_latents(
                             f"Layer '{name}' produced NaN/inf latents for {bad} sample(s) of this batch "
                             f"(indices {idx_np[:5].tolist()}...). Check the inputs and learning rate; training may have diverged."
                         )
-                    arrays[name][idx_np] = zn
+                    arrays[name][pos] = zn
                 out.clear()
     finally:
         model.train(was_training)
-    if not seen.all():
-        missing = np.flatnonzero(~seen)
+    if seen.sum() != rows:
+        missing = np.flatnonzero(~seen if want is None else want & ~seen)
         raise LatentccError(
-            f"collect_latents did not see {len(missing)} of {n} samples (e.g. index {missing[:5].tolist()}); "
-            "the loader must cover the whole dataset (drop_last=False, no subset sampler)."
+            f"collect_latents did not see {len(missing)} of {rows} samples (e.g. index {missing[:5].tolist()}); "
+            "the loader must cover the whole dataset, or exactly its 'indices' shard (drop_last=False)."
         )
     for a in arrays.values():
         if isinstance(a, np.memmap):
             a.flush()
-    return Latents(arrays, labels, files)
+    return Latents(arrays, labels, files, index=shard)
+
+
+def _shard(
+    indices: np.ndarray | None, n: int
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """A validated shard of an N-sample dataset: ((n,) int64 indices, (N,) bool membership, (N,) row per index)."""
+    if indices is None:
+        return None, None, None
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size < 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise param_error(
+            "indices",
+            "collect_latents",
+            "None or a non-empty 1-D array of int sample indices",
+            f"shape {idx.shape}, dtype {idx.dtype}",
+        )
+    if idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size:
+        raise param_error(
+            "indices", "collect_latents", f"distinct sample indices in 0..{n - 1}", f"{idx.size} indices"
+        )
+    want = np.zeros(n, dtype=bool)
+    want[idx] = True
+    row_of = np.full(n, -1, dtype=np.int64)
+    row_of[idx] = np.arange(idx.size, dtype=np.int64)
+    return idx.astype(np.int64, copy=False), want, row_of
 
 
 def _allocate(

@@ -9,7 +9,9 @@ Each training step pops ``inputs["idx"]``, runs the usual ``compute_loss`` insid
 adds ``weight * lcc_loss``; the unweighted term is logged as ``"lcc/loss"`` with the task loss. At each
 correction epoch's start a callback refreshes the targets over the training set: ``lcc_data`` if given (a
 dataset yielding ``(x, y, idx)``), else ``train_dataset`` read unshuffled through ``data_collator``, each dict
-batch split into ``(inputs, labels, idx)`` and fed as ``model(**inputs)``. Single process only for now; the LCC
+batch split into ``(inputs, labels, idx)`` and fed as ``model(**inputs)``. Under ``torchrun``/``accelerate
+launch`` every rank refreshes over the full training set: each collects its shard, rank 0 clusters, all ranks
+get the same targets (docs/distributed.md); ``idx`` must be the row of the un-sharded ``train_dataset``. The LCC
 term is a per-batch mean, so with ``gradient_accumulation_steps > 1`` and a model that divides its loss by
 ``num_items_in_batch``, divide ``weight`` by the accumulation steps yourself.
 """
@@ -59,8 +61,6 @@ class LCCTrainerMixin(_Base):
                 lcc_config,
             )  # fmt: skip
         super().__init__(*args, **kwargs)
-        if self.args.world_size > 1:
-            raise LatentccError(f"{type(self).__name__} runs single-process only for now (world_size > 1).")
         self.lcc = lcc if lcc is not None else LatentClusterCorrection(lcc_config)  # type: ignore[arg-type]
         self.lcc_data = lcc_data
         self._lcc_sum: Any = 0.0  # unweighted LCC loss summed on the device since the last log

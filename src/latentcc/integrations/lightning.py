@@ -16,7 +16,9 @@ nothing is wrapped; add the term yourself::
             logits = self(x)
         return F.cross_entropy(logits, y) + self.lcc_callback.lcc.weighted_loss(z, idx)
 
-``state_dict``/``load_state_dict`` carry the targets in Lightning checkpoints. Single process only for now.
+``state_dict``/``load_state_dict`` carry the targets in Lightning checkpoints. Under a DDP strategy
+(``strategy="ddp"``/``"ddp_spawn"``, devices > 1) every rank refreshes over the full training set: each
+collects its shard, rank 0 clusters, all ranks get the same targets (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -58,11 +60,6 @@ class LCCCallback(Callback):
         self._wrapped = False
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.world_size > 1:
-            raise LatentccError(
-                f"LCCCallback runs single-process only for now (world_size={trainer.world_size}); "
-                "train on one device (devices=1) or use latentcc.train.fit."
-            )
         if stage != "fit" or not self.auto_loss:
             return
         if not pl_module.automatic_optimization:
