@@ -25,8 +25,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentcc.atomic import _fsync_dir, atomic_write_json, sha256_file
-from latentcc.errors import CheckpointError
+from latentcc import atomic
+from latentcc.atomic import _fsync_dir, atomic_write_json, remove_stale_temps, sha256_file, write_error
+from latentcc.errors import CheckpointError, WriteError
 
 _TENSOR = "__tensor__"
 
@@ -71,8 +72,11 @@ def save_checkpoint(
     ckpt_root: Path, name: str, model: nn.Module, state: dict[str, Any], *, keep: int = 2
 ) -> Path:
     """Write ``model`` weights and ``state`` (nested, may hold tensors) as checkpoint ``name``; prune to ``keep``."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    except OSError as e:
+        raise _ckpt_write_error(ckpt_root, name, e) from e
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
@@ -85,14 +89,27 @@ def save_checkpoint(
         final = ckpt_root / name
         if final.exists():  # an earlier, unreferenced attempt at the same epoch: replace it
             shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
+        atomic.replace(tmp, final)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise _ckpt_write_error(ckpt_root, name, e) from e
         raise
     _fsync_dir(ckpt_root)
     atomic_write_json(ckpt_root / "latest.json", {"dir": name})
     _prune(ckpt_root, keep=keep, protect=name)
     return final
+
+
+def _ckpt_write_error(ckpt_root: Path, name: str, e: OSError) -> WriteError:
+    try:
+        prev = latest_checkpoint(ckpt_root)
+    except CheckpointError:
+        prev = None
+    kept = (
+        f"the previous checkpoint {prev.name} is intact" if prev is not None else "no checkpoint was written"
+    )
+    return write_error(ckpt_root / name, e, what=f"checkpoint {name} in {ckpt_root}", kept=kept)
 
 
 def _prune(ckpt_root: Path, *, keep: int, protect: str) -> None:
@@ -103,6 +120,7 @@ def _prune(ckpt_root: Path, *, keep: int, protect: str) -> None:
     for p in ckpt_root.iterdir():  # temp folders of interrupted writes
         if p.is_dir() and p.name.startswith("."):
             shutil.rmtree(p, ignore_errors=True)
+    remove_stale_temps(ckpt_root)  # e.g. the .latest.json.<random>.tmp of a run killed while committing
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
