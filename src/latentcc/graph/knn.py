@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from latentcc.errors import LatentccError, check_int, param_error, require
+from latentcc.scaling import pow2_scale
 
 Metric = Literal["l2", "cosine"]
 Backend = Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"]
@@ -61,7 +62,7 @@ def _as_matrix(x: Any, func: str) -> tuple[np.ndarray | torch.Tensor, float]:
     """(x as float32 C-contiguous (N, D) numpy array or float32 contiguous tensor on its device, scale).
 
     ``scale`` is 1.0, or the power of two x was multiplied by to keep squared distances inside float32
-    (:func:`pow2_scale`); neighbour ranks are unchanged by it.
+    (:func:`latentcc.scaling.pow2_scale`); neighbour ranks are unchanged by it.
     """
     try:
         if isinstance(x, torch.Tensor):
@@ -117,17 +118,6 @@ def _as_matrix(x: Any, func: str) -> tuple[np.ndarray | torch.Tensor, float]:
 
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
-# Squared float32 distances overflow (inf, or faiss's "not found" -1 ids) beyond |x| ~ 1e19 and lose
-# every digit to underflow below ~1e-19. Data outside [2^-24, 2^24] is searched after multiplying by a
-# power of two: exact in floating point, so neighbour ranks are those of the original data.
-_SAFE_ABS = (2.0**-24, 2.0**24)
-
-
-def pow2_scale(max_abs: float) -> float:
-    """1.0 when ``max_abs`` (max |x|) is 0 or within [2^-24, 2^24]; else 2^-e such that max_abs * 2^-e is in [1, 2)."""
-    if max_abs == 0.0 or not math.isfinite(max_abs) or _SAFE_ABS[0] <= max_abs <= _SAFE_ABS[1]:
-        return 1.0
-    return math.ldexp(1.0, 1 - math.frexp(max_abs)[1])
 
 
 def _nonfinite_rows(x: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from latentcc.errors import CheckpointError, LatentccError, param_error, require
-from latentcc.graph.knn import pow2_scale
 from latentcc.lcc.matching import (
     Labels,
     _check_cells,
@@ -27,6 +26,7 @@ from latentcc.lcc.matching import (
     _owners,
     check_owners,
 )
+from latentcc.scaling import pow2_scale
 
 ORPHAN_POLICIES = ("skip", "class_centroid")
 BACKENDS = ("auto", "faiss", "torch")
