@@ -80,9 +80,16 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
     if vectors.shape[0] == 0:  # no sample has a target this epoch (a shape, not a value: no sync)
         return z.sum() * 0.0
     s = slot[idx]  # (B,), -1 = no target
-    has = (s >= 0).to(vectors.dtype)
-    # Rows without a target gather row 0 and are weighted out; their gradient is exactly 0.
+    has = s >= 0
+    # Rows without a target gather row 0 and are masked out (where, not * 0: an inf there would be NaN);
+    # their gradient is exactly 0.
     diff = z - vectors[s.clamp(min=0)]
+    # Each row is scaled by a power of two before the norm so its squares cannot overflow (|diff| ~ 1e19
+    # in float32) or vanish; exact, so the result is bitwise that of the plain norm wherever that is finite.
+    amax = diff.detach().abs().amax(dim=1)
+    # (B,) powers of two, constants for autograd (torch.ldexp's own backward is 0 for negative int exponents)
+    scale = torch.ldexp(torch.ones_like(amax), -torch.frexp(amax).exponent.clamp(-126, 126))
+    dist = torch.linalg.vector_norm(diff * scale[:, None], ord=2, dim=1) / scale
     # vector_norm's backward is 0 (not NaN) at a zero vector, i.e. when z already equals its target.
-    dist = torch.linalg.vector_norm(diff, ord=2, dim=1)
-    return (dist * has).sum() / (has.sum().clamp(min=1.0) * math.sqrt(d))
+    dist = torch.where(has, dist, torch.zeros((), dtype=dist.dtype, device=dist.device))
+    return dist.sum() / (has.sum().to(dist.dtype).clamp(min=1.0) * math.sqrt(d))
