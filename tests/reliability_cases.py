@@ -246,6 +246,26 @@ def _works_constant_clusterability(tmp: Path) -> str:
     return f"works: constant features cluster at chance, AMI {r['ami']:.3f}"
 
 
+def _works_extreme_metrics(tmp: Path) -> str:
+    from latentcc.metrics import clusterability, neural_collapse
+
+    x, y = _x().astype(np.float64), _Y
+    nc = [neural_collapse(x * s, y)["nc1"] for s in (1.0, 1e200, 1e-200)]
+    ami = [clusterability(x * s, y)["ami"] for s in (1.0, 1e200, 1e-200)]
+    nc_s, ami_s = ", ".join(f"{v:.9g}" for v in nc), ", ".join(f"{v:.9g}" for v in ami)
+    return f"works: NC1 [{nc_s}] and AMI [{ami_s}] for x, x * 1e200, x * 1e-200 (9 digits)"
+
+
+def _works_extreme_loss(tmp: Path) -> str:
+    from latentcc.lcc import lcc_loss, lcc_targets
+
+    t = lcc_targets(_x() * 1e30, _Y, np.roll(_Y, 3), k=3)
+    z = torch.zeros(50, 4, requires_grad=True)
+    loss = lcc_loss(z, torch.arange(50), t)
+    loss.backward()
+    return f"works: targets ~1e30 and z = 0 give a finite loss {float(loss.detach()):.3g} and finite gradients: {bool(torch.isfinite(z.grad).all())}"
+
+
 def _item_fn(x: torch.Tensor) -> torch.Tensor:
     return x * x.sum().item()  # fine for autograd, not for torch.func.vmap
 
@@ -345,6 +365,8 @@ def _cases() -> list[Case]:
         Case("loss-idx-out-of-range", "lcc_loss with dataset indices beyond N",
              lambda t: lcc_loss(torch.zeros(4, 4), torch.arange(56, 60), _targets()),
              L, r"'idx' parameter of lcc_loss must be dataset indices in 0\.\.49.*56 to 59"),
+        Case("loss-extreme-magnitude", "lcc_loss between z = 0 and targets of magnitude 1e30", _works_extreme_loss,
+             None, r"works: .*finite loss \S+e\+29 and finite gradients: True"),
         Case("loss-numpy-latents", "lcc_loss with a numpy array as z",
              lambda t: lcc_loss(np.zeros((4, 4)), torch.arange(4), _targets()),
              L, r"'z' parameter of lcc_loss must be a torch.Tensor. Got 'ndarray'"),
@@ -359,6 +381,8 @@ def _cases() -> list[Case]:
              L, r"class means coincide.*constant \(a dead or wrongly chosen layer\)"),
         Case("nc-label-gaps", "neural_collapse with labels 0, 3, 6, 9, 12", _works_label_gaps_nc,
              None, r"works: .*same result as 0\.\.4: True"),
+        Case("metrics-extreme-magnitude", "neural_collapse and clusterability on features scaled by 1e200 and 1e-200",
+             _works_extreme_metrics, None, r"works: NC1 \[([^,]+), \1, \1\] and AMI \[([^,]+), \2, \2\]"),
         Case("nc-string-labels", "neural_collapse with class-name labels",
              lambda t: neural_collapse(x, np.array(["cat", "dog"] * 25)),
              L, r"'labels' parameter of neural_collapse must be integer class labels.*Map names to ids"),
