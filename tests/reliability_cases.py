@@ -266,6 +266,16 @@ def _works_extreme_loss(tmp: Path) -> str:
     return f"works: targets ~1e30 and z = 0 give a finite loss {float(loss.detach()):.3g} and finite gradients: {bool(torch.isfinite(z.grad).all())}"
 
 
+def _works_stale_temps(tmp: Path) -> str:
+    _interrupted_run(tmp)
+    run = tmp / "run"
+    (run / ".metrics.json.k3x9q2ab.tmp").write_text('[{"epoch": 2, "train_lo')  # a killed atomic write
+    (run / "checkpoints" / ".epoch-0002.u7t1bn4c").mkdir()  # a killed checkpoint write
+    _fit(tmp, epochs=2, resume=True)
+    left = sorted(str(q.relative_to(run)) for q in run.rglob(".*"))
+    return f"works: the resumed run finishes and removes the temp files of killed writes; left: {left}"
+
+
 def _item_fn(x: torch.Tensor) -> torch.Tensor:
     return x * x.sum().item()  # fine for autograd, not for torch.func.vmap
 
@@ -502,6 +512,8 @@ def _cases() -> list[Case]:
              r"does not fit this model.*size mismatch.*use the same --model and --data", _interrupted_run),
         Case("checkpoint-other-settings", "resume with another learning rate",
              lambda t: _fit(t, epochs=2, resume=True, lr=0.5), C, r"Cannot resume .* with different settings \(train.lr: 0.001 -> 0.5\)", _interrupted_run),
+        Case("resume-after-killed-writes", "resume a run whose killed writes left temp files", _works_stale_temps,
+             None, r"works: .*left: \[\]"),
         Case("weights-file-truncated", "load_weights of a truncated best.safetensors",
              lambda t: load_weights(t / "best.safetensors", _model()), C,
              r"best.safetensors is not a readable safetensors file.*the model is unchanged",

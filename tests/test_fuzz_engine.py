@@ -153,6 +153,31 @@ def test_knn_graph_then_communities(data, x, weighted):
     _either(lambda: knn_graph(x, k, weighted=weighted), check)
 
 
+@FUZZ
+@given(
+    seed=st.integers(0, 2**16),
+    density=st.sampled_from([0.0, 0.2, 0.6, 1.0]),
+    weight=st.sampled_from(["ones", "random", "negative", "nan", "tiny", "huge"]),
+    method=st.sampled_from(["leiden", "louvain"]),
+)
+def test_communities_on_arbitrary_graphs(seed, density, weight, method):
+    """Any sparse matrix: isolated nodes, self loops, an empty graph, odd weights."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 13))
+    a = rng.random((n, n)) * (rng.random((n, n)) < density)
+    a = np.triu(a) + np.triu(a, 1).T  # symmetric, diagonal (self loops) kept
+    values = {"ones": a > 0, "random": a, "negative": -a, "nan": np.where(a > 0.5, np.nan, a),
+              "tiny": a * 1e-300, "huge": a * 1e300}[weight]  # fmt: skip
+    g = sp.csr_matrix(values.astype(np.float64))
+
+    def check(lab):
+        assert lab.shape == (n,) and lab.min() == 0 and set(lab.tolist()) == set(range(lab.max() + 1))
+
+    _either(lambda: communities(g, method=method, seed=0), check)
+
+
 # ----------------------------------------------------------------------------- matching, targets, loss
 
 

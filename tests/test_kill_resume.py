@@ -135,7 +135,7 @@ def test_kill_during_training_then_resume_is_bitwise(tmp_path, reference):
             assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        time.sleep(random.Random(7).uniform(0.0, 0.25))  # a seeded point inside epoch 2 or 3
+        time.sleep(random.Random(7).uniform(0.0, 0.2))  # a seeded point inside epoch 2 or 3
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=30)
