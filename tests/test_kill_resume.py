@@ -61,20 +61,21 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wrapped(
+def _wrapped_cmd(
     tmp: Path, out: Path, args: list[str], *, name: str = "", at: int = 0
-) -> subprocess.CompletedProcess:
+) -> tuple[list[str], dict]:
     script = tmp / "kill_wrapper.py"
     if not script.exists():
         script.write_text(WRAPPER)
     env = _env() | {"KILL_AT": str(at), "KILL_NAME": name, "KILL_LOG": str(tmp / f"{out.name}.log")}
-    return subprocess.run(
-        [sys.executable, str(script), *args, "--out", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return [sys.executable, str(script), *args, "--out", str(out)], env
+
+
+def _wrapped(
+    tmp: Path, out: Path, args: list[str], *, name: str = "", at: int = 0
+) -> subprocess.CompletedProcess:
+    cmd, env = _wrapped_cmd(tmp, out, args, name=name, at=at)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _timing(key: str) -> bool:
@@ -96,18 +97,27 @@ def _leftovers(run: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """Uninterrupted runs, computed once per variant."""
-    tmp, cache = tmp_path_factory.mktemp("reference"), {}
+    """Uninterrupted runs of both variants, started at once in the background (one thread each: they
+    overlap with the tests' own children on a second core); ``reference(variant)`` waits for one."""
+    tmp = tmp_path_factory.mktemp("reference")
+    procs = {}
+    for variant, extra in (("plain", []), ("lcc", LCC)):
+        cmd, env = _wrapped_cmd(tmp, tmp / variant, RUN + extra)
+        procs[variant] = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
 
     def get(variant: str) -> tuple[Path, list[str]]:
-        if variant not in cache:
-            out = tmp / variant
-            r = _wrapped(tmp, out, RUN + (LCC if variant == "lcc" else []))
-            assert r.returncode == 0, r.stderr
-            cache[variant] = out, (tmp / f"{variant}.log").read_text().split()
-        return cache[variant]
+        proc = procs[variant]
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        return tmp / variant, (tmp / f"{variant}.log").read_text().split()
 
-    return get
+    yield get
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _assert_same_as(run: Path, ref: Path) -> None:
@@ -123,7 +133,6 @@ def _assert_same_as(run: Path, ref: Path) -> None:
 
 
 def test_kill_during_training_then_resume_is_bitwise(tmp_path, reference):
-    ref, _ = reference("plain")
     out = tmp_path / "run"
     child = subprocess.Popen(
         [sys.executable, "-m", "latentcc", *RUN, "--out", str(out)],
@@ -148,13 +157,11 @@ def test_kill_during_training_then_resume_is_bitwise(tmp_path, reference):
         env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    _assert_same_as(out, ref)
+    _assert_same_as(out, reference("plain")[0])
 
 
 def test_kill_during_checkpoint_writes_then_resume_is_bitwise(tmp_path, reference):
     """An LCC run killed inside a checkpoint write, then its resume killed inside another, then resumed."""
-    ref, ref_log = reference("lcc")
-    assert "latest.json" in {Path(p).name for p in ref_log}  # the wrapper sees the checkpoint writes
     out = tmp_path / "run"
 
     # 1. killed committing epoch 2's MANIFEST (the last file of a checkpoint): a temp folder without a
@@ -177,4 +184,6 @@ def test_kill_during_checkpoint_writes_then_resume_is_bitwise(tmp_path, referenc
     #    bit for bit, LCC targets and warm-start partitions included
     r = _wrapped(tmp_path, out, ["finetune", "--resume", "--no-progress"])
     assert r.returncode == 0, r.stderr
+    ref, ref_log = reference("lcc")
+    assert "latest.json" in {Path(p).name for p in ref_log}  # the wrapper saw the reference's writes
     _assert_same_as(out, ref)
