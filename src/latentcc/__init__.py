@@ -5,7 +5,7 @@ Public verbs are re-exported here; nothing heavy is imported at package import t
 
 from latentcc import metrics
 from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, ProbeConfig, TrainConfig
-from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
+from latentcc.errors import CheckpointError, LatentccError, MissingExtraError, WriteError
 from latentcc.graph import communities, knn_graph, knn_recall, knn_search, reduce_dim
 from latentcc.latents import Latents, collect_latents
 from latentcc.layers import capture, list_layers, resolve_layers
@@ -29,6 +29,7 @@ __all__ = [
     "ProbeConfig",
     "Profile",
     "TrainConfig",
+    "WriteError",
     "__version__",
     "apply_method",
     "capture",

@@ -19,7 +19,7 @@ from latentcc.config import (
     ProbeConfig,
     TrainConfig,
 )
-from latentcc.errors import CheckpointError, LatentccError, MissingExtraError
+from latentcc.errors import CheckpointError, LatentccError, MissingExtraError, WriteError
 
 # (section in config files, class, flag prefix)
 SECTIONS = (
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
         return _dispatch(ns)
-    except (LatentccError, MissingExtraError, CheckpointError) as e:
+    except (LatentccError, MissingExtraError, CheckpointError, WriteError) as e:
         print(f"latentcc {ns.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

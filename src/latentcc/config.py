@@ -142,9 +142,7 @@ class LCCConfig:
 
     def __post_init__(self) -> None:
         f = "LCCConfig"
-        if isinstance(self.layers, str):  # a single name is a common slip: accept it
-            object.__setattr__(self, "layers", (self.layers,))
-        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", _as_names(self.layers, "layers", f))
         _check_float(self.weight, "weight", f)
         _check_int(self.k, "k", f, 1)
         if self.k_target is not None:
@@ -240,8 +238,7 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         f = "ProbeConfig"
         for name in ("layers", "metrics"):
-            v = getattr(self, name)
-            object.__setattr__(self, name, (v,) if isinstance(v, str) else tuple(v))
+            object.__setattr__(self, name, _as_names(getattr(self, name), name, f))
         for m in self.metrics:
             _check_choice(m, "metrics", f, PROBE_METRICS)
         if not self.metrics:
@@ -261,6 +258,15 @@ class ProbeConfig:
         _check_int(self.view_points, "view_points", f, 10)
         _check_int(self.batch_size, "batch_size", f, 1)
         _check_int(self.seed, "seed", f, 0)
+
+
+def _as_names(v: Any, name: str, func: str) -> tuple[str, ...]:
+    """A tuple of strings from one string (a common slip: accepted) or a list/tuple of strings."""
+    if isinstance(v, str):
+        return (v,)
+    if isinstance(v, list | tuple) and all(isinstance(s, str) for s in v):
+        return tuple(v)
+    raise param_error(name, func, "a name or a list of names (strings)", v)
 
 
 def _check_int(v: Any, name: str, func: str, minimum: int) -> None:

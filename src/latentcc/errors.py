@@ -23,6 +23,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupt or from another model."""
 
 
+class WriteError(OSError):
+    """A file could not be written (disk full, permissions, ...); the previous version is left intact.
+
+    An ``OSError`` (code catching those keeps working) whose message names the file, the cause and the fix.
+    """
+
+
 def param_error(param: str, func: str, requirement: str, got: Any, fix: str | None = None) -> LatentccError:
     """Build the standard error: "The 'k' parameter of knn_graph must be ... Got ... instead. Fix: ..."."""
     msg = f"The '{param}' parameter of {func} must be {requirement}. Got {got!r} instead."

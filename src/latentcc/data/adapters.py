@@ -63,6 +63,19 @@ def labels_and_classes(y: Any, classes: Sequence[str] | None, func: str) -> tupl
                 "Fix: add them to classes.",
             )
         return np.asarray([position[str(v)] for v in arr.tolist()], dtype=np.int64), names
+    if classes is None and arr.ndim == 1:  # the classes come from y: say so when y cannot give two
+        if arr.size == 0:
+            raise param_error(
+                "y", func, "a non-empty array of labels (one per sample)", "0 labels",
+                "The dataset is empty: check the path, filter or subset that produced it.",
+            )  # fmt: skip
+        distinct = np.unique(arr) if arr.dtype.kind in "iufb" else arr[:2]  # others: make_splits checks
+        if distinct.size < 2:
+            raise param_error(
+                "y", func, "labels of at least 2 classes (classification needs two or more)",
+                f"all {arr.size} labels equal to {distinct.tolist()[0]!r}",
+                "Check the label column, or a subset that kept a single class.",
+            )  # fmt: skip
     if classes is None:
         top = (
             int(arr.max())

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 import torch
 
 from latentcc.errors import LatentccError, check_int, param_error, require
+from latentcc.scaling import pow2_scale
 
 Metric = Literal["l2", "cosine"]
 Backend = Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"]
@@ -57,44 +58,66 @@ def _check_choice(value: Any, param: str, func: str, choices: tuple[str, ...]) -
     return str(value)
 
 
-def _as_matrix(x: Any, func: str) -> np.ndarray | torch.Tensor:
-    """x as a float32 C-contiguous (N, D) numpy array, or a float32 contiguous torch tensor (kept on its device)."""
+def _as_matrix(x: Any, func: str) -> tuple[np.ndarray | torch.Tensor, float]:
+    """(x as float32 C-contiguous (N, D) numpy array or float32 contiguous tensor on its device, scale).
+
+    ``scale`` is 1.0, or the power of two x was multiplied by to keep squared distances inside float32
+    (:func:`latentcc.scaling.pow2_scale`); neighbour ranks are unchanged by it.
+    """
     try:
         if isinstance(x, torch.Tensor):
-            out: np.ndarray | torch.Tensor = x.detach().to(torch.float32).contiguous()
+            xt = x.detach()
+            if xt.is_complex() or not (xt.is_floating_point() or xt.dtype in _INT_DTYPES):
+                raise TypeError(xt.dtype)
+            src: np.ndarray | torch.Tensor = xt.float() if xt.dtype == torch.bool else xt
         else:
-            out = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+            src = np.asarray(x)
+            if src.dtype == object or src.dtype == np.bool_:
+                src = src.astype(np.float64)
+            if not (np.issubdtype(src.dtype, np.floating) or np.issubdtype(src.dtype, np.integer)):
+                raise TypeError(src.dtype)
     except (TypeError, ValueError) as e:
-        raise param_error("x", func, "a numeric (N, D) array or tensor", type(x).__name__) from e
-    if out.ndim != 2:
+        got = f"{type(x).__name__} of dtype {getattr(x, 'dtype', '?')}"
+        raise param_error("x", func, "a real-valued numeric (N, D) array or tensor", got) from e
+    if src.ndim != 2:
         raise param_error(
             "x",
             func,
             "2-D with shape (N, D)",
-            f"shape {tuple(out.shape)}",
+            f"shape {tuple(src.shape)}",
             "Fix: reshape to (N, D), e.g. x.reshape(len(x), -1).",
         )
-    if out.shape[0] < 2:
+    if src.shape[0] < 2:
         raise param_error(
             "x",
             func,
             "an array with N >= 2 rows",
-            f"shape {tuple(out.shape)}",
+            f"shape {tuple(src.shape)}",
             "A k-NN graph needs at least 2 points.",
         )
-    if out.shape[1] < 1:
-        raise param_error("x", func, "an array with D >= 1 columns", f"shape {tuple(out.shape)}")
-    bad_rows = _nonfinite_rows(out)
+    if src.shape[1] < 1:
+        raise param_error("x", func, "an array with D >= 1 columns", f"shape {tuple(src.shape)}")
+    bad_rows = _nonfinite_rows(src)  # before the float32 cast: a finite float64 beyond 3e38 is no NaN
     if bad_rows.size:
         first = ", ".join(str(i) for i in bad_rows[:5])
         raise param_error(
             "x",
             func,
             "finite (no NaN or inf)",
-            f"{bad_rows.size} of {out.shape[0]} rows with NaN/inf (first: {first})",
+            f"{bad_rows.size} of {src.shape[0]} rows with NaN/inf (first: {first})",
             "Fix: check the model for diverged activations, or drop those samples.",
         )
-    return out
+    if isinstance(src, torch.Tensor):
+        lo, hi = torch.aminmax(src)
+        scale = pow2_scale(max(-float(lo), float(hi)))  # one sync point, once per call
+        xt32 = (src.double() * scale if scale != 1.0 else src).to(torch.float32)
+        return xt32.contiguous(), scale
+    scale = pow2_scale(max(-float(src.min()), float(src.max())))  # no |x| temporary of N x D
+    src = src.astype(np.float64) * scale if scale != 1.0 else src
+    return np.ascontiguousarray(src, dtype=np.float32), scale
+
+
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
 
 
 def _nonfinite_rows(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -145,8 +168,10 @@ def knn_search(
     """Each point's k nearest other points, nearest first.
 
     Args:
-        x: (N, D) numpy array or torch tensor (any float dtype; used as float32). A CUDA tensor stays
-            on its GPU with ``backend="torch"`` (the ``"auto"`` choice for CUDA tensors).
+        x: (N, D) numpy array or torch tensor (any real dtype; searched as float32). A CUDA tensor stays
+            on its GPU with ``backend="torch"`` (the ``"auto"`` choice for CUDA tensors). Data with
+            max |x| outside [2^-24, 2^24] is searched after multiplying by a power of two, so squared
+            distances neither overflow nor underflow float32; the neighbours are those of x as given.
         k: neighbours per point, 1 <= k <= N-1.
         metric: ``"l2"`` (squared Euclidean distance) or ``"cosine"`` (1 - cosine similarity, computed as
             L2 on unit-normalised rows; all-zero rows are rejected).
@@ -157,17 +182,24 @@ def knn_search(
         name: what x is (e.g. a layer name), quoted in error messages.
 
     Returns:
-        indices: (N, k) int64, distances: (N, k) float32, both sorted by increasing distance (numpy).
+        indices: (N, k) int64, distances: (N, k) float32, both sorted by increasing distance (numpy);
+        distances beyond float32's range (|x| ~ 1e19 and more) are inf, the indices stay exact.
     """
-    xm, k, chosen, seed = _prepare(x, k, metric, backend, seed, exclude_self, _where("knn_search", name))
-    return _knn(xm, k, metric, chosen, seed, exclude_self)
+    xm, scale, k, chosen, seed = _prepare(
+        x, k, metric, backend, seed, exclude_self, _where("knn_search", name)
+    )
+    idx, dist = _knn(xm, k, metric, chosen, seed, exclude_self)
+    if scale != 1.0 and metric == "l2":  # distances of the data as given (inf beyond float32's range)
+        with np.errstate(over="ignore"):
+            dist = (dist.astype(np.float64) / (scale * scale)).astype(np.float32)
+    return idx, dist
 
 
 def _prepare(
     x: ArrayLike, k: Any, metric: Any, backend: Any, seed: Any, exclude_self: bool, func: str
-) -> tuple[np.ndarray | torch.Tensor, int, str, int]:
-    """Validate knn_search's arguments; return (float32 matrix, k, concrete backend, seed)."""
-    xm = _as_matrix(x, func)
+) -> tuple[np.ndarray | torch.Tensor, float, int, str, int]:
+    """Validate knn_search's arguments; return (float32 matrix, its scale, k, concrete backend, seed)."""
+    xm, scale = _as_matrix(x, func)
     n = xm.shape[0]
     hi = n - 1 if exclude_self else n
     fix = f"Fix: use k <= {hi} (N = {n} points{', excluding the point itself' if exclude_self else ''})."
@@ -186,7 +218,7 @@ def _prepare(
             k,
             "Fix: use backend='torch'.",
         )
-    return xm, k, chosen, seed
+    return xm, scale, k, chosen, seed
 
 
 def knn_graph(
@@ -215,7 +247,7 @@ def knn_graph(
     func = _where("knn_graph", name)
     if not isinstance(weighted, bool):
         raise param_error("weighted", func, "a bool", weighted)
-    xm, k, chosen, seed = _prepare(x, k, metric, backend, seed, True, func)
+    xm, _, k, chosen, seed = _prepare(x, k, metric, backend, seed, True, func)  # weights ignore the scale
     indices, distances = _knn(xm, k, metric, chosen, seed, True)
     if not weighted:
         return _graph_from_indices(indices, None)

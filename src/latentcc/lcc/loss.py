@@ -24,14 +24,20 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
         z: (B, D) latents of the batch, with grad. A (B, ...) tensor is flattened to (B, D): pool it
             beforehand the same way the targets' latents were pooled.
         idx: (B,) int64/int32 dataset indices of the batch samples (the index space of ``targets``),
-            on the targets' device. Repeated indices count once per row. Out-of-range indices are the
-            caller's bug (checked by torch on CPU, a device assert on CUDA).
+            on the targets' device. Repeated indices count once per row. Out-of-range indices raise
+            a LatentccError on the CPU; on an accelerator they are not checked (that would be a host
+            sync every step) and surface as a device-side assert.
         targets: :class:`LCCTargets` already on z's device (``targets.to(z.device)`` once per epoch).
 
     Returns:
         0-d tensor (dtype of ``z`` promoted with float32), exactly 0 but still connected to ``z`` when
         no row of the batch has a target.
     """
+    for param, t in (("z", z), ("idx", idx)):
+        if not isinstance(t, torch.Tensor):
+            raise param_error(param, "lcc_loss", "a torch.Tensor", type(t).__name__)
+    if not z.is_floating_point():
+        raise param_error("z", "lcc_loss", "a floating-point (B, D) tensor of latents", f"dtype {z.dtype}")
     if z.ndim < 2:
         raise param_error(
             "z", "lcc_loss", "a (B, D) tensor (extra dims are flattened)", f"shape {tuple(z.shape)}"
@@ -61,12 +67,29 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
             f"targets on {vectors.device}. Move them once per epoch: targets = targets.to(z.device), and "
             "idx = idx.to(z.device, non_blocking=True)."
         )
+    if idx.device.type == "cpu" and idx.numel():  # free on the CPU; a sync on accelerators, so not there
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= slot.shape[0]:
+            raise param_error(
+                "idx",
+                "lcc_loss",
+                f"dataset indices in 0..{slot.shape[0] - 1} (the N samples the targets were computed for)",
+                f"indices from {lo} to {hi}",
+                "Pass the sample indices the dataset yields, of the dataset the targets were computed on.",
+            )
     if vectors.shape[0] == 0:  # no sample has a target this epoch (a shape, not a value: no sync)
         return z.sum() * 0.0
     s = slot[idx]  # (B,), -1 = no target
-    has = (s >= 0).to(vectors.dtype)
-    # Rows without a target gather row 0 and are weighted out; their gradient is exactly 0.
+    has = s >= 0
+    # Rows without a target gather row 0 and are masked out (where, not * 0: an inf there would be NaN);
+    # their gradient is exactly 0.
     diff = z - vectors[s.clamp(min=0)]
+    # Each row is scaled by a power of two before the norm so its squares cannot overflow (|diff| ~ 1e19
+    # in float32) or vanish; exact, so the result is bitwise that of the plain norm wherever that is finite.
+    amax = diff.detach().abs().amax(dim=1)
+    # (B,) powers of two, constants for autograd (torch.ldexp's own backward is 0 for negative int exponents)
+    scale = torch.ldexp(torch.ones_like(amax), -torch.frexp(amax).exponent.clamp(-126, 126))
+    dist = torch.linalg.vector_norm(diff * scale[:, None], ord=2, dim=1) / scale
     # vector_norm's backward is 0 (not NaN) at a zero vector, i.e. when z already equals its target.
-    dist = torch.linalg.vector_norm(diff, ord=2, dim=1)
-    return (dist * has).sum() / (has.sum().clamp(min=1.0) * math.sqrt(d))
+    dist = torch.where(has, dist, torch.zeros((), dtype=dist.dtype, device=dist.device))
+    return dist.sum() / (has.sum().to(dist.dtype).clamp(min=1.0) * math.sqrt(d))

@@ -26,6 +26,7 @@ from latentcc.lcc.matching import (
     _owners,
     check_owners,
 )
+from latentcc.scaling import pow2_scale
 
 ORPHAN_POLICIES = ("skip", "class_centroid")
 BACKENDS = ("auto", "faiss", "torch")
@@ -143,7 +144,7 @@ def lcc_targets(
         near candidate centroids go to the lowest cluster id.
     """
     func = "lcc_targets" if name is None else f"lcc_targets (layer {name!r})"
-    x = _check_latents(latents, func)
+    x, scale = _check_latents(latents, func)
     yt, yc = _check_pair(y_true, y_clst, func)
     if yt.shape[0] != x.shape[0]:
         raise param_error(
@@ -169,7 +170,10 @@ def lcc_targets(
         own = _owners(_contingency(yt, yc, num_classes, int(yc.max()) + 1))
     else:
         own = check_owners(owners, func, num_clusters=int(yc.max()) + 1).copy()  # stored in the result
-    return _lcc_targets(x, yt, yc, own, int(k), orphan_policy, search)
+    out = _lcc_targets(x, yt, yc, own, int(k), orphan_policy, search)
+    if scale != 1.0:  # back to the units of the latents (float32: inf where they exceed its range)
+        out.vectors = (out.vectors.double() / scale).float()
+    return out
 
 
 # ---------------------------------------------------------------- private: trust their inputs
@@ -303,9 +307,13 @@ def _centroids(base: np.ndarray, nn: np.ndarray) -> np.ndarray:
     return out
 
 
-def _check_latents(latents: Any, func: str) -> np.ndarray:
+def _check_latents(latents: Any, func: str) -> tuple[np.ndarray, float]:
+    """(latents as float32 (N, D), scale): multiplied by a power of two when far from 1 (see ``pow2_scale``)."""
     if isinstance(latents, torch.Tensor):
-        x = latents.detach().to("cpu", torch.float32).numpy()
+        if latents.is_complex():
+            raise param_error("latents", func, "a real-valued array", f"dtype {latents.dtype}")
+        t = latents.detach().cpu()
+        x: np.ndarray = t.numpy() if t.dtype in (torch.float32, torch.float64) else t.double().numpy()
     elif isinstance(latents, np.ndarray):
         x = latents
     else:
@@ -320,8 +328,7 @@ def _check_latents(latents: Any, func: str) -> np.ndarray:
         )
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise param_error("latents", func, "a float array", f"dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    bad = ~np.isfinite(x).all(axis=1)
+    bad = ~np.isfinite(x).all(axis=1)  # before the float32 cast: a finite float64 beyond 3e38 is no NaN
     if bad.any():
         rows = np.flatnonzero(bad)
         raise LatentccError(
@@ -329,4 +336,7 @@ def _check_latents(latents: Any, func: str) -> np.ndarray:
             f"NaN or inf (first: row {int(rows[0])}) instead. Check the layer for overflow (e.g. fp16) or "
             "diverged training."
         )
-    return x
+    scale = pow2_scale(max(-float(x.min()), float(x.max()))) if x.size else 1.0
+    if scale != 1.0:  # exact: the search ranks the same neighbours, targets are scaled back
+        x = x.astype(np.float64) * scale
+    return np.ascontiguousarray(x, dtype=np.float32), scale

@@ -21,6 +21,7 @@ from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.graph import communities, knn_graph
 from latentcc.lcc.matching import contingency
 from latentcc.metrics._validate import as_features, as_labels
+from latentcc.scaling import pow2_scale
 
 ClusterMethod = Literal["ward", "kmeans", "leiden"]
 CLUSTER_METHODS: tuple[str, ...] = ("ward", "kmeans", "leiden")
@@ -71,7 +72,10 @@ def _check_features(features: Any, func: str) -> np.ndarray:
     x = as_features(features, func, "features")
     if len(x) < 2:
         raise param_error("features", func, "an (N, D) array with N >= 2 samples", f"shape {x.shape}")
-    return x
+    scale = pow2_scale(max(-float(x.min()), float(x.max())))
+    # Ward, k-means and k-NN graphs do not change under a global scale; squares of |x| ~ 1e20 (float32)
+    # or 1e160 (float64) do, so such features are clustered after an exact power-of-two rescale.
+    return (x.astype(np.float64) * scale).astype(x.dtype) if scale != 1.0 else x
 
 
 # --------------------------------------------------------------------------- public API

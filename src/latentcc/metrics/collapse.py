@@ -27,6 +27,7 @@ import torch
 
 from latentcc.errors import LatentccError, param_error
 from latentcc.metrics._validate import as_features, as_labels
+from latentcc.scaling import pow2_scale
 
 Array: TypeAlias = np.ndarray | torch.Tensor
 
@@ -163,6 +164,8 @@ class NeuralCollapse:
         k = self.num_classes
         self._counts = np.zeros(k, dtype=np.int64)
         self._sums: np.ndarray | None = None  # (K, d) float64, allocated at the first batch
+        self._max_abs = 0.0  # max |h| of pass 1: features far from 1 are rescaled (latentcc.scaling)
+        self._scale = 1.0
         # Frozen by end_first_pass:
         self._means = np.zeros((0, 0))
         self._mean_g = np.zeros(0)
@@ -207,8 +210,11 @@ class NeuralCollapse:
                 f"{' ...' if missing.size > 20 else ''} ({missing.size} of {self.num_classes}), so their "
                 "means are undefined. Check num_classes and that the batches cover every class."
             )
-        self._means = self._sums / self._counts[:, None]
-        self._mean_g = self._sums.sum(axis=0) / self._counts.sum()
+        # Every metric is scale-free (NC4 too, with the bias scaled alike): features whose squares would
+        # overflow or vanish in float64 are multiplied by a power of two, exactly, from here on.
+        self._scale = pow2_scale(self._max_abs)
+        self._means = self._sums / self._counts[:, None] * self._scale
+        self._mean_g = self._sums.sum(axis=0) / self._counts.sum() * self._scale
         self._proj = _nc1_projection(self._means, self._mean_g, self._counts)
         self._phase = "second"
         self._rows = 0
@@ -253,10 +259,16 @@ class NeuralCollapse:
                 assert self._sums is not None
                 self._counts += np.bincount(yc, minlength=self.num_classes)
                 _add_class_sums(h, yc, self._sums)
+                if h.size:
+                    self._max_abs = max(self._max_abs, -float(h.min()), float(h.max()))
             else:
                 self._counts2 += np.bincount(yc, minlength=self.num_classes)
+                bias = self._bias
+                if self._scale != 1.0:
+                    h = h * self._scale
+                    bias = bias * self._scale if bias is not None else None
                 within, proj_sq, miss = _second_pass_chunk(
-                    h, yc, self._means, self._mean_g, self._proj, self._weight, self._bias
+                    h, yc, self._means, self._mean_g, self._proj, self._weight, bias
                 )
                 self._within += within
                 self._proj_sq += proj_sq
@@ -341,7 +353,9 @@ def _metrics(
     var = within / counts  # Var_k = mean ||h - mu_k||^2 over class k (0 for a single sample)
     off = ~np.eye(k, dtype=bool)  # ordered pairs k != k'
     with np.errstate(divide="ignore", invalid="ignore"):
-        cdnv = (var[:, None] + var[None, :]) / (2.0 * _pairwise_sq_dists(means))
+        d2 = _pairwise_sq_dists(means)
+        # coinciding means: inf, also when both variances are 0 (0/0 would be NaN), as documented
+        cdnv = np.where(d2 > 0, (var[:, None] + var[None, :]) / (2.0 * d2), np.inf)
         norms = np.linalg.norm(m, axis=1)
         cos = (m @ m.T) / np.outer(norms, norms)
     out: dict[str, Any] = {

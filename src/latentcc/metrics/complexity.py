@@ -336,7 +336,18 @@ def _exact_sq_norms(fn: Embedding, xc: Tensor, func: str) -> tuple[Tensor, Tenso
         return y, y.detach()
 
     with torch.enable_grad():
-        jac, out = torch.func.vmap(torch.func.jacrev(f_single, has_aux=True))(xc)
+        _flat_output(fn(xc[:1]), 1, func)  # a plain call first: a wrong output is named, not a vmap error
+        try:
+            jac, out = torch.func.vmap(torch.func.jacrev(f_single, has_aux=True))(xc)
+        except (RuntimeError, ValueError, NotImplementedError) as e:
+            if isinstance(e, LatentccError):
+                raise
+            raise LatentccError(
+                f"The 'fn' parameter of {func} cannot be differentiated per example by torch.func "
+                f"(vmap + jacrev) with estimator='exact': {type(e).__name__}: {str(e).splitlines()[0]}. "
+                "Fix: use estimator='hutchinson' (plain autograd), or keep .item()/.tolist()/.numpy() and "
+                "in-place updates of captured tensors out of fn."
+            ) from e
     _check_finite(out, func, "outputs")
     return jac.reshape(len(xc), -1).pow(2).sum(1), out
 

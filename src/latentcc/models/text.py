@@ -121,10 +121,14 @@ def _load_hf(transformers: Any, auto_cls: Any, folder: Path, num_classes: int, p
     """A local HF classifier with a ``num_classes``-way head: its weights, or its config randomly initialised."""
     if pretrained:
         return auto_cls.from_pretrained(
-            str(folder), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True
+            str(folder),
+            num_labels=num_classes,
+            ignore_mismatched_sizes=True,
+            local_files_only=True,
+            trust_remote_code=False,  # a model folder's own Python code is never run
         )
     config = transformers.AutoConfig.from_pretrained(
-        str(folder), num_labels=num_classes, local_files_only=True
+        str(folder), num_labels=num_classes, local_files_only=True, trust_remote_code=False
     )
     return auto_cls.from_config(config)
 
@@ -132,7 +136,9 @@ def _load_hf(transformers: Any, auto_cls: Any, folder: Path, num_classes: int, p
 def _text_classifier(folder: Path, num_classes: int, pretrained: bool, max_length: int) -> TextClassifier:
     transformers = require("transformers", "text", purpose="Hugging Face text models")
     with _quiet(transformers):
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
         hf = _load_hf(
             transformers, transformers.AutoModelForSequenceClassification, folder, num_classes, pretrained
         )

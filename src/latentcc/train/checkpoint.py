@@ -16,17 +16,20 @@ No pickle is involved anywhere: loading a checkpoint never executes code.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentcc.atomic import _fsync_dir, atomic_write_json, sha256_file
-from latentcc.errors import CheckpointError
+from latentcc import atomic
+from latentcc.atomic import _fsync_dir, atomic_write_json, remove_stale_temps, sha256_file, write_error
+from latentcc.errors import CheckpointError, WriteError
 
 _TENSOR = "__tensor__"
 
@@ -71,28 +74,44 @@ def save_checkpoint(
     ckpt_root: Path, name: str, model: nn.Module, state: dict[str, Any], *, keep: int = 2
 ) -> Path:
     """Write ``model`` weights and ``state`` (nested, may hold tensors) as checkpoint ``name``; prune to ``keep``."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    try:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    except OSError as e:
+        raise _ckpt_write_error(ckpt_root, name, e) from e
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         tree, tensors = flatten_state(state)
         save_file(tensors, str(tmp / "state.safetensors"))
         (tmp / "state.json").write_text(json.dumps(tree))
-        manifest = {f: sha256_file(tmp / f) for f in ("model.safetensors", "state.safetensors", "state.json")}
+        manifest = {f: sha256_file(tmp / f) for f in _FILES}
         atomic_write_json(tmp / "MANIFEST.json", manifest)
         _fsync_dir(tmp)
         final = ckpt_root / name
         if final.exists():  # an earlier, unreferenced attempt at the same epoch: replace it
             shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
+        atomic.replace(tmp, final)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise _ckpt_write_error(ckpt_root, name, e) from e
         raise
     _fsync_dir(ckpt_root)
     atomic_write_json(ckpt_root / "latest.json", {"dir": name})
     _prune(ckpt_root, keep=keep, protect=name)
     return final
+
+
+def _ckpt_write_error(ckpt_root: Path, name: str, e: OSError) -> WriteError:
+    try:
+        prev = latest_checkpoint(ckpt_root)
+    except CheckpointError:
+        prev = None
+    kept = (
+        f"the previous checkpoint {prev.name} is intact" if prev is not None else "no checkpoint was written"
+    )
+    return write_error(ckpt_root / name, e, what=f"checkpoint {name} in {ckpt_root}", kept=kept)
 
 
 def _prune(ckpt_root: Path, *, keep: int, protect: str) -> None:
@@ -103,6 +122,11 @@ def _prune(ckpt_root: Path, *, keep: int, protect: str) -> None:
     for p in ckpt_root.iterdir():  # temp folders of interrupted writes
         if p.is_dir() and p.name.startswith("."):
             shutil.rmtree(p, ignore_errors=True)
+    remove_stale_temps(ckpt_root)  # e.g. the .latest.json.<random>.tmp of a run killed while committing
+
+
+_FILES = ("model.safetensors", "state.safetensors", "state.json")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a plain folder name: no path separators, no ".."
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
@@ -111,15 +135,20 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
         return None
     try:
         name = json.loads(pointer.read_text())["dir"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"{pointer} is corrupt ({e}); nothing was changed. Delete it to start over."
         ) from e
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise CheckpointError(
+            f"{pointer} names {name!r}, not a checkpoint folder inside {ckpt_root}; refusing to follow it. "
+            "Delete it to start over."
+        )
     return ckpt_root / name
 
 
 def verify_checkpoint(path: Path) -> None:
-    """Raise CheckpointError unless every file matches MANIFEST.json."""
+    """Raise CheckpointError unless MANIFEST.json lists every checkpoint file and each matches its sha256."""
     manifest_path = path / "MANIFEST.json"
     if not manifest_path.is_file():
         raise CheckpointError(
@@ -127,8 +156,17 @@ def verify_checkpoint(path: Path) -> None:
         )
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{manifest_path} is corrupt ({e}); refusing to load {path}.") from e
+    if (
+        not isinstance(manifest, dict)
+        or sorted(manifest) != sorted(_FILES)
+        or not all(isinstance(v, str) for v in manifest.values())
+    ):
+        raise CheckpointError(
+            f"{manifest_path} must map exactly {list(_FILES)} to sha256 digests; it holds "
+            f"{sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__}. Refusing to load {path}."
+        )
     for fname, digest in manifest.items():
         f = path / fname
         if not f.is_file():
@@ -149,7 +187,15 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
 
 def load_weights(path: Path, model: nn.Module) -> None:
     """Load a safetensors weight file strictly, with a message that says which model it does not fit."""
-    weights = load_file(str(path))
+    try:
+        weights = load_file(str(path))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"The weights file {path} does not exist.") from e
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is truncated, corrupt or "
+            "of another format. Nothing was loaded: the model is unchanged."
+        ) from e
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:

@@ -21,7 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from latentcc.atomic import atomic_write_bytes, atomic_write_json, ensure_writable_dir, sha256_file
+from latentcc.atomic import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_writable_dir,
+    remove_stale_temps,
+    sha256_file,
+)
 from latentcc.batch import to_device, unpack_batch
 from latentcc.config import LCCConfig, TrainConfig, config_to_dict
 from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
@@ -246,6 +252,9 @@ def fit(
                 f"{run_dir} already holds a run; refusing to overwrite it. Pass resume=True (--resume) to continue it, "
                 "or choose another output folder."
             )
+        remove_stale_temps(
+            run_dir
+        )  # half-written files of a killed run (its checkpoints' are pruned on save)
         atomic_write_json(run_dir / "config.json", {**run_config, "provenance": _provenance()})
 
     logger = MetricsLogger(run_dir, history=history, tensorboard=cfg.tensorboard) if run_dir else None
