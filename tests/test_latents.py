@@ -120,3 +120,32 @@ def test_a_shard_gives_the_full_rows_of_its_indices(data):
         )
     with pytest.raises(LatentccError, match="'indices'.*distinct sample indices in 0..49"):
         collect_latents(model, DataLoader(data, batch_size=8), "conv", indices=np.array([0, 0, 50]))
+
+
+def test_float16_storage_in_memory_and_memmapped(tmp_path, data):
+    model = Net()
+    loader = DataLoader(data, batch_size=16)
+    full = collect_latents(model, loader, "conv", pool="flatten")["conv"]
+    half = collect_latents(model, loader, "conv", pool="flatten", dtype="float16")
+    assert half["conv"].dtype == np.float16
+    np.testing.assert_array_equal(half["conv"], full.astype(np.float16))  # the same values, rounded once
+    mm = collect_latents(
+        model, loader, "conv", pool="flatten", dtype="float16", memory_budget=1, memmap_dir=tmp_path
+    )
+    assert isinstance(mm["conv"], np.memmap) and mm["conv"].dtype == np.float16
+    assert mm.files[0].stat().st_size == full.size * 2  # half the bytes of float32
+    np.testing.assert_array_equal(np.asarray(mm["conv"]), full.astype(np.float16))
+
+    class Big(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Identity()  # a named layer whose outputs exceed float16's range
+
+        def forward(self, x):
+            return self.lin(x.flatten(1) * 1e6)
+
+    big = Big()
+    with pytest.raises(LatentccError, match="'dtype'.*65504"):
+        collect_latents(big, loader, "lin", dtype="float16")
+    with pytest.raises(LatentccError, match="'dtype'"):
+        collect_latents(model, loader, "conv", dtype="bfloat16")

@@ -82,6 +82,7 @@ def collect_latents(
     memmap_dir: str | Path | None = None,
     progress: bool = False,
     indices: np.ndarray | None = None,
+    dtype: str = "float32",
 ) -> Latents:
     """Latents of ``layers`` for every sample of ``loader`` (batches ``(x, y, idx)``), in sample-index order.
 
@@ -90,13 +91,19 @@ def collect_latents(
     token dims) or "flatten" (all non-batch dims). ``dim``: if set and smaller than the pooled
     width, a seeded Gaussian random projection to ``dim`` is applied batch by batch on the device
     (bounded memory even for 25k-d flattened maps). A layer whose N x D float32 array exceeds
-    ``memory_budget`` bytes is written to one memory-mapped file in ``memmap_dir``.
+    ``memory_budget`` bytes is written to one memory-mapped file in ``memmap_dir``. ``dtype``:
+    "float32" (default) or "float16" storage (half the memory/disk for million-sample runs; values
+    beyond float16's range, |x| > 65504, raise).
     ``indices`` (n,) collects a shard (one rank's part under DDP): the loader visits exactly these sample
     indices of its dataset, and row i of the result is sample ``indices[i]`` (``Latents.index``).
     Raises if indices are missing, repeated or out of range, or if a latent is NaN/inf.
     """
     if pool not in POOLS:
         raise param_error("pool", "collect_latents", f"one of {list(POOLS)}", pool)
+    if dtype not in ("float32", "float16"):
+        raise param_error(
+            "dtype", "collect_latents", "'float32' or 'float16' (storage of the latents)", dtype
+        )
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
         raise param_error("dim", "collect_latents", "None or an int >= 1", dim)
     names = list(resolve_layers(model, layers, func="collect_latents"))
@@ -161,7 +168,9 @@ def collect_latents(
                             proj[name] = projection_matrix(z.shape[1], dim, seed=seed, device=z.device)
                         z = z @ proj[name]
                     if name not in arrays:
-                        arrays[name] = _allocate(rows, z.shape[1], memory_budget, memmap_dir, files, name)
+                        arrays[name] = _allocate(
+                            rows, z.shape[1], memory_budget, memmap_dir, files, name, dtype
+                        )
                     elif arrays[name].shape[1] != z.shape[1]:
                         raise LatentccError(
                             f"Layer '{name}' changed width between batches; use pool='avg' or fixed-size inputs."
@@ -174,6 +183,14 @@ def collect_latents(
                         raise LatentccError(
                             f"Layer '{name}' produced NaN/inf latents for {bad} sample(s) of this batch "
                             f"(indices {idx_np[:5].tolist()}...). Check the inputs and learning rate; training may have diverged."
+                        )
+                    if dtype == "float16" and np.abs(zn).max() > 65504.0:
+                        raise param_error(
+                            "dtype",
+                            "collect_latents",
+                            "'float32' for latents beyond float16's range (|x| > 65504)",
+                            dtype,
+                            f"Layer '{name}' has values up to {float(np.abs(zn).max()):.3g}.",
                         )
                     arrays[name][pos] = zn
                 out.clear()
@@ -217,13 +234,22 @@ def _shard(
 
 
 def _allocate(
-    n: int, d: int, budget: int, folder: str | Path | None, files: list[Path], name: str
+    n: int,
+    d: int,
+    budget: int,
+    folder: str | Path | None,
+    files: list[Path],
+    name: str,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    if n * d * 4 <= budget:
-        return np.empty((n, d), dtype=np.float32)
+    if n * d * np.dtype(dtype).itemsize <= budget:
+        return np.empty((n, d), dtype=dtype)
     f = tempfile.NamedTemporaryFile(
-        prefix=f"latents-{name.replace('.', '_')}-", suffix=".f32", dir=folder, delete=False
+        prefix=f"latents-{name.replace('.', '_')}-",
+        suffix=".f16" if dtype == "float16" else ".f32",
+        dir=folder,
+        delete=False,
     )
     f.close()
     files.append(Path(f.name))
-    return np.memmap(f.name, dtype=np.float32, mode="w+", shape=(n, d))
+    return np.memmap(f.name, dtype=dtype, mode="w+", shape=(n, d))
