@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from latentcc.atomic import atomic_write_json, atomic_write_text
 from latentcc.config import ProbeConfig
 from latentcc.errors import LatentccError, param_error
-from latentcc.latents import collect_latents
+from latentcc.latents import Latents, collect_latents
 from latentcc.layers import all_layers, resolve_layers
 
 # The metric rows each family writes (names are the columns of profile.csv's `metric`).
@@ -198,10 +198,11 @@ def profile(
 
     was_training = model.training
     model.eval()
+    lat: dict[str, Latents] = {}
     try:
         names = _choose_layers(model, cfg.layers, splits["train"], device)
+        position = {n: i for i, n in enumerate(names)}
         timings: dict[str, float] = {}
-        lat = {}
         for split, loader in splits.items():
             t0 = time.perf_counter()
             lat[split] = collect_latents(
@@ -225,7 +226,7 @@ def profile(
                 {
                     "split": split,
                     "layer": layer,
-                    "layer_index": names.index(layer),
+                    "layer_index": position[layer],
                     "width": widths[layer],
                     "metric": metric,
                     "value": float(value),
@@ -255,7 +256,7 @@ def profile(
         views = _views(lat["train"], names, rows, view_layers, model, cfg, timings)
     finally:
         model.train(was_training)
-        for latents in locals().get("lat", {}).values():
+        for latents in lat.values():
             for f in latents.files:
                 f.unlink(missing_ok=True)
     params = {

@@ -339,9 +339,9 @@ def _exact_sq_norms(fn: Embedding, xc: Tensor, func: str) -> tuple[Tensor, Tenso
         _flat_output(fn(xc[:1]), 1, func)  # a plain call first: a wrong output is named, not a vmap error
         try:
             jac, out = torch.func.vmap(torch.func.jacrev(f_single, has_aux=True))(xc)
-        except (RuntimeError, ValueError, NotImplementedError) as e:
-            if isinstance(e, LatentccError):
-                raise
+        except LatentccError:  # fn's own validation: already a clear message
+            raise
+        except (RuntimeError, ValueError, NotImplementedError) as e:  # torch.func cannot transform fn
             raise LatentccError(
                 f"The 'fn' parameter of {func} cannot be differentiated per example by torch.func "
                 f"(vmap + jacrev) with estimator='exact': {type(e).__name__}: {str(e).splitlines()[0]}. "

@@ -72,8 +72,8 @@ def plot_layer_curves(p: Profile, path: str | Path) -> Path | None:
     x = np.arange(len(p.layers))
     labels = short_names(p.layers)
     for ax, (title, series, log) in zip(axes.flat, panels, strict=False):
-        for metric, split, label in series:
-            y = p.series(metric, split)
+        values = [p.series(m, s) for m, s, _ in series]
+        for (metric, split, label), y in zip(series, values, strict=True):
             if metric == "gc":
                 err = p.series("gc_stderr", split)
                 ax.errorbar(
@@ -87,7 +87,7 @@ def plot_layer_curves(p: Profile, path: str | Path) -> Path | None:
                 )
             else:
                 ax.plot(x, y, marker="o", ms=3, label=label)
-        if log and all((p.series(m, s)[np.isfinite(p.series(m, s))] > 0).all() for m, s, _ in series):
+        if log and all((y[np.isfinite(y)] > 0).all() for y in values):
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
@@ -231,13 +231,11 @@ def write_probe_report(p: Profile, out_dir: str | Path, *, title: str = "latentc
     cont = plot_contingency(p, cont_layer, figs / "contingency.png") if cont_layer else None
 
     metrics = [m for m in p.metrics() if m != "gc_stderr"]
-    wide = []
-    for i, layer in enumerate(p.layers):
-        row: dict[str, Any] = {"#": i, "layer": layer, "width": p.widths[layer]}
-        for m in metrics:
-            split = "test" if m.endswith("_acc") else "train"
-            row[m] = float(p.series(m, split)[i])
-        wide.append(row)
+    columns = {m: p.series(m, "test" if m.endswith("_acc") else "train") for m in metrics}  # once per metric
+    wide = [
+        {"#": i, "layer": layer, "width": p.widths[layer], **{m: float(v[i]) for m, v in columns.items()}}
+        for i, layer in enumerate(p.layers)
+    ]
     params = {k: v for k, v in p.params.items() if k not in ("layers",)}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -276,6 +274,7 @@ def _contingency_layer(p: Profile) -> str | None:
     """The view layer with the highest AMI (else the last view layer)."""
     if not p.views:
         return None
-    ami = {layer: p.series("ami")[p.layers.index(layer)] for layer in p.views}
+    series = p.series("ami")
+    ami = {layer: series[p.layers.index(layer)] for layer in p.views}
     finite = {k: v for k, v in ami.items() if np.isfinite(v)}
     return max(finite, key=lambda k: finite[k]) if finite else list(p.views)[-1]

@@ -112,6 +112,13 @@ def _replace_block(text: str, start: str, end: str, body: str, *, append: bool) 
     return text.rstrip("\n") + "\n\n" + block + "\n" if append else text
 
 
+def mean_half(values: list[float]) -> tuple[float, float]:
+    """(mean, 95 % CI half-width) of per-seed values; the half-width is NaN for a single value."""
+    from latentcc.report.stats import mean_ci
+
+    return mean_ci(values) if len(values) > 1 else (float(values[0]), float("nan"))
+
+
 def fmt_ci(values: list[float], digits: int = 4) -> str:
     """``mean ± 95 % CI half-width (n)`` of per-seed values."""
     from latentcc.report.stats import mean_ci

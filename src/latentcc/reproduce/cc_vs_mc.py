@@ -17,8 +17,7 @@ import numpy as np
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.correction import cc_mc_accuracy
 from latentcc.finetune import finetune, load_data
-from latentcc.report.stats import mean_ci
-from latentcc.reproduce.base import ClaimResult, fmt_ci
+from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half
 
 LAYER = "net.fc_layers.1"
 SIZE: dict[str, dict[str, Any]] = {
@@ -51,7 +50,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
             }
         )
     diffs = [r["CC-MC"] for r in rows]
-    m, h = mean_ci(diffs) if len(diffs) > 1 else (diffs[0], float("nan"))
+    m, h = mean_half(diffs)
     positive = all(d > 0 for d in diffs)
     verdict = (
         "agree" if positive and (len(diffs) == 1 or m - h > 0) else ("disagree" if m < 0 else "inconclusive")

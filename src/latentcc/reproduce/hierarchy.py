@@ -20,8 +20,7 @@ from latentcc.finetune import build_model, load_data
 from latentcc.probing import profile
 from latentcc.report.figure import pyplot, save_png
 from latentcc.report.probe_report import short_names
-from latentcc.report.stats import mean_ci
-from latentcc.reproduce.base import ClaimResult, fmt_ci
+from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half
 from latentcc.seeding import seed_everything
 from latentcc.train import fit
 
@@ -88,7 +87,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
     nat, shu = np.array(per["natural"]), np.array(per["shuffled"])
     diff_last = list(shu[:, -1] - nat[:, -1])
     diff_mean_layers = list((shu - nat).mean(axis=1))
-    m, h = mean_ci(diff_last) if len(diff_last) > 1 else (diff_last[0], float("nan"))
+    m, h = mean_half(diff_last)
     if all(d > 0 for d in diff_last) and (len(diff_last) == 1 or m - h > 0):
         verdict = "agree"
     elif m < 0 and (len(diff_last) > 1 and m + h < 0):

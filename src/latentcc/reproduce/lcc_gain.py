@@ -16,8 +16,7 @@ from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.finetune import finetune, load_data
 from latentcc.models import default_layers
 from latentcc.report.figure import pyplot, save_png
-from latentcc.report.stats import mean_ci
-from latentcc.reproduce.base import ClaimResult, fmt_ci
+from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half
 
 GRID = ((1e-4, 5), (1e-4, 50), (1e-2, 5), (1e-2, 50))
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
@@ -68,7 +67,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
                 acc.setdefault(key, []).append(res.test.top1)
         for key, values in acc.items():
             diffs = [a - b for a, b in zip(values, acc["baseline"], strict=True)]
-            m, h = mean_ci(diffs) if key != "baseline" and len(diffs) > 1 else (float("nan"), float("nan"))
+            m, h = mean_half(diffs) if key != "baseline" else (float("nan"), float("nan"))
             cells[f"{domain} {key}"] = {"diff": m, "half": h, "acc": values}
             rows.append(
                 {

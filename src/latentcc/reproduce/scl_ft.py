@@ -18,8 +18,7 @@ from latentcc.data import DatasetSplits
 from latentcc.data.base import stratified_indices
 from latentcc.finetune import finetune, load_data
 from latentcc.report.figure import pyplot, save_png
-from latentcc.report.stats import mean_ci
-from latentcc.reproduce.base import ClaimResult, fmt_ci
+from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half
 
 BLOCKS = ("conv_layers.3", "conv_layers.6")
 SIZE: dict[str, dict[str, Any]] = {
@@ -70,7 +69,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
     gaps: dict[str, tuple[float, float]] = {}
     for name, values in acc.items():
         diffs = [a - b for a, b in zip(values, acc["ft"], strict=True)]
-        gaps[name] = mean_ci(diffs) if len(diffs) > 1 else (diffs[0], float("nan"))
+        gaps[name] = mean_half(diffs)
         rows.append(
             {
                 "method": name,
