@@ -126,6 +126,26 @@ def test_singleton_class_has_zero_variance():
     assert_metrics_close(neural_collapse(h, y, weight=w, bias=b), ref)
 
 
+def test_one_sample_per_class_is_refused():
+    """Every sample its own class mean: NC1 = 0 ("perfect collapse") by construction, not a measurement.
+    Before the fix neural_collapse(F[:3], np.arange(3))["nc1"] returned 0.0."""
+    h, _, _, _ = make_data(40, 5, 3, seed=1)
+    msg = (
+        r"The 'labels' parameter of {} must be labels with at least one class of 2 or more samples.*"
+        r"Got '3 samples in 3 classes, one sample per class' instead.*Fix: pass more samples per class"
+    )
+    with pytest.raises(LatentccError, match=msg.format("neural_collapse")):
+        neural_collapse(h[:3], np.arange(3))
+    with pytest.raises(LatentccError, match=msg.format("neural_collapse")):
+        neural_collapse(h[:3], np.array([7, 2, 5]))  # any ints, remapped to 0..2
+    with pytest.raises(LatentccError, match=msg.format("NeuralCollapse")):
+        neural_collapse_stream(lambda: [(h[:3], np.arange(3))], num_classes=3)
+    # one class with two samples is enough for the within-class metrics to mean something
+    y = np.array([0, 1, 2, 2])
+    r = neural_collapse(h[:4], y)
+    assert r["nc1"] > 0 and r["nc1"] == pytest.approx(reference(h[:4], y)["nc1"], rel=1e-9)
+
+
 def simplex_etf_features(k=5, d=8, per_class=6, seed=0):
     """Each sample equals its class mean; the centred means form a simplex ETF; offset orthogonal to it."""
     rng = np.random.default_rng(seed)

@@ -338,3 +338,91 @@ def test_gc_penalty_validation():
         gc_penalty(model, x, n_samples=0)
     with pytest.raises(LatentccError, match="'fn'"):
         gc_penalty(lambda z: z.mean(), x)
+
+
+# --- the model behind fn: dtype, mode, meta ---------------------------------------------------
+
+
+def _bn_model() -> nn.Module:
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 3)).double()
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_float32_inputs_to_a_float64_model_take_its_dtype(estimator):
+    """A model (or layer_fn) shows its dtype: x is upcast exactly, so GC is that of x.double()."""
+    model, x = _mlp(), _inputs("mlp", n=6)
+    for fn in (model, layer_fn(model, "2"), model.forward):
+        got = geometric_complexity(fn, x.float(), estimator=estimator, n_samples=4, seed=1)
+        ref = geometric_complexity(fn, x.float().double(), estimator=estimator, n_samples=4, seed=1)
+        assert got.mean == ref.mean > 0
+
+
+@pytest.mark.parametrize("estimator", ["exact", "hutchinson"])
+def test_a_callable_hiding_a_float64_model_gets_a_clear_dtype_error(estimator):
+    model = _mlp()
+    with pytest.raises(LatentccError, match=r"'x' parameter of geometric_complexity.*dtype.*Fix: cast x"):
+        geometric_complexity(lambda z: model(z), _inputs("mlp").float(), estimator=estimator)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_train_mode_batchnorm_is_refused_and_left_untouched(estimator):
+    model = _bn_model().train()
+    stats = model[1].running_mean.clone()
+    x = _inputs("mlp", n=8)
+    for fn in (model, layer_fn(model, "3")):
+        with pytest.raises(
+            LatentccError, match=r"'fn' parameter.*eval mode.*\['1'\].*Fix: call model.eval\(\)"
+        ):
+            geometric_complexity(fn, x, estimator=estimator, n_samples=2)
+    with pytest.raises(LatentccError, match=r"'fn' parameter of per_class_gc.*eval mode"):
+        per_class_gc(model, x, np.arange(8) % 2, estimator=estimator, n_samples=2)
+    assert torch.equal(model[1].running_mean, stats)  # refused before any forward pass
+    # a closure hides the model: its batch of one (the exact path's first call) names the same fix
+    with pytest.raises(
+        LatentccError, match=r"'fn' parameter.*eval mode.*per channel.*Fix: call model.eval\(\)"
+    ):
+        geometric_complexity(lambda z: model(z), x[:1], estimator=estimator, n_samples=2)
+    r = geometric_complexity(model.eval(), x, estimator=estimator, n_samples=2)
+    assert math.isfinite(r.mean) and r.mean > 0
+
+
+def test_modes_that_change_nothing_are_allowed():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Dropout(p=0.0), nn.Tanh()).double().train()
+    x = _inputs("mlp", n=4)
+    assert geometric_complexity(model, x).mean == geometric_complexity(model.eval(), x).mean
+
+
+def test_meta_and_non_numeric_inputs():
+    model = _mlp()
+    with pytest.raises(LatentccError, match=r"'x' parameter of geometric_complexity.*meta.*Fix"):
+        geometric_complexity(model, torch.zeros(4, 5, device="meta"))
+    with pytest.raises(
+        LatentccError, match=r"'fn' parameter of geometric_complexity.*meta device.*Fix: load"
+    ):
+        geometric_complexity(model.to("meta"), _inputs("mlp"))
+    with pytest.raises(LatentccError, match=r"'x' parameter of geometric_complexity.*dtype object.*Fix"):
+        geometric_complexity(_mlp(), np.array([[1, "a", 2, 3, 4]] * 3, dtype=object))
+
+
+@pytest.mark.parametrize(
+    ("message", "match"),
+    [
+        (
+            "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!",
+            r"'x' parameter of geometric_complexity must be on the device of fn's parameters.*Fix: move x",
+        ),
+        ("expected scalar type Double but found Float", r"'x' parameter.*dtype.*Fix: cast x"),
+        ("shape '[2, 7]' is invalid for input of size 10", r"'fn' parameter.*invalid for input.*Fix: check"),
+    ],
+)
+def test_errors_inside_a_callable_are_named(message, match):
+    """A callable that hides its model (CUDA model, CPU x: no GPU needed to see the message mapping)."""
+
+    def fn(z: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError(message)
+
+    for estimator in ("exact", "hutchinson"):
+        with pytest.raises(LatentccError, match=match):
+            geometric_complexity(fn, _inputs("mlp"), estimator=estimator)

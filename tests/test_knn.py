@@ -274,11 +274,12 @@ def test_reduce_dim_is_deterministic_per_seed(method):
         assert not np.array_equal(a, reduce_dim(x, 8, method=method, seed=4))
 
 
-def test_random_projection_preserves_squared_norms_on_average():
+def test_random_projection_preserves_squared_distances_on_average():
     x = np.random.default_rng(6).normal(size=(200, 512)).astype(np.float32)
     y = reduce_dim(x, 256, method="random", seed=0)
-    ratio = (y**2).sum(axis=1) / (x**2).sum(axis=1)
-    assert abs(ratio.mean() - 1.0) < 0.05
+    i, j = np.triu_indices(200, 1)
+    ratio = ((y[i] - y[j]) ** 2).sum(axis=1) / ((x[i] - x[j]) ** 2).sum(axis=1)
+    assert abs(ratio.mean() - 1.0) < 0.05 and ratio.std() < 0.15  # Johnson-Lindenstrauss, k = 256
 
 
 def test_reduce_dim_passthrough_and_errors():
@@ -291,6 +292,32 @@ def test_reduce_dim_passthrough_and_errors():
         reduce_dim(x, 0)
     with pytest.raises(LatentccError, match=r"'method'.*'umap'"):
         reduce_dim(x, 2, method="umap")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["pca", "random"])
+def test_reduce_dim_of_tiny_and_huge_values(method):
+    """The arithmetic runs on x times a power of two and the result is scaled back, exactly: the scores
+    of x * 2^e are those of x times 2^e. A result float32 cannot hold raises instead of coming back as
+    zeros (before the fix: reduce_dim(1e-60 * x) returned all zeros) or inf."""
+    x = np.random.default_rng(8).normal(size=(60, 6))
+    ref = reduce_dim(x, 3, method=method)
+    for e in (-110, 110):
+        np.testing.assert_array_equal(reduce_dim(x * 2.0**e, 3, method=method), ref * np.float32(2.0**e))
+    for dim in (3, None):
+        for factor, fix in ((1e-60, r"2\.0\*\*19\d"), (1e39, r"2\.0\*\*-1[23]\d")):
+            with pytest.raises(
+                LatentccError,
+                match=r"'x' parameter of reduce_dim must be data whose float32 result .*normal range.*"
+                rf"Got 'a result with largest \|value\| .*Fix: rescale x by a power of two first, e\.g\. x \* {fix}",
+            ):
+                reduce_dim(x * factor, dim, method=method)
+    with pytest.raises(LatentccError) as info:
+        reduce_dim(x * 1e-60, 3, method=method)
+    e = int(str(info.value).split("x * 2.0**")[1].split(" ")[0])
+    out = reduce_dim(x * 1e-60 * 2.0**e, 3, method=method)  # the suggested rescale works
+    assert 0.5 < np.abs(out).max() < 100
+    # constant rows: their scores are exactly 0 (a true result, not an underflow)
+    np.testing.assert_array_equal(reduce_dim(np.full((5, 4), 1e-60), 2, method=method), np.zeros((5, 2)))
 
 
 def test_blocked_faiss_search_equals_one_shot_search(monkeypatch):

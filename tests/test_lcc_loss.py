@@ -168,10 +168,15 @@ def test_validation() -> None:
         lcc_loss(torch.randn(3, 4), torch.tensor([0, 1]), t)
     with pytest.raises(LatentccError, match="'idx' parameter"):
         lcc_loss(torch.randn(3, 4), torch.tensor([True, False, True]), t)
-    with pytest.raises(LatentccError, match="one device.*targets.to"):
+    # meta tensors (no data) are named before any device comparison: moving to 'meta' is no fix
+    with pytest.raises(LatentccError, match=r"'targets' parameter of lcc_loss.*meta.*Fix"):
         lcc_loss(torch.randn(3, 4), torch.tensor([0, 1, 2]), t.to("meta"))
-    with pytest.raises(LatentccError, match="one device"):
+    with pytest.raises(LatentccError, match=r"'idx' parameter of lcc_loss.*meta"):
         lcc_loss(torch.randn(3, 4), torch.tensor([0, 1, 2], device="meta"), t)
+    with pytest.raises(LatentccError, match=r"'z' parameter of lcc_loss.*meta"):
+        lcc_loss(torch.randn(3, 4, device="meta"), torch.tensor([0, 1, 2]), t)
+    with pytest.raises(LatentccError, match=r"'targets' parameter of lcc_loss must be an LCCTargets"):
+        lcc_loss(torch.randn(3, 4), torch.tensor([0, 1, 2]), t.vectors)  # type: ignore[arg-type]
 
 
 def test_timing_sanity() -> None:

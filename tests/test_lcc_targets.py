@@ -233,7 +233,9 @@ def test_validation() -> None:
     bad = x.copy()
     bad[[3, 7], 1] = np.nan
     bad[9, 0] = np.inf
-    with pytest.raises(LatentccError, match=r"layer 'lin0'.*must be finite\. Got 3 of 60 rows.*first: row 3"):
+    with pytest.raises(
+        LatentccError, match=r"layer 'lin0'.*must be finite\. Got '3 of 60 rows.*first: 3, 7, 9"
+    ):
         lcc_targets(bad, y, c, k=3, name="lin0")
     with pytest.raises(LatentccError, match="one label per latent row"):
         lcc_targets(x[:50], y, c, k=3)
@@ -246,9 +248,9 @@ def test_validation() -> None:
         lcc_targets(x, y, c, k=3, orphan_policy="nearest")
     with pytest.raises(LatentccError, match="'backend'"):
         lcc_targets(x, y, c, k=3, backend="gpu")
-    with pytest.raises(LatentccError, match="at least 2 samples"):
+    with pytest.raises(LatentccError, match=r"'latents'.*N >= 2 rows"):
         lcc_targets(x[:1], y[:1], c[:1], k=3)
-    with pytest.raises(LatentccError, match=r"2-D, \(N, D\)"):
+    with pytest.raises(LatentccError, match=r"'latents'.*2-D with shape \(N, D\).*Fix: reshape"):
         lcc_targets(x.reshape(60, 5, 1), y, c, k=3)
     with pytest.raises(LatentccError, match="'owners'.*length >= max"):
         lcc_targets(x, y, c, k=3, owners=[0, 1])

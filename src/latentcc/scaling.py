@@ -5,6 +5,8 @@ squares are where floats break first: float32 squares overflow beyond |x| ~ 1e19
 returns "not found" ids) and vanish below ~1e-19 (every distance ties at 0); float64 fails near
 1e154. Multiplying by a power of two changes the exponent only, so the rescaled data has exactly
 the same neighbours, clusters and ratios. Data within [2^-24, 2^24] is left untouched (bitwise).
+The engine applies it to rows already translated to centre each column's range on 0
+(:mod:`latentcc.arrays`): a translation is the other change that leaves distances alone.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from latentcc.arrays import Matrix, as_matrix, to_numpy
 from latentcc.errors import LatentccError, check_int, param_error, require
-from latentcc.scaling import pow2_scale
 
 Metric = Literal["l2", "cosine"]
 Backend = Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"]
@@ -58,86 +58,23 @@ def _check_choice(value: Any, param: str, func: str, choices: tuple[str, ...]) -
     return str(value)
 
 
-def _as_matrix(x: Any, func: str) -> tuple[np.ndarray | torch.Tensor, float]:
-    """(x as float32 C-contiguous (N, D) numpy array or float32 contiguous tensor on its device, scale).
+def _search_matrix(m: Matrix, metric: str) -> tuple[np.ndarray | torch.Tensor, float]:
+    """(float32 C-contiguous matrix to search with squared L2, scale), see :mod:`latentcc.arrays`:
 
-    ``scale`` is 1.0, or the power of two x was multiplied by to keep squared distances inside float32
-    (:func:`latentcc.scaling.pow2_scale`); neighbour ranks are unchanged by it.
+    - l2: the rows translated to centre each column's range on 0, times ``scale``;
+    - cosine: the rows *as given* normalised to unit length in float64, and only then translated
+      (by the unit rows' midranges, :meth:`~latentcc.arrays.Matrix.unit_rows`) and multiplied by
+      ``scale``. Squared L2 between unit rows is 2 - 2 cos, so the ranks are the cosine ranks; the
+      translation keeps nearly parallel rows (data far from the origin) apart in float32, which
+      would round their unit rows to the same vector.
+
+    Both keep every neighbour rank: L2 distances do not change under a translation, and ``scale`` is a
+    power of two (1.0 unless the spread is extreme) that ``knn_search`` divides back out of distances.
     """
-    try:
-        if isinstance(x, torch.Tensor):
-            xt = x.detach()
-            if xt.is_complex() or not (xt.is_floating_point() or xt.dtype in _INT_DTYPES):
-                raise TypeError(xt.dtype)
-            src: np.ndarray | torch.Tensor = xt.float() if xt.dtype == torch.bool else xt
-        else:
-            src = np.asarray(x)
-            if src.dtype == object or src.dtype == np.bool_:
-                src = src.astype(np.float64)
-            if not (np.issubdtype(src.dtype, np.floating) or np.issubdtype(src.dtype, np.integer)):
-                raise TypeError(src.dtype)
-    except (TypeError, ValueError) as e:
-        got = f"{type(x).__name__} of dtype {getattr(x, 'dtype', '?')}"
-        raise param_error("x", func, "a real-valued numeric (N, D) array or tensor", got) from e
-    if src.ndim != 2:
-        raise param_error(
-            "x",
-            func,
-            "2-D with shape (N, D)",
-            f"shape {tuple(src.shape)}",
-            "Fix: reshape to (N, D), e.g. x.reshape(len(x), -1).",
-        )
-    if src.shape[0] < 2:
-        raise param_error(
-            "x",
-            func,
-            "an array with N >= 2 rows",
-            f"shape {tuple(src.shape)}",
-            "A k-NN graph needs at least 2 points.",
-        )
-    if src.shape[1] < 1:
-        raise param_error("x", func, "an array with D >= 1 columns", f"shape {tuple(src.shape)}")
-    bad_rows = _nonfinite_rows(src)  # before the float32 cast: a finite float64 beyond 3e38 is no NaN
-    if bad_rows.size:
-        first = ", ".join(str(i) for i in bad_rows[:5])
-        raise param_error(
-            "x",
-            func,
-            "finite (no NaN or inf)",
-            f"{bad_rows.size} of {src.shape[0]} rows with NaN/inf (first: {first})",
-            "Fix: check the model for diverged activations, or drop those samples.",
-        )
-    if isinstance(src, torch.Tensor):
-        lo, hi = torch.aminmax(src)
-        scale = pow2_scale(max(-float(lo), float(hi)))  # one sync point, once per call
-        xt32 = (src.double() * scale if scale != 1.0 else src).to(torch.float32)
-        return xt32.contiguous(), scale
-    scale = pow2_scale(max(-float(src.min()), float(src.max())))  # no |x| temporary of N x D
-    src = src.astype(np.float64) * scale if scale != 1.0 else src
-    return np.ascontiguousarray(src, dtype=np.float32), scale
-
-
-_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
-
-
-def _nonfinite_rows(x: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        bad = ~torch.isfinite(x).all(dim=1)
-        return torch.nonzero(bad).flatten().cpu().numpy()  # one sync point, once per call
-    return np.flatnonzero(~np.isfinite(x).all(axis=1))
-
-
-def _check_nonzero_rows(x: np.ndarray | torch.Tensor, func: str) -> None:
-    norms = torch.linalg.vector_norm(x, dim=1) if isinstance(x, torch.Tensor) else np.linalg.norm(x, axis=1)
-    zero = np.flatnonzero(np.asarray(norms.cpu() if isinstance(norms, torch.Tensor) else norms) == 0)
-    if zero.size:
-        raise param_error(
-            "x",
-            func,
-            "free of all-zero rows when metric='cosine' (their cosine distance is undefined)",
-            f"{zero.size} all-zero rows (first: {', '.join(str(i) for i in zero[:5])})",
-            "Fix: use metric='l2', or drop those samples.",
-        )
+    if metric == "cosine":
+        frame = m.unit_frame()
+        return m.unit_rows(frame=frame), frame[2]
+    return m.centred(), m.scale
 
 
 def _resolve_backend(backend: str, x: np.ndarray | torch.Tensor) -> str:
@@ -168,13 +105,18 @@ def knn_search(
     """Each point's k nearest other points, nearest first.
 
     Args:
-        x: (N, D) numpy array or torch tensor (any real dtype; searched as float32). A CUDA tensor stays
-            on its GPU with ``backend="torch"`` (the ``"auto"`` choice for CUDA tensors). Data with
-            max |x| outside [2^-24, 2^24] is searched after multiplying by a power of two, so squared
-            distances neither overflow nor underflow float32; the neighbours are those of x as given.
+        x: (N, D) numpy array, torch tensor or nested list, any real dtype (:mod:`latentcc.arrays`);
+            searched as float32. A CUDA tensor stays on its GPU with ``backend="torch"`` (the ``"auto"``
+            choice for CUDA tensors). For ``"l2"`` the rows are first translated in float64 so each
+            column's range is centred on 0 (then multiplied by a power of two if still extreme): the
+            neighbours and distances do not depend on where the data sits in space, e.g. latents around
+            1e5 with a spread of 1e-3 are searched as precisely as the same latents around 0. For
+            ``"cosine"`` (which does depend on where the data sits) the rows as given are normalised in
+            float64 and the *unit rows* are translated the same way: nearly parallel rows (latents
+            around 1e12 with a spread of 1e-2) keep their cosine neighbours to float64's precision.
         k: neighbours per point, 1 <= k <= N-1.
         metric: ``"l2"`` (squared Euclidean distance) or ``"cosine"`` (1 - cosine similarity, computed as
-            L2 on unit-normalised rows; all-zero rows are rejected).
+            half the squared L2 distance of unit-normalised rows; all-zero rows are rejected).
         backend: ``"auto"``, ``"faiss"``, ``"hnsw"``, ``"ivf"``, ``"torch"`` or ``"faiss-gpu"`` (module docstring).
         seed: seeds the IVF training subsample and k-means; exact backends ignore it.
         exclude_self: drop each point from its own list (robust to duplicate points: the point itself
@@ -185,30 +127,30 @@ def knn_search(
         indices: (N, k) int64, distances: (N, k) float32, both sorted by increasing distance (numpy);
         distances beyond float32's range (|x| ~ 1e19 and more) are inf, the indices stay exact.
     """
-    xm, scale, k, chosen, seed = _prepare(
-        x, k, metric, backend, seed, exclude_self, _where("knn_search", name)
-    )
+    func = _where("knn_search", name)
+    m = as_matrix(x, "x", func, min_rows=2, keep_device=True)
+    xm, scale, k, chosen, seed = _prepare(m, k, metric, backend, seed, exclude_self, func)
     idx, dist = _knn(xm, k, metric, chosen, seed, exclude_self)
-    if scale != 1.0 and metric == "l2":  # distances of the data as given (inf beyond float32's range)
+    if scale != 1.0:  # distances of the data as given (l2: inf beyond float32's range)
         with np.errstate(over="ignore"):
             dist = (dist.astype(np.float64) / (scale * scale)).astype(np.float32)
+    if metric == "cosine":
+        np.clip(dist, 0.0, 2.0, out=dist)  # rounding can step just outside 1 - cos's range
     return idx, dist
 
 
 def _prepare(
-    x: ArrayLike, k: Any, metric: Any, backend: Any, seed: Any, exclude_self: bool, func: str
+    m: Matrix, k: Any, metric: Any, backend: Any, seed: Any, exclude_self: bool, func: str
 ) -> tuple[np.ndarray | torch.Tensor, float, int, str, int]:
     """Validate knn_search's arguments; return (float32 matrix, its scale, k, concrete backend, seed)."""
-    xm, scale = _as_matrix(x, func)
-    n = xm.shape[0]
+    n = len(m)
     hi = n - 1 if exclude_self else n
     fix = f"Fix: use k <= {hi} (N = {n} points{', excluding the point itself' if exclude_self else ''})."
     k = check_int(k, "k", func, 1, hi, fix)
     metric = _check_choice(metric, "metric", func, METRICS)
     backend = _check_choice(backend, "backend", func, BACKENDS)
     seed = check_int(seed, "seed", func, 0)
-    if metric == "cosine":
-        _check_nonzero_rows(xm, func)
+    xm, scale = _search_matrix(m, metric)
     chosen = _resolve_backend(backend, xm)
     if chosen == "faiss-gpu" and k + int(exclude_self) > _FAISS_GPU_MAX_K:
         raise param_error(
@@ -247,7 +189,16 @@ def knn_graph(
     func = _where("knn_graph", name)
     if not isinstance(weighted, bool):
         raise param_error("weighted", func, "a bool", weighted)
-    xm, _, k, chosen, seed = _prepare(x, k, metric, backend, seed, True, func)  # weights ignore the scale
+    m = as_matrix(x, "x", func, min_rows=2, keep_device=True)
+    return _knn_graph(m, k, metric, backend, seed, weighted, func)
+
+
+def _knn_graph(
+    m: Matrix, k: Any, metric: Any, backend: Any, seed: Any, weighted: bool, func: str
+) -> sp.csr_matrix:
+    """knn_graph of an already validated matrix (the epoch start passes the one it validated)."""
+    # The fuzzy weights depend on distance ratios only, so they ignore the power-of-two scale.
+    xm, _, k, chosen, seed = _prepare(m, k, metric, backend, seed, True, func)
     indices, distances = _knn(xm, k, metric, chosen, seed, True)
     if not weighted:
         return _graph_from_indices(indices, None)
@@ -275,7 +226,7 @@ def knn_graph_from_indices(
         (N, N) float32 CSR matrix, symmetric, zero diagonal.
     """
     func = "knn_graph_from_indices"
-    idx = np.asarray(indices)
+    idx = to_numpy(indices, "indices", func)
     if idx.ndim != 2 or not np.issubdtype(idx.dtype, np.integer):
         raise param_error(
             "indices", func, "a 2-D integer array (N, k)", f"{idx.dtype} array of shape {idx.shape}"
@@ -302,7 +253,7 @@ def knn_graph_from_indices(
         )
     d = None
     if distances is not None:
-        d = np.asarray(distances, dtype=np.float64)
+        d = np.asarray(to_numpy(distances, "distances", func), dtype=np.float64)
         if d.shape != idx.shape:
             raise param_error(
                 "distances", func, f"of the same shape as indices {idx.shape}", f"shape {d.shape}"
@@ -320,8 +271,8 @@ def knn_recall(approx_indices: np.ndarray, exact_indices: np.ndarray) -> float:
         exact_indices: (N, k_e) integer array of the true neighbours (distinct within a row).
     """
     func = "knn_recall"
-    a = np.asarray(approx_indices)
-    e = np.asarray(exact_indices)
+    a = to_numpy(approx_indices, "approx_indices", func)
+    e = to_numpy(exact_indices, "exact_indices", func)
     for param, arr in (("approx_indices", a), ("exact_indices", e)):
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) or arr.shape[1] < 1:
             raise param_error(
@@ -353,19 +304,17 @@ def knn_recall(approx_indices: np.ndarray, exact_indices: np.ndarray) -> float:
 def _knn(
     x: np.ndarray | torch.Tensor, k: int, metric: str, backend: str, seed: int, exclude_self: bool
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Search the prepared float32 matrix (:func:`_search_matrix`); distances in its units (times its
+    scale squared): squared L2, or half of it for cosine (unit rows: squared L2 = 2 - 2 cos)."""
     if backend == "torch":
         xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
-        if metric == "cosine":
-            xt = torch.nn.functional.normalize(xt, dim=1)
         idx_t, dist_t = _torch_knn(xt, k, exclude_self)
         idx, dist = idx_t.cpu().numpy(), dist_t.cpu().numpy()
     else:
         xn = x.cpu().numpy() if isinstance(x, torch.Tensor) else x
-        if metric == "cosine":
-            xn = np.ascontiguousarray(xn / np.linalg.norm(xn, axis=1, keepdims=True), dtype=np.float32)
         dist, idx = _faiss_search(xn, k, backend, seed, exclude_self)
     if metric == "cosine":
-        dist = np.clip(dist * 0.5, 0.0, 2.0)  # ||a - b||^2 = 2 - 2 cos for unit rows
+        dist = np.maximum(dist * 0.5, 0.0)  # ||a - b||^2 = 2 - 2 cos for unit rows
     return idx.astype(np.int64, copy=False), dist.astype(np.float32, copy=False)
 
 

@@ -6,11 +6,13 @@ PCA components; both methods here are seeded and deterministic.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Literal
 
 import numpy as np
 import torch
 
+from latentcc.arrays import as_matrix
 from latentcc.errors import param_error
 
 ReduceMethod = Literal["pca", "random"]
@@ -23,52 +25,66 @@ def reduce_dim(
     """Project (N, D) rows to (N, dim) float32.
 
     Args:
-        x: (N, D) numpy array or torch tensor (moved to CPU).
+        x: (N, D) numpy array, torch tensor (moved to CPU) or nested list, any real dtype
+            (:mod:`latentcc.arrays`).
         dim: target dimension >= 1; ``None`` or ``dim >= D`` returns x unchanged (as float32 numpy).
-        method: ``"pca"``: centre, then the top ``dim`` principal-component scores (randomized SVD with
-            ``random_state=seed``, signs fixed as scikit-learn does); ``"random"``: Gaussian random
-            projection ``x @ R``, ``R ~ N(0, 1/dim)`` of shape (D, dim) drawn from ``seed`` (Johnson-Lindenstrauss).
+        method: ``"pca"``: the top ``dim`` principal-component scores (randomized SVD with
+            ``random_state=seed`` for D > 4096, signs fixed as scikit-learn does); ``"random"``:
+            Gaussian random projection ``(x - c) @ R``, ``R ~ N(0, 1/dim)`` of shape (D, dim) drawn from
+            ``seed`` (Johnson-Lindenstrauss), with c the column midranges. Both work on the rows translated
+            in float64 before any float32 arithmetic (a translation changes no distance): latents with a
+            large common offset keep their geometry (PCA scores are centred by definition).
         seed: seed of the randomized SVD or of R; same seed, same output.
 
     Returns:
-        (N, dim) float32 numpy array (or (N, D) when no reduction applies).
+        (N, dim) float32 numpy array (or (N, D) when no reduction applies), in the units of x. The
+        arithmetic runs on x rescaled by an exact power of two where its spread is extreme, and the
+        result is scaled back; a result that float32 cannot hold in its normal range (largest
+        |value| above 3.4e38, or non-zero but below 1.2e-38, which would come back as inf or as
+        zeros) raises instead, naming the power of two that would bring x into range.
     """
     func = "reduce_dim"
-    a = _as_2d_float32(x, func)
+    m = as_matrix(x, "x", func)
     if method not in REDUCE_METHODS:
         raise param_error("method", func, f"one of {list(REDUCE_METHODS)}", method)
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
         raise param_error("seed", func, "an int >= 0", seed)
-    if dim is None:
-        return a
-    if not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1:
+    if dim is not None and (not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1):
         raise param_error("dim", func, "an int >= 1 or None (no reduction)", dim)
-    n, d = a.shape
-    if dim >= d:
-        return a
-    if method == "random":
-        return _random_projection(a, int(dim), int(seed))
-    if dim > n:
+    n, d = m.shape
+    if dim is None or dim >= d:
+        return _float32(m.values(), func)  # x itself: only the range check
+    if method == "pca" and dim > n:
         raise param_error(
             "dim", func, f"<= N = {n} for method='pca' (rank is at most N)", dim, "Fix: use a smaller dim."
         )
-    return _pca(a, int(dim), int(seed))
+    a = m.centred()
+    assert isinstance(a, np.ndarray)  # as_matrix without keep_device gives numpy
+    out = _random_projection(a, int(dim), int(seed)) if method == "random" else _pca(a, int(dim), int(seed))
+    # back to the units of x, via float64 so the range check sees the true values, not inf or 0
+    return _float32(out.astype(np.float64) / m.scale if m.scale != 1.0 else out, func)
 
 
-def _as_2d_float32(x: Any, func: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    try:
-        a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    except (TypeError, ValueError) as e:
-        raise param_error("x", func, "a numeric (N, D) array or tensor", type(x).__name__) from e
-    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise param_error("x", func, "2-D with shape (N, D), N >= 1, D >= 1", f"shape {a.shape}")
-    if not np.isfinite(a).all():
+_F32_MAX, _F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+
+
+def _float32(a: np.ndarray, func: str) -> np.ndarray:
+    """``a`` as C-contiguous float32; a result beyond float32's normal range raises rather than
+    becoming inf (above 3.4e38) or silently losing its digits down to all zeros (below 1.2e-38)."""
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    if peak > _F32_MAX or 0.0 < peak < _F32_TINY:
+        e = 1 - math.frexp(peak)[1]  # the result of x * 2**e peaks in [1, 2): exact, nothing lost
         raise param_error(
-            "x", func, "finite (no NaN or inf)", f"{int((~np.isfinite(a).all(axis=1)).sum())} non-finite rows"
+            "x",
+            func,
+            "data whose float32 result (in the units of x) lies in float32's normal range, largest "
+            f"|value| within [{_F32_TINY:.2g}, {_F32_MAX:.2g}]",
+            f"a result with largest |value| {peak:.3g}",
+            f"Fix: rescale x by a power of two first, e.g. x * 2.0**{e} (exact: the neighbours and "
+            "PCA directions do not change, the scores scale by the same factor), or pass x directly to "
+            "knn_search, knn_graph or epoch_start (with graph_dim), which rescale internally.",
         )
-    return a
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 # Up to this width the exact covariance route is used: a (D, D) float64 matrix (128 MiB at 4096).

@@ -14,11 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentcc.arrays import Matrix, as_matrix
 from latentcc.config import LCCConfig
 from latentcc.errors import LatentccError, param_error
-from latentcc.graph import communities, knn_graph, reduce_dim
-from latentcc.lcc.matching import cc_mask, match_clusters
-from latentcc.lcc.targets import LCCTargets, lcc_targets
+from latentcc.graph import communities
+from latentcc.graph.knn import _knn_graph
+from latentcc.graph.reduce import _pca
+from latentcc.lcc.matching import cc_mask, check_labels, match_clusters
+from latentcc.lcc.targets import LCCTargets, _targets_of
 
 
 @dataclass
@@ -53,17 +56,23 @@ def epoch_start(
 ) -> EpochStart:
     """Cluster one layer's (N, D) latents and compute the targets of its misclustered samples.
 
-    ``labels`` (N,) are the true classes in the same sample-index order as ``latents``. ``initial``
-    (the previous epoch's clusters) warm-starts Leiden when ``config.warm_start``. PCA to
-    ``config.graph_dim`` (if smaller than D) only shapes the graph; targets live in the full space
-    because the loss compares them with the model's full latents.
+    ``latents``: any real dtype (float16 and bfloat16 included), numpy or torch on any device but meta
+    (see :mod:`latentcc.arrays`); validated once here and shared by every stage. ``labels`` (N,) are
+    the true classes in the same sample-index order as ``latents``. ``initial`` (the previous epoch's
+    clusters) warm-starts Leiden when ``config.warm_start``. PCA to ``config.graph_dim`` (if smaller
+    than D) only shapes the graph; targets live in the full space because the loss compares them with
+    the model's full latents. Results do not depend on where the latents sit in space: every stage
+    computes on them translated (in float64) to centre each column's range on 0. The exception is
+    ``config.metric="cosine"``, which depends on the position by definition: without PCA it is the
+    cosine of the latents as given (to float64's precision, however far from the origin they sit);
+    with PCA it is the cosine of the principal-component scores, which are centred (as in scanpy).
     """
-    y, clusters, owners, cc, seconds = cluster_latents(latents, labels, config, initial=initial, name=name)
+    where = _where(name)
+    m = as_matrix(latents, "latents", where, min_rows=2)
+    y, clusters, owners, cc, seconds = _cluster_latents(m, labels, config, initial, name, where)
     t = time.perf_counter()
-    targets = lcc_targets(
-        latents, y, clusters, k=config.k_target or config.k, owners=owners, orphan_policy=config.orphan_policy,
-        name=name,
-    )  # fmt: skip
+    k = config.k_target or config.k
+    targets = _targets_of(m, y, clusters, owners, k, config.orphan_policy, "auto")
     seconds["targets"] = time.perf_counter() - t
     return EpochStart(targets, clusters, owners, cc, seconds)
 
@@ -77,35 +86,51 @@ def cluster_latents(
     name: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
     """Steps 2-5 of LCC: (labels, clusters, owners, cc mask, seconds per stage) for (N, D) latents."""
-    where = "epoch_start" + (f" (layer {name!r})" if name else "")
-    y = np.asarray(labels)
-    if y.ndim != 1 or len(y) != len(latents):
+    where = _where(name)
+    m = as_matrix(latents, "latents", where, min_rows=2)
+    return _cluster_latents(m, labels, config, initial, name, where)
+
+
+def _where(name: str | None) -> str:
+    return "epoch_start" + (f" (layer {name!r})" if name else "")
+
+
+def _cluster_latents(
+    m: Matrix,
+    labels: Any,
+    config: LCCConfig,
+    initial: np.ndarray | None,
+    name: str | None,
+    where: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    if not isinstance(config, LCCConfig):
         raise param_error(
-            "labels", where, f"(N,) class ids with N = {len(latents)} latent rows", f"shape {y.shape}"
+            "config", where, "an LCCConfig", type(config).__name__, "Fix: config=LCCConfig(...)."
+        )
+    y = check_labels(labels, "labels", where)
+    if len(y) != len(m):
+        raise param_error(
+            "labels", where, f"(N,) class ids with N = {len(m)} latent rows", f"shape {y.shape}"
         )
     if np.unique(y).size < 2:
         raise LatentccError(
-            f"{where}: all {len(y)} samples have the same class ({y[0] if len(y) else '-'}); LCC needs at least 2 "
+            f"{where}: all {len(y)} samples have the same class ({y[0]}); LCC needs at least 2 "
             "classes (with one class every sample is correctly clustered and there is nothing to correct)."
-        )
-    bad = np.asarray(~np.isfinite(np.asarray(latents, dtype=np.float32)).all(axis=1))
-    if bad.any():
-        raise LatentccError(
-            f"{where}: {int(bad.sum())} of {bad.size} latent rows hold NaN/inf (e.g. sample {int(np.flatnonzero(bad)[0])}); "
-            "the model produced non-finite activations: lower the learning rate or check the inputs."
         )
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    n, d = np.shape(latents)
+    n, d = m.shape
     # PCA only where it reduces something: a rank-N sample cannot give more than N components
     dim = config.graph_dim if config.graph_dim is not None and config.graph_dim < min(n, d) else None
-    x_graph = reduce_dim(latents, dim, method="pca", seed=config.seed)
+    # The centred float32 copy (made once, shared with the targets) feeds PCA; without PCA the graph is
+    # built from the validated latents themselves (l2 uses the same centred copy, cosine their unit rows).
+    g = m if dim is None else as_matrix(_pca(_numpy(m.centred()), dim, config.seed), "latents", where)
     seconds["reduce"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    graph = knn_graph(
-        x_graph, config.k, metric=config.metric, backend=config.knn_backend, seed=config.seed,
-        weighted=config.weighted, name=name,
+    graph = _knn_graph(
+        g, config.k, config.metric, config.knn_backend, config.seed, config.weighted,
+        "knn_graph" + (f" (for {name!r})" if name else ""),
     )  # fmt: skip
     seconds["knn"] = time.perf_counter() - t
 
@@ -124,3 +149,7 @@ def cluster_latents(
     seconds["matching"] = time.perf_counter() - t
 
     return y, clusters, owners, cc, seconds
+
+
+def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.cpu().numpy() if isinstance(x, torch.Tensor) else x

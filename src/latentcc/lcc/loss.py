@@ -36,6 +36,20 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
     for param, t in (("z", z), ("idx", idx)):
         if not isinstance(t, torch.Tensor):
             raise param_error(param, "lcc_loss", "a torch.Tensor", type(t).__name__)
+    if not isinstance(targets, LCCTargets):
+        raise param_error(
+            "targets", "lcc_loss", "an LCCTargets (from lcc_targets or epoch_start)", type(targets).__name__
+        )
+    if z.is_meta or idx.is_meta or targets.vectors.is_meta:  # attributes only: no sync
+        param = "z" if z.is_meta else "idx" if idx.is_meta else "targets"
+        raise param_error(
+            param,
+            "lcc_loss",
+            "a tensor with data (not on the 'meta' device)",
+            "a tensor on the meta device",
+            "Fix: run the loss on real latents, with targets from lcc_targets/epoch_start moved by "
+            "targets.to(z.device).",
+        )
     if not z.is_floating_point():
         raise param_error("z", "lcc_loss", "a floating-point (B, D) tensor of latents", f"dtype {z.dtype}")
     if z.ndim < 2:

@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
+from latentcc.arrays import to_numpy
 from latentcc.errors import LatentccError, param_error
 
 Labels: TypeAlias = np.ndarray | torch.Tensor | Sequence[int]
@@ -137,7 +138,7 @@ def _orphans(owners: np.ndarray, k: int) -> np.ndarray:
 
 def check_labels(x: Any, param: str, func: str) -> np.ndarray:
     """(N,) int64 labels (no copy when already int64 numpy); raises LatentccError naming ``param`` and ``func``."""
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    arr = to_numpy(x, param, func)
     if arr.ndim != 1 or arr.size == 0:
         raise param_error(param, func, "a non-empty 1-D array of int labels, (N,)", f"shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
@@ -158,7 +159,7 @@ def check_labels(x: Any, param: str, func: str) -> np.ndarray:
 
 def check_owners(owners: Any, func: str, *, num_clusters: int | None = None) -> np.ndarray:
     """(C,) int64 owners, values >= -1, with C >= ``num_clusters`` when given."""
-    arr = owners.detach().cpu().numpy() if isinstance(owners, torch.Tensor) else np.asarray(owners)
+    arr = to_numpy(owners, "owners", func)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
         raise param_error(
             "owners",

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcc.errors import CheckpointError, LatentccError, param_error, require
+from latentcc.arrays import Matrix, as_matrix
+from latentcc.errors import CheckpointError, param_error, require
 from latentcc.lcc.matching import (
     Labels,
     _check_cells,
@@ -26,7 +27,6 @@ from latentcc.lcc.matching import (
     _owners,
     check_owners,
 )
-from latentcc.scaling import pow2_scale
 
 ORPHAN_POLICIES = ("skip", "class_centroid")
 BACKENDS = ("auto", "faiss", "torch")
@@ -44,7 +44,8 @@ class LCCTargets:
     Attributes:
         mc_mask: (N,) bool, True for misclustered samples (with or without a target).
         slot: (N,) int64, row of ``vectors`` holding the sample's target, -1 when it has none.
-        vectors: (M, D) float32, one target per MC sample that has one, in sample-index order.
+        vectors: (M, D) float32, one target per MC sample that has one, in sample-index order, in the
+            units of the latents (targets of float64 latents are rounded to float32).
         owners: (C,) int64 owner class per cluster (-1: none).
         orphans: int64 ids of the classes present in ``y_true`` that own no cluster.
         num_clusters: C.
@@ -126,7 +127,9 @@ def lcc_targets(
     """Targets of the misclustered samples of one layer (ALGORITHMS.md §1.6, §1.8).
 
     Args:
-        latents: (N, D) epoch-start latents, numpy or torch (searched as float32 on the CPU).
+        latents: (N, D) epoch-start latents, numpy, torch (any device but meta) or a nested list, any
+            real dtype (:mod:`latentcc.arrays`); searched as float32 on the CPU after a float64
+            translation, so their position in space does not change which samples are neighbours.
         y_true: (N,) class ids; y_clst: (N,) cluster ids; all three in the SAME sample order.
         k: neighbours per centroid (``k_target``), capped per cluster at its number of CC samples.
         owners: (C,) owner class per cluster; default :func:`match_clusters` on the labels. A cluster
@@ -144,17 +147,15 @@ def lcc_targets(
         near candidate centroids go to the lowest cluster id.
     """
     func = "lcc_targets" if name is None else f"lcc_targets (layer {name!r})"
-    x, scale = _check_latents(latents, func)
+    m = as_matrix(latents, "latents", func, min_rows=2)
     yt, yc = _check_pair(y_true, y_clst, func)
-    if yt.shape[0] != x.shape[0]:
+    if yt.shape[0] != len(m):
         raise param_error(
             "y_true",
             func,
-            f"one label per latent row ({x.shape[0]}), in the same sample order",
+            f"one label per latent row ({len(m)}), in the same sample order",
             f"length {yt.size}",
         )
-    if x.shape[0] < 2:
-        raise param_error("latents", func, "at least 2 samples, (N, D) with N >= 2", f"shape {x.shape}")
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise param_error("k", func, "an int >= 1", k)
     if orphan_policy not in ORPHAN_POLICIES:
@@ -163,16 +164,32 @@ def lcc_targets(
         raise param_error("backend", func, f"one of {list(BACKENDS)}", backend)
     if backend == "faiss":
         require("faiss", "graph", purpose="the nearest-neighbour search of LCC targets")
-    search = "torch" if backend == "auto" and importlib.util.find_spec("faiss") is None else backend
     num_classes = int(yt.max()) + 1
     if owners is None:
         _check_cells(num_classes, int(yc.max()) + 1, func)
         own = _owners(_contingency(yt, yc, num_classes, int(yc.max()) + 1))
     else:
         own = check_owners(owners, func, num_clusters=int(yc.max()) + 1).copy()  # stored in the result
-    out = _lcc_targets(x, yt, yc, own, int(k), orphan_policy, search)
-    if scale != 1.0:  # back to the units of the latents (float32: inf where they exceed its range)
-        out.vectors = (out.vectors.double() / scale).float()
+    return _targets_of(m, yt, yc, own, int(k), orphan_policy, backend)
+
+
+def _targets_of(
+    m: Matrix, yt: np.ndarray, yc: np.ndarray, owners: np.ndarray, k: int, orphan_policy: str, backend: str
+) -> LCCTargets:
+    """Targets of validated inputs, in the units of the latents (the epoch start calls this directly).
+
+    The search and the centroids run on the latents translated to centre each column's range on 0 (and
+    rescaled by a power of two when extreme), computed in float64 before the float32 cast: neighbour
+    ranks do not depend on where the latents sit in space. The translation is added back at the end.
+    """
+    search = "torch" if backend == "auto" and importlib.util.find_spec("faiss") is None else backend
+    x = m.centred()
+    assert isinstance(x, np.ndarray)  # validated without keep_device: numpy
+    out = _lcc_targets(x, yt, yc, owners, k, orphan_policy, search)
+    if out.vectors.shape[0]:  # back to the units of the latents (float32: inf where they exceed its range)
+        with np.errstate(over="ignore"):
+            vec = out.vectors.numpy().astype(np.float64) / m.scale + m.shift
+            out.vectors = torch.from_numpy(vec.astype(np.float32))
     return out
 
 
@@ -305,38 +322,3 @@ def _centroids(base: np.ndarray, nn: np.ndarray) -> np.ndarray:
     for s in range(0, nq, step):
         out[s : s + step] = base[nn[s : s + step]].mean(axis=1)
     return out
-
-
-def _check_latents(latents: Any, func: str) -> tuple[np.ndarray, float]:
-    """(latents as float32 (N, D), scale): multiplied by a power of two when far from 1 (see ``pow2_scale``)."""
-    if isinstance(latents, torch.Tensor):
-        if latents.is_complex():
-            raise param_error("latents", func, "a real-valued array", f"dtype {latents.dtype}")
-        t = latents.detach().cpu()
-        x: np.ndarray = t.numpy() if t.dtype in (torch.float32, torch.float64) else t.double().numpy()
-    elif isinstance(latents, np.ndarray):
-        x = latents
-    else:
-        raise param_error("latents", func, "an (N, D) numpy array or torch tensor", type(latents).__name__)
-    if x.ndim != 2 or x.shape[1] < 1:
-        raise param_error(
-            "latents",
-            func,
-            "2-D, (N, D)",
-            f"shape {x.shape}",
-            "Pool or flatten first (latentcc.layers.pool_latent).",
-        )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise param_error("latents", func, "a float array", f"dtype {x.dtype}")
-    bad = ~np.isfinite(x).all(axis=1)  # before the float32 cast: a finite float64 beyond 3e38 is no NaN
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise LatentccError(
-            f"The 'latents' parameter of {func} must be finite. Got {rows.size} of {x.shape[0]} rows with "
-            f"NaN or inf (first: row {int(rows[0])}) instead. Check the layer for overflow (e.g. fp16) or "
-            "diverged training."
-        )
-    scale = pow2_scale(max(-float(x.min()), float(x.max()))) if x.size else 1.0
-    if scale != 1.0:  # exact: the search ranks the same neighbours, targets are scaled back
-        x = x.astype(np.float64) * scale
-    return np.ascontiguousarray(x, dtype=np.float32), scale

@@ -17,11 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from latentcc.arrays import as_labels, as_matrix
 from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.graph import communities, knn_graph
 from latentcc.lcc.matching import contingency
-from latentcc.metrics._validate import as_features, as_labels
-from latentcc.scaling import pow2_scale
 
 ClusterMethod = Literal["ward", "kmeans", "leiden"]
 CLUSTER_METHODS: tuple[str, ...] = ("ward", "kmeans", "leiden")
@@ -69,13 +68,14 @@ def _label_pair(a: Any, b: Any, func: str, pa: str, pb: str, min_n: int) -> tupl
 
 
 def _check_features(features: Any, func: str) -> np.ndarray:
-    x = as_features(features, func, "features")
-    if len(x) < 2:
-        raise param_error("features", func, "an (N, D) array with N >= 2 samples", f"shape {x.shape}")
-    scale = pow2_scale(max(-float(x.min()), float(x.max())))
-    # Ward, k-means and k-NN graphs do not change under a global scale; squares of |x| ~ 1e20 (float32)
-    # or 1e160 (float64) do, so such features are clustered after an exact power-of-two rescale.
-    return (x.astype(np.float64) * scale).astype(x.dtype) if scale != 1.0 else x
+    m = as_matrix(features, "features", func, min_rows=2)
+    # Ward, k-means and k-NN graphs do not change under a translation or a global scale, but their float
+    # arithmetic does: squares of |x| ~ 1e20 (float32) overflow, and a large common offset (latents around
+    # 1e5 with a spread of 1e-3) drowns the distances in rounding. So features are clustered translated
+    # (in float64) to centre each column's range on 0, and rescaled by a power of two when extreme.
+    out = m.centred(m.work_dtype)
+    assert isinstance(out, np.ndarray)  # validated without keep_device: numpy
+    return out
 
 
 # --------------------------------------------------------------------------- public API

@@ -25,8 +25,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
+from latentcc.arrays import as_labels, as_matrix, to_numpy
 from latentcc.errors import LatentccError, param_error
-from latentcc.metrics._validate import as_features, as_labels
 from latentcc.scaling import pow2_scale
 
 Array: TypeAlias = np.ndarray | torch.Tensor
@@ -70,7 +70,10 @@ def neural_collapse(
         ints ``num_classes`` and ``num_samples``.
 
     Semantics of the edge cases:
-        * A class with a single sample is allowed: its Var_i is 0.
+        * A class with a single sample is allowed: its Var_i is 0 (the sample is its own mean), which
+          pulls ``nc1``, ``nc1_trace_ratio`` and ``cdnv`` towards collapse; use at least 2 samples per
+          class where possible. When *every* class has a single sample the within-class metrics are 0
+          by construction, not a measurement, so LatentccError names 'labels' instead.
         * ``cdnv`` is ``inf`` when two class means coincide exactly; ``nc2_equiangular`` and
           ``nc2_maxangle`` are ``nan`` when a class mean equals the global mean (its direction is
           undefined). All class means equal (e.g. constant features) raises LatentccError.
@@ -80,7 +83,7 @@ def neural_collapse(
           them (rank M <= K-1), the default cutoff of ``np.linalg.pinv(Sigma_B, rtol=None)``.
     """
     func = "neural_collapse"
-    x = as_features(features, func, check_finite=False)  # finiteness is checked chunk by chunk below
+    x = _features(features, func)
     y = as_labels(labels, len(x), func, min_classes=2)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
         raise param_error("chunk_size", func, "an int >= 1", chunk_size)
@@ -95,6 +98,7 @@ def neural_collapse(
     else:
         _, y = np.unique(y, return_inverse=True)  # any ints -> 0..K-1 in sorted order
         k = int(y.max()) + 1
+    _check_within(np.bincount(y, minlength=k), func)
     nc = NeuralCollapse(k, weight=w, bias=b)
     nc._chunk_size = int(chunk_size)
     nc._consume(x, y, func)
@@ -164,8 +168,12 @@ class NeuralCollapse:
         k = self.num_classes
         self._counts = np.zeros(k, dtype=np.int64)
         self._sums: np.ndarray | None = None  # (K, d) float64, allocated at the first batch
-        self._max_abs = 0.0  # max |h| of pass 1: features far from 1 are rescaled (latentcc.scaling)
+        # Every metric is translation invariant (NC4 too, with the bias moved alike): rows are shifted by
+        # the first row seen, in float64, so a large common offset does not drown the class structure.
+        self._shift: np.ndarray | None = None
+        self._max_abs = 0.0  # max |h - shift| of pass 1: features far from 1 are rescaled (latentcc.scaling)
         self._scale = 1.0
+        self._bias_used: np.ndarray | None = None  # (bias + weight @ shift) * scale, from end_first_pass
         # Frozen by end_first_pass:
         self._means = np.zeros((0, 0))
         self._mean_g = np.zeros(0)
@@ -184,7 +192,7 @@ class NeuralCollapse:
     def update(self, features: Array, labels: Array) -> None:
         """Accumulate a batch: features (n, d), labels (n,) in 0..K-1, into the CURRENT pass."""
         func = "NeuralCollapse.update"
-        x = as_features(features, func, check_finite=False)  # checked chunk by chunk in _consume
+        x = _features(features, func)
         y = as_labels(labels, len(x), func)
         if y.min() < 0 or y.max() >= self.num_classes:
             raise param_error(
@@ -210,9 +218,12 @@ class NeuralCollapse:
                 f"{' ...' if missing.size > 20 else ''} ({missing.size} of {self.num_classes}), so their "
                 "means are undefined. Check num_classes and that the batches cover every class."
             )
+        _check_within(self._counts, "NeuralCollapse")
         # Every metric is scale-free (NC4 too, with the bias scaled alike): features whose squares would
         # overflow or vanish in float64 are multiplied by a power of two, exactly, from here on.
         self._scale = pow2_scale(self._max_abs)
+        if self._weight is not None and self._bias is not None and self._shift is not None:
+            self._bias_used = (self._bias + self._weight @ self._shift) * self._scale
         self._means = self._sums / self._counts[:, None] * self._scale
         self._mean_g = self._sums.sum(axis=0) / self._counts.sum() * self._scale
         self._proj = _nc1_projection(self._means, self._mean_g, self._counts)
@@ -255,6 +266,10 @@ class NeuralCollapse:
             yc = y[start : start + self._chunk_size]
             _check_finite(h, self._rows, func)
             self._rows += len(h)
+            if self._shift is None and len(h):
+                self._shift = h[0].copy()
+            if self._shift is not None:
+                h = h - self._shift
             if self._phase == "first":
                 assert self._sums is not None
                 self._counts += np.bincount(yc, minlength=self.num_classes)
@@ -263,12 +278,10 @@ class NeuralCollapse:
                     self._max_abs = max(self._max_abs, -float(h.min()), float(h.max()))
             else:
                 self._counts2 += np.bincount(yc, minlength=self.num_classes)
-                bias = self._bias
                 if self._scale != 1.0:
                     h = h * self._scale
-                    bias = bias * self._scale if bias is not None else None
                 within, proj_sq, miss = _second_pass_chunk(
-                    h, yc, self._means, self._mean_g, self._proj, self._weight, bias
+                    h, yc, self._means, self._mean_g, self._proj, self._weight, self._bias_used
                 )
                 self._within += within
                 self._proj_sq += proj_sq
@@ -419,10 +432,16 @@ def _as_num_classes(num_classes: Any, func: str) -> int:
     return int(num_classes)
 
 
-def _as_matrix(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
+def _features(features: Any, func: str) -> np.ndarray:
+    """The door's checks (dtype, shape, device) without its finiteness pass: that is done chunk by chunk,
+    so a memory map is read once per pass. Any accepted dtype is read as float64 one chunk at a time."""
+    data = as_matrix(features, "features", func, check_finite=False).data
+    assert isinstance(data, np.ndarray)  # validated without keep_device: numpy
+    return data
+
+
+def _as_matrix(x: Any, param: str, func: str) -> np.ndarray:
+    return np.asarray(to_numpy(x, param, func), dtype=np.float64)
 
 
 def _as_classifier(
@@ -445,7 +464,9 @@ def _as_classifier(
         return None, None
     k_expected = num_classes if num_classes is not None else k_hint
     try:
-        w = _as_matrix(weight)
+        w = _as_matrix(weight, "weight", func)
+    except LatentccError:  # the door's own message (e.g. a meta tensor)
+        raise
     except (TypeError, ValueError):
         raise _weight_shape_error(type(weight).__name__, k_expected, dim, func) from None
     if (
@@ -461,7 +482,9 @@ def _as_classifier(
     if bias is None:
         return w, np.zeros(k)
     try:
-        b = _as_matrix(bias)
+        b = _as_matrix(bias, "bias", func)
+    except LatentccError:
+        raise
     except (TypeError, ValueError):
         raise param_error("bias", func, f"a ({k},) float array", type(bias).__name__) from None
     if b.shape != (k,):
@@ -482,6 +505,22 @@ def _weight_shape_error(got: str, k: int | None, d: int | None, func: str) -> La
         got,
         "Pass the linear head's weight (e.g. model.fc.weight, shape (out, in)), not its transpose.",
     )
+
+
+def _check_within(counts: np.ndarray, func: str) -> None:
+    """Within-class metrics need a class with 2 or more samples: with one sample per class every
+    sample is its own class mean, so NC1 and CDNV would be 0 (perfect collapse) by construction."""
+    if int(counts.max()) < 2:
+        raise param_error(
+            "labels",
+            func,
+            "labels with at least one class of 2 or more samples (NC1, CDNV and the within-class "
+            "scatter compare samples with their class mean)",
+            f"{int(counts.sum())} samples in {len(counts)} classes, one sample per class",
+            "With a single sample per class every sample is its own class mean, so the within-class "
+            "variance is 0 by construction. Fix: pass more samples per class (e.g. a larger "
+            "max_samples, or the whole split).",
+        )
 
 
 def _check_classes(y: np.ndarray, k: int, what: str, func: str) -> None:

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from latentcc.arrays import as_labels
+from latentcc.batch import input_dtype
 from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.layers import POOLS, capture, pool_latent, resolve_layers
-from latentcc.metrics._validate import as_labels
 
 __all__ = [
     "ESTIMATORS",
@@ -96,8 +97,12 @@ def geometric_complexity(
     """GC(fn, x) = mean over the N examples of ‖∂fn(x_i)/∂x_i‖²_F, the output flattened per example.
 
     ``fn``: maps a batch (B, ...) to outputs (B, ...) (flattened to (B, m)); examples must be
-    independent in it, so put a model in eval mode (eval BatchNorm, no dropout). ``x``: (N, ...)
-    float tensor or numpy array; everything runs on ``x``'s device. Gradients are taken w.r.t. a
+    independent in it, so put a model in eval mode (eval BatchNorm, no dropout): a model, a
+    :func:`layer_fn` or a model's bound method with BatchNorm/dropout in train mode is refused.
+    ``x``: (N, ...) float tensor or numpy array. When fn shows its model (those three kinds), x takes
+    the model's dtype and device, as in training (a float32 x for a float64 model is upcast exactly);
+    otherwise everything runs on ``x``'s device and an fn failing on x (dtype, device, train-mode
+    BatchNorm on one example) raises a LatentccError naming the fix. Gradients are taken w.r.t. a
     detached copy of ``x`` with ``torch.autograd.grad``/``torch.func``: nothing is accumulated in
     any ``.grad`` and the caller's tensors and model are untouched.
 
@@ -126,7 +131,7 @@ def geometric_complexity(
     check_int(n_samples, "n_samples", func, 1)
     check_int(batch_size, "batch_size", func, 1)
     check_int(seed, "seed", func, 0)
-    x = _as_input(x, func)
+    x = _fit_to_fn(fn, _as_input(x, func), func)
     n = len(x)
     if n_examples is not None:
         check_int(n_examples, "n_examples", func, 1)
@@ -212,7 +217,7 @@ def gc_penalty(
     x = _as_input(x, func)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        out = _flat_output(fn(xg), len(xg), func)
+        out = _flat_output(_run(fn, xg, func), len(xg), func)
         est = _probe_sq_norms(out, xg, estimator, n_samples, generator, create_graph=True)
     return est.mean()
 
@@ -236,17 +241,25 @@ def layer_fn(model: nn.Module, layer: str, *, pool: str = "avg") -> Embedding:
         )
     (name,) = resolved
 
-    def embedding(x: Tensor) -> Tensor:
-        with capture(model, resolved) as out:
-            model(x)
-        if name not in out:
+    return _LayerFn(model, name, resolved, pool)
+
+
+class _LayerFn:
+    """The embedding ``layer_fn`` returns: a callable that also names its model, so that GC can check
+    the model's mode and match x to its dtype and device (a closure would hide the model)."""
+
+    def __init__(self, model: nn.Module, name: str, resolved: Any, pool: str) -> None:
+        self.model, self.name, self.resolved, self.pool = model, name, resolved, pool
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with capture(self.model, self.resolved) as out:
+            self.model(x)
+        if self.name not in out:
             raise LatentccError(
-                f"Layer '{name}' did not run during model(x), so layer_fn has no output for it. "
+                f"Layer '{self.name}' did not run during model(x), so layer_fn has no output for it. "
                 "Choose a layer on the forward path; see latentcc.list_layers(model)."
             )
-        return pool_latent(out[name], pool)
-
-    return embedding
+        return pool_latent(out[self.name], self.pool)
 
 
 # --- private: trusted inputs from here on -----------------------------------------------------
@@ -281,7 +294,7 @@ def _estimate(
         else:
             with torch.enable_grad():
                 xg = xc.requires_grad_(True)
-                out = _flat_output(fn(xg), len(xg), func)
+                out = _flat_output(_run(fn, xg, func), len(xg), func)
                 _check_finite(out, func, "outputs")
                 sq = _probe_sq_norms(out, xg, estimator, n_samples, gen, create_graph=False, stack=True)
         est[:, start : start + len(xc)] = sq.detach().double().cpu().numpy()  # sync point, once a chunk
@@ -336,7 +349,7 @@ def _exact_sq_norms(fn: Embedding, xc: Tensor, func: str) -> tuple[Tensor, Tenso
         return y, y.detach()
 
     with torch.enable_grad():
-        _flat_output(fn(xc[:1]), 1, func)  # a plain call first: a wrong output is named, not a vmap error
+        _flat_output(_run(fn, xc[:1], func), 1, func)  # a plain call first: errors named, not vmap's
         try:
             jac, out = torch.func.vmap(torch.func.jacrev(f_single, has_aux=True))(xc)
         except LatentccError:  # fn's own validation: already a clear message
@@ -421,7 +434,7 @@ def _per_class(
     check_int(n_samples, "n_samples", func, 1)
     check_int(batch_size, "batch_size", func, 1)
     check_int(seed, "seed", func, 0)
-    x = _as_input(x, func)
+    x = _fit_to_fn(fn, _as_input(x, func), func)
     y = as_labels(labels, len(x), func, min_classes=min_classes)
     gen = torch.Generator().manual_seed(seed)
     results: dict[int, GCResult] = {}
@@ -438,9 +451,19 @@ def _per_class(
 
 def _as_input(x: Any, func: str) -> Tensor:
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        if x.dtype.kind not in "fiub":
+            raise param_error(
+                "x", func, "a numeric tensor or numpy array of shape (N, ...)", f"an array of dtype {x.dtype}",
+                "Fix: convert the inputs to floats first, e.g. np.asarray(x, dtype=np.float32).",
+            )  # fmt: skip
+        x = torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, Tensor):
         raise param_error("x", func, "a tensor or numpy array of shape (N, ...)", type(x).__name__)
+    if x.is_meta:
+        raise param_error(
+            "x", func, "a tensor with data (not on the 'meta' device)", f"a {x.dtype} tensor on the meta device",
+            "Fix: pass real inputs (GC differentiates fn at them).",
+        )  # fmt: skip
     if x.ndim < 1 or x.shape[0] < 1 or x.numel() == 0:
         raise param_error("x", func, "a non-empty batch (N, ...) with N >= 1", f"shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -452,6 +475,101 @@ def _as_input(x: Any, func: str) -> Tensor:
             "Cast with x.float(); for token ids, pass an fn of the input embeddings instead.",
         )
     return x
+
+
+def _model_of(fn: Any) -> nn.Module | None:
+    """The model behind ``fn`` when it can be seen: a module, a :func:`layer_fn`, a module's bound method."""
+    if isinstance(fn, nn.Module):
+        return fn
+    if isinstance(fn, _LayerFn):
+        return fn.model
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def _mode_dependent(module: nn.Module) -> bool:
+    """Whether the module's output depends on train/eval mode (batch statistics or dropout)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    if isinstance(module, _BatchNorm):
+        return True
+    if isinstance(module, _InstanceNorm):
+        return bool(module.track_running_stats)
+    if isinstance(module, _DropoutNd):
+        return float(module.p) > 0
+    if isinstance(module, nn.MultiheadAttention):
+        return float(module.dropout) > 0
+    return False
+
+
+def _fit_to_fn(fn: Any, x: Tensor, func: str) -> Tensor:
+    """Check the model behind ``fn`` (when visible) and give x its dtype and device.
+
+    GC runs examples on their own (one at a time for ``"exact"``) and treats them as independent: a
+    model whose BatchNorm or dropout is in train mode would mix the examples of a batch, fail on
+    batches of one, and update its running statistics, so it is refused. Float inputs take the model's
+    dtype and device, as :func:`latentcc.collect_latents` and training give them (a float32 x for a
+    float64 model is upcast exactly). Callables that hide their model are checked when called
+    (see :func:`_run`).
+    """
+    model = _model_of(fn)
+    if model is None:
+        return x
+    meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise param_error(
+            "fn", func, "a model with materialised parameters", f"parameters on the meta device ({meta[:3]})",
+            "Fix: load the weights first, e.g. model.to_empty(device='cpu') then model.load_state_dict(...).",
+        )  # fmt: skip
+    training = [n or type(m).__name__ for n, m in model.named_modules() if m.training and _mode_dependent(m)]
+    if training:
+        raise param_error(
+            "fn", func, "a model in eval mode (GC treats examples as independent, one at a time)",
+            f"{type(model).__name__} with train-mode BatchNorm/dropout layers {training[:3]}",
+            "Fix: call model.eval() first (and model.train() afterwards to resume training).",
+        )  # fmt: skip
+    dtype = input_dtype(model)
+    devices = {p.device for p in model.parameters()}
+    if dtype is not None and x.dtype != dtype:
+        x = x.to(dtype)
+    if len(devices) == 1:
+        x = x.to(devices.pop())
+    return x
+
+
+def _run(fn: Embedding, x: Tensor, func: str) -> Tensor:
+    """``fn(x)``; an error raised inside fn becomes a LatentccError naming 'fn' or 'x' and the likely fix."""
+    try:
+        return fn(x)
+    except LatentccError:
+        raise
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+        text = (str(e).splitlines() or [""])[0]
+        low = text.lower()
+        got = f"{type(e).__name__} from fn on x of shape {tuple(x.shape)}, {x.dtype}, on {x.device}: {text}"
+        if "more than 1 value per channel" in low or "training" in low:
+            raise param_error(
+                "fn", func, "a model in eval mode (GC treats examples as independent, one at a time)", got,
+                "Fix: call model.eval() first: train-mode BatchNorm needs several examples per batch.",
+            ) from e  # fmt: skip
+        if "dtype" in low or "scalar type" in low or ("float" in low and "double" in low):
+            raise param_error(
+                "x", func, "of the dtype fn computes in (its parameters' dtype)", got,
+                "Fix: cast x to the model's dtype, e.g. x.to(next(model.parameters()).dtype), or pass the "
+                "model (or layer_fn(model, ...)) itself as fn: then x is cast for you.",
+            ) from e  # fmt: skip
+        if "device" in low:
+            raise param_error(
+                "x", func, "on the device of fn's parameters", got,
+                "Fix: move x to the model's device, e.g. x.to(next(model.parameters()).device), or pass the "
+                "model (or layer_fn(model, ...)) itself as fn: then x is moved for you.",
+            ) from e  # fmt: skip
+        raise param_error(
+            "fn", func, "a callable mapping a batch (B, ...) to outputs (B, ...)", got,
+            "Fix: check that fn runs on a batch like x[:2] by itself.",
+        ) from e  # fmt: skip
 
 
 def _flat_output(out: Any, b: int, func: str) -> Tensor:

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from latentcc.arrays import Matrix, as_labels, as_matrix, joint_frame, joint_unit_frame
 from latentcc.errors import check_int, param_error, require
-from latentcc.metrics._validate import as_features, as_labels
 
 KnnMetric = Literal["cosine", "l2"]
 KNN_METRICS: tuple[str, ...] = ("cosine", "l2")
@@ -28,32 +28,20 @@ _VOTE_BLOCK_ELEMS = 1 << 22
 
 def _check_splits(
     train_feats: Any, train_y: Any, test_feats: Any, test_y: Any, func: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    xtr = as_features(train_feats, func, "train_feats")
-    xte = as_features(test_feats, func, "test_feats")
-    if xte.shape[1] != xtr.shape[1]:
+) -> tuple[Matrix, np.ndarray, Matrix, np.ndarray]:
+    mtr = as_matrix(train_feats, "train_feats", func)
+    mte = as_matrix(test_feats, "test_feats", func)
+    if mte.shape[1] != mtr.shape[1]:
         raise param_error(
             "test_feats",
             func,
-            f"an (M, D) array with the train features' width D = {xtr.shape[1]}",
-            f"shape {xte.shape}",
+            f"an (M, D) array with the train features' width D = {mtr.shape[1]}",
+            f"shape {mte.shape}",
             "Extract both splits from the same layer with the same pooling / projection.",
         )
-    ytr = as_labels(train_y, len(xtr), func, "train_y")
-    yte = as_labels(test_y, len(xte), func, "test_y")
-    return xtr, ytr, xte, yte
-
-
-def _check_nonzero(x: np.ndarray, param: str, func: str) -> None:
-    zero = np.flatnonzero(~np.any(x != 0, axis=1))
-    if zero.size:
-        raise param_error(
-            param,
-            func,
-            "free of all-zero rows when metric='cosine' (their cosine distance is undefined)",
-            f"{zero.size} all-zero rows (first: {zero[:5].tolist()})",
-            "Fix: use metric='l2', or drop those samples.",
-        )
+    ytr = as_labels(train_y, len(mtr), func, "train_y")
+    yte = as_labels(test_y, len(mte), func, "test_y")
+    return mtr, ytr, mte, yte
 
 
 # --------------------------------------------------------------------------- public API
@@ -82,7 +70,14 @@ def linear_probe(
         seed: ``random_state`` of the solver (lbfgs itself is deterministic).
     """
     func = "linear_probe"
-    xtr, ytr, xte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
+    mtr, ytr, mte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
+    # Both splits translated alike (in float64) before the solver: the unpenalised intercept absorbs any
+    # translation, so the predictions are those of the features as given, while a large common offset
+    # (latents around 1e5 with a spread of 1e-3) would otherwise drown the features in rounding.
+    shift, _ = joint_frame(mtr, mte)
+    xtr = mtr.centred(mtr.work_dtype, shift=shift, scale=1.0)
+    xte = mte.centred(mtr.work_dtype, shift=shift, scale=1.0)
+    assert isinstance(xtr, np.ndarray) and isinstance(xte, np.ndarray)  # no keep_device: numpy
     if len(np.unique(ytr)) < 2:
         raise param_error("train_y", func, "labels with at least 2 distinct classes", "1 distinct class")
     ok = isinstance(C, int | float | np.floating) and not isinstance(C, bool) and np.isfinite(C) and C > 0
@@ -122,38 +117,42 @@ def knn_probe(
         train_feats: (N, D) float array or tensor; train_y: (N,) int labels.
         test_feats: (M, D), same D; test_y: (M,) int labels.
         k: neighbours voting, 1 <= k <= N.
-        metric: ``"cosine"`` (inner product of unit-normalised rows; all-zero rows are rejected) or
-            ``"l2"`` (Euclidean). Exact search (faiss flat index, float32).
+        metric: ``"cosine"`` (cosine similarity of the features as given; all-zero rows are rejected)
+            or ``"l2"`` (Euclidean). Exact search (faiss flat index, float32, on rows prepared in float64
+            so that features far from the origin keep their neighbours; see :mod:`latentcc.arrays`).
     """
     func = "knn_probe"
-    xtr, ytr, xte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
-    n = len(xtr)
+    mtr, ytr, mte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
+    n = len(mtr)
     k = check_int(k, "k", func, 1, n, f"Fix: use k <= {n} (the number of training samples).")
     if metric not in KNN_METRICS:
         raise param_error("metric", func, f"one of {list(KNN_METRICS)}", metric)
+    # Both splits translated alike in float64 before the float32 search, so a large common offset does
+    # not drown the distances: for l2 the rows, for cosine the unit rows of the features as given (squared
+    # L2 of unit rows = 2 - 2 cos ranks exactly as cosine; all-zero rows raise, naming their split).
     if metric == "cosine":
-        _check_nonzero(xtr, "train_feats", func)
-        _check_nonzero(xte, "test_feats", func)
-    neighbours = _knn(xtr, xte, k, str(metric))
+        frame = joint_unit_frame(mtr, mte)
+        base, queries = mtr.unit_rows(frame=frame), mte.unit_rows(frame=frame)
+    else:
+        shift, scale = joint_frame(mtr, mte)
+        base, queries = mtr.centred(shift=shift, scale=scale), mte.centred(shift=shift, scale=scale)
+    assert isinstance(base, np.ndarray) and isinstance(queries, np.ndarray)  # no keep_device: numpy
+    neighbours = _knn(base, queries, k)
     return float(np.mean(_vote(ytr, neighbours) == yte))
 
 
 # --------------------------------------------------------------------------- private (trust their inputs)
 
 
-def _knn(base: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """(M, k) int64 indices into ``base`` of each query's k nearest rows (exact), nearest first."""
+def _knn(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(M, k) int64 indices into ``base`` of each query's k nearest rows by squared L2 (exact), nearest first.
+
+    Takes the prepared float32 rows: translated unit rows for cosine, translated rows for l2.
+    """
     faiss = require("faiss", "graph", purpose="the k-NN probe", pip_name="faiss-cpu")
     # faiss's OpenMP pool and torch's intra-op pool would otherwise both take every core.
     faiss.omp_set_num_threads(torch.get_num_threads())
-    base = np.ascontiguousarray(base, dtype=np.float32)
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    if metric == "cosine":
-        base = base / np.linalg.norm(base, axis=1, keepdims=True)
-        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-        index = faiss.IndexFlatIP(base.shape[1])
-    else:
-        index = faiss.IndexFlatL2(base.shape[1])
+    index = faiss.IndexFlatL2(base.shape[1])
     index.add(base)
     _, idx = index.search(queries, k)
     return np.asarray(idx, dtype=np.int64)
