@@ -58,3 +58,67 @@ def test_cli_reproduce_writes_docs_section(tmp_path, capsys):
     assert main(["reproduce", "list"]) == 0
     assert set(REPRODUCTIONS) <= set(capsys.readouterr().out.split())
     assert main(["reproduce", "nope"]) == 2
+
+
+def _six_claims_doc(doc) -> list[str]:
+    """A docs file as docs/reproductions.md has it: a summary table of 6 claims, each with its section."""
+    names = sorted(REPRODUCTIONS)
+    rows = [f"| [`{n}`](#{n}) | **agree** | {n} result \\| old |" for n in names]
+    sections = [
+        f"<!-- reproduce:{n} -->\n### `{n}`\n\nold section of {n}\n<!-- /reproduce:{n} -->" for n in names
+    ]
+    doc.write_text(
+        "# Reproductions\n\n| name | verdict | one-line result |\n|---|---|---|\n<!-- summary -->\n"
+        + "\n".join(rows) + "\n<!-- /summary -->\n\n### Reading the results\n\nProse kept.\n\n"
+        + "\n\n".join(sections) + "\n"
+    )  # fmt: skip
+    return rows
+
+
+@pytest.mark.parametrize(
+    "store", [None, "{}\n", '{"nc-transfer": {"verdict": "disagree", "result": "x"}}\n', "[tru"]
+)
+def test_summary_table_keeps_the_rows_of_claims_not_run_here(tmp_path, store):
+    """A copy of the docs file elsewhere (no, an empty, a partial or a corrupt sibling summary.json): updating
+    one claim replaces its row and section only; the other 5 rows and sections stay as they were."""
+    doc = tmp_path / "x" / "repro.md"
+    doc.parent.mkdir()
+    rows = _six_claims_doc(doc)
+    before = doc.read_text()
+    if store is not None:
+        (doc.parent / "reproductions").mkdir()
+        (doc.parent / "reproductions" / "summary.json").write_text(store)
+    update_docs(doc, _result("nc-transfer", "disagree"), "reproductions")
+    text = doc.read_text()
+    summary = text[text.index("<!-- summary -->") : text.index("<!-- /summary -->")].splitlines()[1:]
+    new_row = "| [`nc-transfer`](#nc-transfer) | **disagree** | a result \\| with a pipe |"
+    assert summary == [new_row if "`nc-transfer`" in r else r for r in rows] and len(summary) == 6
+    for n in REPRODUCTIONS:  # the other sections byte for byte
+        if n != "nc-transfer":
+            assert f"<!-- reproduce:{n} -->\n### `{n}`\n\nold section of {n}\n<!-- /reproduce:{n} -->" in text
+    assert "old section of nc-transfer" not in text and "Prose kept." in text
+    assert (
+        text.replace(new_row, rows[sorted(REPRODUCTIONS).index("nc-transfer")]).split("<!-- reproduce:nc")[0]
+        == (before.split("<!-- reproduce:nc")[0])
+    )
+    saved = json.loads((doc.parent / "reproductions" / "summary.json").read_text())
+    assert (
+        sorted(saved) == sorted(REPRODUCTIONS) and saved["nc-transfer"]["result"] == "a result | with a pipe"
+    )
+    assert saved["gc-nc"] == {"verdict": "agree", "result": "gc-nc result | old"}
+
+
+def test_a_new_claim_row_goes_in_name_order_and_unknown_lines_stay(tmp_path):
+    doc = tmp_path / "r.md"
+    doc.write_text(
+        "<!-- summary -->\n| [`a`](#a) | **agree** | x |\n| hand-written note |\n| [`c`](#c) | **agree** | y |\n"
+        "<!-- /summary -->\n"
+    )
+    update_docs(doc, _result("b", "inconclusive"), "reproductions")
+    summary = doc.read_text().split("<!-- /summary -->")[0].splitlines()[1:]
+    assert summary == [
+        "| [`a`](#a) | **agree** | x |",
+        "| hand-written note |",
+        "| [`b`](#b) | **inconclusive** | a result \\| with a pipe |",
+        "| [`c`](#c) | **agree** | y |",
+    ]

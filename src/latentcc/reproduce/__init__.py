@@ -16,6 +16,7 @@ from pathlib import Path
 
 from latentcc.errors import param_error
 from latentcc.reproduce.base import SIZES, ClaimResult, update_docs
+from latentcc.runlock import FolderLock, new_folder
 
 # name -> (module, one-line description); modules are imported only when run
 REPRODUCTIONS: dict[str, tuple[str, str]] = {
@@ -49,22 +50,32 @@ def run_reproduction(
     if size not in SIZES:
         raise param_error("size", "run_reproduction", f"one of {list(SIZES)}", size)
     seeds = tuple(seeds) if seeds else DEFAULT_SEEDS
-    out = Path(out_dir) if out_dir else Path("runs") / "reproduce" / name / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    out = (
+        Path(out_dir)
+        if out_dir
+        else new_folder(Path("runs") / "reproduce" / name, time.strftime("%Y%m%d-%H%M%S"))
+    )
     module = importlib.import_module(f"latentcc.reproduce.{REPRODUCTIONS[name][0]}")
-    t0 = time.perf_counter()
-    result: ClaimResult = module.run(size, seeds, out)
-    result.size, result.seeds, result.wall_time_s = size, seeds, time.perf_counter() - t0
-    result.write(out)
-    if docs is not None:
-        doc = Path(docs)
-        fig_dir = doc.parent / "reproductions"
+    with FolderLock(out, func="run_reproduction"):  # one process per output folder, for all of its writes
+        t0 = time.perf_counter()
+        result: ClaimResult = module.run(size, seeds, out)
+        result.size, result.seeds, result.wall_time_s = size, seeds, time.perf_counter() - t0
+        result.write(out)
+        if docs is not None:
+            _update_docs(Path(docs), name, result, out)
+    return result
+
+
+def _update_docs(doc: Path, name: str, result: ClaimResult, out: Path) -> None:
+    """Copy the figures next to ``doc`` and replace the claim's section in it."""
+    fig_dir = doc.parent / "reproductions"
+    # the docs file is read, edited and rewritten: one reproduction at a time (others wait their turn)
+    with FolderLock(doc.parent, func="run_reproduction", param="docs", wait_s=120):
         fig_dir.mkdir(parents=True, exist_ok=True)
         for f in result.figures:
             shutil.copyfile(out / f, fig_dir / f"{name}-{f}")
         result.figures = [f"{name}-{f}" for f in result.figures]
         update_docs(doc, result, "reproductions")
-    return result
 
 
 __all__ = ["DEFAULT_SEEDS", "REPRODUCTIONS", "ClaimResult", "run_reproduction"]

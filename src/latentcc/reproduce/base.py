@@ -84,22 +84,69 @@ def update_docs(doc: Path, result: ClaimResult, figure_dir: str) -> None:
     """Replace (or append) ``result``'s section of ``doc`` between its markers; the rest is kept.
 
     A summary table (one row per claim: verdict and result) is kept between ``<!-- summary -->`` and
-    ``<!-- /summary -->`` when the document has those markers; its rows live in
-    ``<figure_dir>/summary.json`` next to the document so each run updates only its own row.
+    ``<!-- /summary -->`` when the document has those markers. The document's own table is the record
+    of the other claims: only ``result``'s row is replaced (or inserted in name order); every other line
+    between the markers stays as it is, whatever ran where. ``<figure_dir>/summary.json`` next to the
+    document gets the same rows, machine-readable (its rows of claims the table does not show are kept).
     """
     text = doc.read_text() if doc.is_file() else "# Reproductions\n"
     start, end = f"<!-- reproduce:{result.name} -->", f"<!-- /reproduce:{result.name} -->"
     text = _replace_block(text, start, end, result.markdown(figure_dir), append=True)
-    if "<!-- summary -->" in text:
+    if _SUMMARY[0] in text:
+        lines = _summary_lines(text)
+        lines = _with_row(lines, result.name, _summary_row(result.name, result.verdict, result.result))
+        text = _replace_block(text, *_SUMMARY, "\n".join(lines), append=False)
         store = doc.parent / figure_dir / "summary.json"
-        rows = json.loads(store.read_text()) if store.is_file() else {}
-        rows[result.name] = {"verdict": result.verdict, "result": result.result}
+        rows = {**_read_store(store), **_parse_rows(lines)}
         atomic_write_json(store, rows)
-        table = "\n".join(
-            f"| [`{n}`](#{n}) | **{r['verdict']}** | {_cell(r['result'])} |" for n, r in sorted(rows.items())
-        )
-        text = _replace_block(text, "<!-- summary -->", "<!-- /summary -->", table, append=False)
     atomic_write_text(doc, text)
+
+
+_SUMMARY = ("<!-- summary -->", "<!-- /summary -->")
+# a summary row as _summary_row writes it: | [`name`](#name) | **verdict** | result (pipes escaped) |
+_ROW = re.compile(r"^\| \[`(?P<name>[^`]+)`\]\(#[^)]*\) \| \*\*(?P<verdict>[^*]+)\*\* \| (?P<result>.*) \|$")
+
+
+def _summary_row(name: str, verdict: str, result: str) -> str:
+    return f"| [`{name}`](#{name}) | **{verdict}** | {_cell(result)} |"
+
+
+def _summary_lines(text: str) -> list[str]:
+    """The lines between the summary markers (none for a fresh document with the opening marker alone)."""
+    begin, finish = _SUMMARY
+    i = text.index(begin) + len(begin)
+    j = text.find(finish, i)
+    if j < 0:
+        return []
+    return [line for line in text[i:j].strip("\n").split("\n") if line.strip()]
+
+
+def _with_row(lines: list[str], name: str, row: str) -> list[str]:
+    """``lines`` with claim ``name``'s row replaced by ``row``, or ``row`` inserted in name order."""
+    names = [m["name"] if (m := _ROW.match(line)) else None for line in lines]
+    if name in names:
+        return [row if n == name else line for n, line in zip(names, lines, strict=True)]
+    rows_at = [i for i, n in enumerate(names) if n is not None]
+    after = [i for i in rows_at if str(names[i]) > name]
+    at = after[0] if after else (rows_at[-1] + 1 if rows_at else len(lines))
+    return [*lines[:at], row, *lines[at:]]
+
+
+def _parse_rows(lines: list[str]) -> dict[str, dict[str, str]]:
+    return {
+        m["name"]: {"verdict": m["verdict"], "result": m["result"].replace("\\|", "|")}
+        for line in lines
+        if (m := _ROW.match(line))
+    }
+
+
+def _read_store(store: Path) -> dict[str, Any]:
+    """``summary.json``'s rows, or {} when it is absent or not a JSON object (it is rewritten from the table)."""
+    try:
+        rows = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return rows if isinstance(rows, dict) else {}
 
 
 def _replace_block(text: str, start: str, end: str, body: str, *, append: bool) -> str:

@@ -16,9 +16,10 @@ No pickle is involved anywhere: loading a checkpoint never executes code.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,20 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from latentcc import atomic
-from latentcc.atomic import _fsync_dir, atomic_write_json, remove_stale_temps, sha256_file, write_error
+from latentcc.atomic import (
+    _fsync_dir,
+    atomic_write_json,
+    describe_owner,
+    file_mode,
+    make_temp_folder,
+    remove_stale_temps,
+    sha256_file,
+    write_error,
+)
 from latentcc.errors import CheckpointError, WriteError
 
 _TENSOR = "__tensor__"
+_FLOAT = "__float__"  # NaN / inf: strict JSON has no token for them, so they are tagged
 
 
 def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -50,6 +61,8 @@ def flatten_state(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tens
             return {"__dict__": [[k, walk(v, f"{key}.{k}" if key else str(k))] for k, v in o.items()]}
         if isinstance(o, (list, tuple)):
             return [walk(v, f"{key}.{i}" if key else str(i)) for i, v in enumerate(o)]
+        if isinstance(o, float) and not math.isfinite(o):
+            return {_FLOAT: repr(o)}  # 'nan', 'inf', '-inf': float() reads them back exactly
         if o is None or isinstance(o, (bool, int, float, str)):
             return o
         raise TypeError(
@@ -64,6 +77,8 @@ def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(tree, dict):
         if _TENSOR in tree:
             return tensors[tree[_TENSOR]]
+        if _FLOAT in tree:
+            return float(tree[_FLOAT])
         return {k: unflatten_state(v, tensors) for k, v in tree["__dict__"]}
     if isinstance(tree, list):
         return [unflatten_state(v, tensors) for v in tree]
@@ -76,15 +91,15 @@ def save_checkpoint(
     """Write ``model`` weights and ``state`` (nested, may hold tensors) as checkpoint ``name``; prune to ``keep``."""
     try:
         ckpt_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+        tmp = make_temp_folder(ckpt_root, prefix=f".{name}.")
     except OSError as e:
         raise _ckpt_write_error(ckpt_root, name, e) from e
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
+        _save_tensors(weights, tmp / "model.safetensors")
         tree, tensors = flatten_state(state)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(tree))
+        _save_tensors(tensors, tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps(tree, allow_nan=False))  # strict JSON
         manifest = {f: sha256_file(tmp / f) for f in _FILES}
         atomic_write_json(tmp / "MANIFEST.json", manifest)
         _fsync_dir(tmp)
@@ -101,6 +116,11 @@ def save_checkpoint(
     atomic_write_json(ckpt_root / "latest.json", {"dir": name})
     _prune(ckpt_root, keep=keep, protect=name)
     return final
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, str(path))
+    os.chmod(path, file_mode())  # safetensors creates its files 0600 whatever the umask
 
 
 def _ckpt_write_error(ckpt_root: Path, name: str, e: OSError) -> WriteError:
@@ -134,7 +154,7 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
     if not pointer.is_file():
         return None
     try:
-        name = json.loads(pointer.read_text())["dir"]
+        name = json.loads(_read_text(pointer))["dir"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"{pointer} is corrupt ({e}); nothing was changed. Delete it to start over."
@@ -155,7 +175,7 @@ def verify_checkpoint(path: Path) -> None:
             f"checkpoint {path} has no MANIFEST.json (an interrupted or foreign write); refusing to load it."
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(_read_text(manifest_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{manifest_path} is corrupt ({e}); refusing to load {path}.") from e
     if (
@@ -171,7 +191,7 @@ def verify_checkpoint(path: Path) -> None:
         f = path / fname
         if not f.is_file():
             raise CheckpointError(f"checkpoint {path} lacks {fname}; refusing to load it.")
-        if sha256_file(f) != digest:
+        if _sha256(f) != digest:
             raise CheckpointError(
                 f"checkpoint file {f} fails its sha256 check (truncated or corrupt); refusing to load it."
             )
@@ -182,11 +202,12 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
     verify_checkpoint(path)
     load_weights(path / "model.safetensors", model)
     tensors = load_file(str(path / "state.safetensors"))
-    return unflatten_state(json.loads((path / "state.json").read_text()), tensors)
+    return unflatten_state(json.loads(_read_text(path / "state.json")), tensors)
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
     """Load a safetensors weight file strictly, with a message that says which model it does not fit."""
+    _check_readable(path)  # a permission problem is not a corrupt file
     try:
         weights = load_file(str(path))
     except FileNotFoundError as e:
@@ -204,3 +225,36 @@ def load_weights(path: Path, model: nn.Module) -> None:
             f"{path} does not fit this model ({' '.join(first)}). It was saved from another architecture or number "
             "of classes: use the same --model and --data as the run that wrote it."
         ) from e
+
+
+def unreadable_error(path: Path, e: OSError) -> CheckpointError:
+    """The CheckpointError for a run file this process may not read (another user's run, a 0600 file)."""
+    owner = describe_owner(path)
+    return CheckpointError(
+        f"{path} cannot be read ({e.strerror or e}{'; ' + owner if owner else ''}); nothing was loaded or changed. "
+        "Use it as the user who owns it, or copy the run folder to one you own (cp -r RUN COPY) and use the copy."
+    )
+
+
+def _check_readable(path: Path) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as e:
+        raise unreadable_error(path, e) from e
+    except (FileNotFoundError, IsADirectoryError):  # reported by the caller in its own words
+        pass
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except PermissionError as e:
+        raise unreadable_error(path, e) from e
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except PermissionError as e:
+        raise unreadable_error(path, e) from e
