@@ -452,3 +452,378 @@ def test_relabel_and_stratified_indices(digits_splits: DatasetSplits) -> None:
     assert counts.min() >= 9 and counts.max() <= 11  # ~10 per class
     assert np.array_equal(pick, stratified_indices(y, 100, seed=0))
     assert len(stratified_indices(y, 10**6, seed=0)) == len(y)
+
+
+# ----------------------------------------------------------------------------- every image mode and bit depth
+
+_U16 = np.array([[0, 32768], [65535, 255]], dtype=np.uint16)
+_U16_READ = [0.0, 32768 / 65535, 1.0, 255 / 65535]  # 0.5000076 for 32768
+
+
+def _read_folder(root: Path, images: dict[str, object], **kw: object) -> dict[str, torch.Tensor]:
+    """Write ``images`` (file name -> PIL image) into classes a and b of an image folder; the pixels of
+    class a's copy of each, by file name, as image_folder reads them."""
+    for c in "ab":
+        (root / c).mkdir(parents=True)
+        for name, img in images.items():
+            img.save(root / c / name)  # type: ignore[attr-defined]
+    s = image_folder(root, val_fraction=0.0, test_fraction=0.0, **kw)
+    names = sorted(images)
+    return {names[int(src)]: s.train[i][0] for i, src in enumerate(s.train.source_index) if src < len(names)}
+
+
+def test_image_folder_scales_every_mode_by_its_range(tmp_path: Path) -> None:
+    from PIL import Image
+
+    pgm16 = tmp_path / "src.pgm"  # PNM with maxval 65535: Pillow reads it as mode "I"
+    pgm16.write_bytes(b"P5 2 2 65535\n" + _U16.astype(">u2").tobytes())
+    palette = Image.new("P", (2, 2))
+    palette.putpalette([0, 0, 0, 90, 90, 90, 180, 180, 180, 250, 250, 250])
+    palette.putdata([0, 1, 2, 3])
+    images = {
+        "i16.png": Image.fromarray(_U16),  # I;16
+        "i16.tif": Image.fromarray(_U16),
+        "i16b.tif": Image.frombytes("I;16B", (2, 2), _U16.astype(">u2").tobytes()),
+        "i32.pgm": Image.open(pgm16),
+        "f.tif": Image.fromarray(np.array([[0.0, 0.25], [1.0, 0.75]], np.float32)),
+        "l.png": Image.fromarray(np.array([[0, 51], [255, 128]], np.uint8)),
+        "one.png": Image.fromarray(np.array([[False, True], [True, False]])),
+        "p.png": palette,
+    }
+    assert [images[n].mode for n in ("i16.png", "i16b.tif", "i32.pgm", "f.tif", "one.png")] == [
+        "I;16", "I;16B", "I", "F", "1",
+    ]  # fmt: skip
+    got = _read_folder(tmp_path / "gray", images, grayscale=True)
+    for name in ("i16.png", "i16.tif", "i16b.tif", "i32.pgm"):
+        assert got[name].shape == (1, 2, 2) and got[name].dtype == torch.float32
+        assert np.allclose(got[name].flatten().numpy(), _U16_READ, rtol=0, atol=1e-7), name
+    assert got["i16.png"].flatten()[1].item() == pytest.approx(0.5000076, abs=1e-7)  # not 1.0 (Pillow clips)
+    assert got["f.tif"].flatten().tolist() == [0.0, 0.25, 1.0, 0.75]
+    assert np.allclose(got["l.png"].flatten().numpy(), [0, 0.2, 1, 128 / 255], atol=1e-7)
+    assert got["one.png"].flatten().tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert np.allclose(got["p.png"].flatten().numpy(), [0, 90 / 255, 180 / 255, 250 / 255], atol=1e-7)
+
+
+def test_image_folder_colour_modes_and_transparency(tmp_path: Path) -> None:
+    from PIL import Image
+
+    la = Image.fromarray(np.array([[[0, 0], [0, 255]], [[200, 255], [100, 128]]], np.uint8), mode="LA")
+    palette = Image.new("P", (2, 2))
+    palette.putpalette([0, 0, 0, 90, 90, 90, 180, 180, 180, 250, 250, 250])
+    palette.putdata([0, 1, 2, 3])
+    palette.info["transparency"] = 0  # saved as the PNG's tRNS chunk
+    rgba = Image.fromarray(np.array([[[255, 0, 0, 0], [255, 0, 0, 255]]], np.uint8), mode="RGBA")
+    images = {
+        "la.png": la,
+        "p.png": palette,
+        "rgba.png": rgba.resize((2, 2), Image.Resampling.NEAREST),
+        "cmyk.tif": Image.new("CMYK", (2, 2), (255, 0, 0, 0)),  # cyan
+        "rgb.tif": Image.new("RGB", (2, 2), (10, 20, 30)),
+    }
+    gray = _read_folder(tmp_path / "gray", images, grayscale=True)
+    # transparent pixels show white, opaque ones their colour, half-transparent ones a blend
+    assert gray["la.png"].flatten()[:3].tolist() == pytest.approx([1.0, 0.0, 200 / 255], abs=1e-7)
+    assert 0.69 < gray["la.png"].flatten()[3].item() < 0.70  # 100 at alpha 128/255 over white: ~177/255
+    assert gray["p.png"].flatten().tolist() == pytest.approx([1.0, 90 / 255, 180 / 255, 250 / 255], abs=1e-7)
+    rgb = _read_folder(tmp_path / "rgb", images)
+    assert rgb["rgba.png"][:, 0, 0].tolist() == [1.0, 1.0, 1.0] and rgb["rgba.png"][:, 0, 1].tolist() == [
+        1,
+        0,
+        0,
+    ]
+    assert rgb["cmyk.tif"][:, 0, 0].tolist() == [0.0, 1.0, 1.0]
+    assert rgb["rgb.tif"][:, 0, 0].tolist() == pytest.approx([10 / 255, 20 / 255, 30 / 255], abs=1e-7)
+    assert rgb["la.png"].shape == (3, 2, 2)  # gray repeated to RGB
+
+
+def test_image_folder_mixed_depths_share_one_scale_and_resize(tmp_path: Path) -> None:
+    from PIL import Image
+
+    eight = Image.fromarray(np.full((4, 4), 128, np.uint8))
+    sixteen = Image.fromarray(np.full((4, 4), 32768, np.uint16))
+    # file order a/1, a/2, b/1, b/2: the block turns float at a/2, then b/2 (8-bit) joins the float block
+    for c, names in (("a", ("1_8.png", "2_16.png")), ("b", ("1_16.png", "2_8.png"))):
+        (tmp_path / "mix" / c).mkdir(parents=True)
+        for name in names:
+            (eight if "_8" in name else sixteen).save(tmp_path / "mix" / c / name)
+    s = image_folder(tmp_path / "mix", grayscale=True, size=3, val_fraction=0.0, test_fraction=0.0)
+    assert s.input_shape == (1, 3, 3)
+    by_row = {int(src): s.train[i][0] for i, src in enumerate(s.train.source_index)}
+    for row, expected in ((0, 128 / 255), (1, 32768 / 65535), (2, 32768 / 65535), (3, 128 / 255)):
+        assert by_row[row].dtype == torch.float32
+        assert torch.allclose(by_row[row], torch.full((1, 3, 3), expected), atol=1e-6), (
+            row
+        )  # resized: constant
+    (tmp_path / "mix" / "a" / "2_16.png").unlink()
+    (tmp_path / "mix" / "b" / "1_16.png").unlink()
+    eight_only = image_folder(tmp_path / "mix", val_fraction=0.0, test_fraction=0.0)
+    assert eight_only.train._data.dtype == torch.uint8  # all 8-bit: the compact block, as before
+
+
+@pytest.mark.parametrize(
+    ("array", "match"),
+    [
+        (
+            np.array([[5.0, 1000.0]], np.float32),
+            r"x\.tif has mode 'F' \(32-bit float\) with values from 5 to 1000",
+        ),
+        (np.array([[0.0, -0.5]], np.float32), r"values from -0\.5 to 0; float pixels must lie in \[0, 1\]"),
+        (np.array([[0.0, np.inf]], np.float32), r"x\.tif has mode 'F' .*non-finite values.*Fix: rescale"),
+        (
+            np.array([[-5, 7]], np.int32),
+            r"x\.tif is a TIFF of 32-bit signed integers .*Fix: save it as 8-bit",
+        ),
+    ],
+)
+def test_image_folder_refuses_pixels_without_a_known_range(
+    tmp_path: Path, array: np.ndarray, match: str
+) -> None:
+    from PIL import Image
+
+    for c in "ab":
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        Image.fromarray(array).save(tmp_path / "imgs" / c / "x.tif")
+    with pytest.raises(LatentccError, match=match):
+        image_folder(tmp_path / "imgs")
+
+
+def test_hf_image_feature_of_16bit_images(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(_U16)] * 6, "label": [0, 1] * 3},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+    s = from_hf(ds, grayscale=True, val_fraction=0.0, test_fraction=0.0)
+    assert np.allclose(s.train[0][0].flatten().numpy(), _U16_READ, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- column names, keyword typos
+
+
+def test_hf_saved_dataset_with_other_column_names(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    texts = [f"{w} film {i}" for i, w in enumerate(["good", "bad"] * 10)]
+    ds = datasets.Dataset.from_dict(
+        {
+            "T": texts,
+            "note": ["x"] * 20,
+            "L": [i % 2 for i in range(20)],
+            "pix": [[float(i % 2)] * 4 for i in range(20)],
+        }
+    )
+    ds.save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(LatentccError, match=r"'label_column'.*\['T', 'note', 'L', 'pix'\].*--label-column"):
+        load_dataset(tmp_path / "saved")
+    with pytest.raises(LatentccError, match=r"cannot tell which column.*Fix: pass input_column="):
+        load_dataset(tmp_path / "saved", label_column="L")
+    s = load_dataset(tmp_path / "saved", label_column="L", input_column="T")
+    assert s.kind == "text" and s.classes == ["0", "1"]
+    for x, y, _ in s.train:
+        assert texts.index(x) % 2 == y  # each text keeps its own label
+    tab = load_dataset(tmp_path / "saved", label_column="L", input_column="pix")  # an array column: tabular
+    assert tab.kind == "tabular" and tab.input_shape == (4,)
+    assert all(float(x[0]) == y for x, y, _ in tab.train)
+    with pytest.raises(
+        LatentccError, match=r"'input_column' parameter of from_hf must be a column other than"
+    ):
+        load_dataset(tmp_path / "saved", label_column="L", input_column="L")
+    with pytest.raises(LatentccError, match=r"'input_column'.*one of the dataset's columns.*--input-column"):
+        load_dataset(tmp_path / "saved", label_column="L", input_column="text")
+    with pytest.raises(LatentccError, match=r"not \['input_column', 'text_column'\]"):
+        from_hf(ds, label_column="L", input_column="T", text_column="T")
+
+
+def test_unknown_keywords_name_the_function_called() -> None:
+    x, y = np.random.default_rng(0).random((20, 8, 8)), np.arange(20) % 2
+    with pytest.raises(
+        LatentccError, match=r"from_arrays got the unknown .*\['seeds'\].*Did you mean 'seed'"
+    ):
+        from_arrays(x, y, seeds=1)
+    with pytest.raises(LatentccError, match=r"'seed' parameter of from_arrays must be an int >= 0"):
+        from_arrays(x, y, seed=-1)  # not "of make_splits": the user never called it
+    with pytest.raises(
+        LatentccError, match=r"'val_fraction' parameter of digits must be a float in \[0, 1\)"
+    ):
+        load_dataset("digits", val_fraction=2)
+    with pytest.raises(
+        LatentccError, match=r"load_dataset\('digits'\) \(an embedded dataset\) got .*\['size'\]"
+    ):
+        load_dataset("digits", size=4)
+    with pytest.raises(LatentccError, match=r"'input_column' parameter of load_dataset must be left unset"):
+        load_dataset("digits", input_column="x")
+    assert load_dataset("digits", label_column="label", max_samples=50).num_classes == 10  # the default: fine
+
+
+# ----------------------------------------------------------------------------- a __len__ that promises too much
+
+
+class _LenLies(torch.utils.data.Dataset):
+    """``len()`` says ``n_len``; only ``n_real`` samples exist (list-backed: IndexError; dict-backed: KeyError)."""
+
+    def __init__(self, n_real: int = 80, n_len: int = 100, backing: str = "list") -> None:
+        rng = np.random.default_rng(0)
+        rows = [(torch.from_numpy(rng.random(6).astype(np.float32)), i % 4, i) for i in range(n_real)]
+        self.rows = rows if backing == "list" else dict(enumerate(rows))
+        self.n_len = n_len
+
+    def __len__(self) -> int:
+        return self.n_len
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.rows[i]
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+
+
+def _tail(err: str = "IndexError") -> str:
+    return rf" says it holds 100 .*raised {err}: .*It reads index 79 but not 80.*Fix: make __len__ return .*0\.\.99\."
+
+
+@pytest.mark.parametrize("backing", ["list", "dict"])
+def test_a_dataset_shorter_than_its_len_names_the_index(backing: str) -> None:
+    from types import SimpleNamespace
+
+    from latentcc.config import TrainConfig
+    from latentcc.latents import collect_latents
+    from latentcc.train import fit
+    from latentcc.train.loop import evaluate
+
+    bad, good = _LenLies(backing=backing), _LenLies(20, 20)
+    tail = _tail("KeyError" if backing == "dict" else "IndexError")
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False, tensorboard=False, device="cpu")
+    with pytest.raises(LatentccError, match=r"_LenLies \(the training split of fit\)" + tail):
+        fit(_model(), SimpleNamespace(train=bad, val=good, test=good), config=cfg)
+    with pytest.raises(LatentccError, match=r"_LenLies \(evaluated as 'val'\)" + tail):
+        evaluate(_model(), bad, device="cpu", desc="val")
+    with pytest.raises(LatentccError, match=r"_LenLies \(whose latents are collected\)" + tail):
+        collect_latents(_model(), DataLoader(bad, batch_size=32), ["1"], progress=False)
+
+
+def test_a_dataset_shorter_than_its_len_in_a_worker_process() -> None:
+    from latentcc.train.loop import evaluate
+
+    # the worker's IndexError is re-raised in this process with the worker's traceback as its message
+    with pytest.raises(LatentccError, match=r"_LenLies \(evaluated as 'test'\)" + _tail()):
+        evaluate(_model(), _LenLies(), device="cpu", desc="test", num_workers=1)
+
+
+def test_read_batches_leaves_other_errors_alone() -> None:
+    from latentcc.batch import read_batches
+
+    ds = _LenLies(20, 20)
+    assert len(read_batches(DataLoader(ds, batch_size=8), "x")) == 3  # progress bars keep their total
+    assert sum(len(b[1]) for b in read_batches(DataLoader(ds, batch_size=8), "x")) == 20
+    # a sampler asking past the end: every index of the dataset reads, so the original error stands
+    with pytest.raises(IndexError):
+        list(read_batches(DataLoader(ds, batch_size=8, sampler=[0, 25]), "x"))
+    gen = read_batches((b for b in [1, 2]), "x")  # no length: passed through as an iterator
+    assert list(gen) == [1, 2]
+
+
+def test_a_getitem_bug_at_index_0_is_not_called_a_length_mismatch() -> None:
+    from latentcc.batch import read_batches
+
+    class Broken(torch.utils.data.Dataset):  # a transform wants a key the samples do not have
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i: int) -> tuple:
+            return {"pixels": torch.zeros(2)}["image"], 0, i
+
+    with pytest.raises(LatentccError) as e:
+        list(read_batches(DataLoader(Broken(), batch_size=4), "the training split of fit"))
+    msg = str(e.value)
+    assert "Broken (the training split of fit) fails to read even its first sample" in msg
+    assert "raised KeyError: 'image'" in msg and "run dataset[0]" in msg
+    assert "fewer samples" not in msg and "__len__ says" not in msg
+    assert isinstance(e.value.__cause__, KeyError)  # the original error and its traceback stay attached
+    # a prefix that reads is still a length mismatch, named at the first missing index
+    lies = r"says it holds 5 samples .*It reads index 0 but not 1: it holds fewer"
+    with pytest.raises(LatentccError, match=lies):
+        list(read_batches(DataLoader(_LenLies(1, 5), batch_size=4), "x"))
+
+
+# ----------------------------------------------------------------------------- pixel arrays scale by their dtype
+
+
+def _pixel_means(s: DatasetSplits) -> dict[int, float]:
+    """Mean pixel of each class of the training split (every image of a class is one flat value)."""
+    return {y: float(x.mean()) for x, y, _ in s.train}
+
+
+def test_integer_pixel_arrays_scale_by_their_dtype_not_their_values(tmp_path: Path) -> None:
+    from PIL import Image
+
+    y = np.arange(12) % 2
+    dark16 = np.stack([np.full((4, 4), 50 if c == 0 else 200, np.uint16) for c in y])  # of 65535
+    split = {"val_fraction": 0.0, "test_fraction": 0.0}
+    want = {0: 50 / 65535, 1: 200 / 65535}
+    for x in (dark16, torch.from_numpy(dark16)):  # torch has no min/max for uint16: numpy does the work
+        got = _pixel_means(from_arrays(x, y, **split))
+        assert got == pytest.approx(want, abs=1e-8)
+    # the same pixels as 16-bit PNGs read the same through image_folder
+    for i, (img, c) in enumerate(zip(dark16, y, strict=True)):
+        (tmp_path / str(c)).mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / str(c) / f"{i}.png")
+    assert _pixel_means(image_folder(tmp_path, grayscale=True, **split)) == pytest.approx(want, abs=1e-8)
+    # uint8 and integers without a pixel range (int64 here) are 8-bit: / 255; an int 0/1 mask gives 1/255
+    for dtype in (np.uint8, np.int64, np.int32):
+        got = _pixel_means(
+            from_arrays(np.stack([np.full((4, 4), 51 * (1 + 3 * c), dtype) for c in y]), y, **split)
+        )
+        assert got == pytest.approx({0: 0.2, 1: 0.8}, abs=1e-7)
+    mask = _pixel_means(from_arrays(np.stack([np.full((4, 4), c, np.int64) for c in y]), y, **split))
+    assert mask == pytest.approx({0: 0.0, 1: 1 / 255}, abs=1e-8)
+    # such integers beyond 8 bits (16-bit data in an int32 array) are refused, not read as 8-bit or clipped
+    with pytest.raises(
+        LatentccError,
+        match=r"'x' parameter of from_arrays must be integer pixels in 0\.\.255 "
+        r"for dtype int32 .*Got 'values from 50 to 60000'.*Fix: x\.astype\(np\.uint16\)",
+    ):
+        from_arrays(np.stack([np.full((4, 4), 50 if c == 0 else 60000, np.int32) for c in y]), y)
+    with pytest.raises(LatentccError, match=r"dtype bool.*Fix: x\.astype\(np\.float32\)"):
+        from_arrays(np.stack([np.full((4, 4), bool(c)) for c in y]), y)
+
+
+def test_hf_array_column_keeps_its_declared_dtype(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    y = [i % 2 for i in range(12)]
+    pix = np.stack([np.full((4, 4), 50 if c == 0 else 200, np.uint16) for c in y])
+    feats = datasets.Features({"pix": datasets.Array2D((4, 4), "uint16"), "label": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"pix": pix, "label": y}, features=feats).save_to_disk(str(tmp_path / "a16"))
+    # datasets' numpy format hands the column over as int64: the declared uint16 still decides the scale
+    s = from_hf_disk(tmp_path / "a16", val_fraction=0.0, test_fraction=0.0)
+    assert _pixel_means(s) == pytest.approx({0: 50 / 65535, 1: 200 / 65535}, abs=1e-8)
+    lists = datasets.Features(
+        {
+            "pix": datasets.Sequence(datasets.Sequence(datasets.Value("uint16"))),
+            "label": datasets.Value("int64"),
+        }
+    )
+    ds = datasets.Dataset.from_dict({"pix": pix.tolist(), "label": y}, features=lists)
+    s = from_hf(ds, val_fraction=0.0, test_fraction=0.0)
+    assert _pixel_means(s) == pytest.approx({0: 50 / 65535, 1: 200 / 65535}, abs=1e-8)
+
+
+def test_train_and_test_pixels_of_two_dtypes_share_one_scale() -> None:
+    y = np.arange(8) % 2
+    eight = np.stack([np.full((4, 4), 51 if c == 0 else 204, np.uint8) for c in y])
+    sixteen = np.stack([np.full((4, 4), 13107 if c == 0 else 52428, np.uint16) for c in y])  # 0.2 and 0.8
+    s = make_splits(eight, y, ["a", "b"], name="t", kind="image", val_fraction=0.0, test=(sixteen, y))
+    assert _pixel_means(s) == pytest.approx({0: 0.2, 1: 0.8}, abs=1e-7)
+    assert {c: float(x.mean()) for x, c, _ in s.test} == pytest.approx({0: 0.2, 1: 0.8}, abs=1e-7)
+
+
+def test_indexed_dataset_converts_tensors_that_are_not_storage() -> None:
+    x = torch.from_numpy(np.full((4, 1, 2, 2), 65535, np.uint16))
+    ds = IndexedDataset(x, [0, 1, 0, 1], classes=["a", "b"], kind="image")
+    assert ds[0][0].dtype == torch.float32 and float(ds[0][0].max()) == 1.0
+    with pytest.raises(
+        LatentccError, match=r"'data' parameter of IndexedDataset must be integer pixels in 0\.\.255"
+    ):
+        IndexedDataset(torch.full((4, 1, 2, 2), 300), [0, 1, 0, 1], classes=["a", "b"], kind="image")

@@ -171,8 +171,59 @@ def test_registry_and_unknown_names() -> None:
         load_model("weights.safetensors", 3)
     with pytest.raises(LatentccError, match="'name' parameter of default_layers"):
         default_layers("resnet")
-    with pytest.raises(LatentccError):
+    with pytest.raises(LatentccError, match=r"'name_or_path' parameter of model_kind must be one of"):
         model_kind("resnet")
+
+
+def test_errors_name_what_the_caller_passed() -> None:
+    from types import SimpleNamespace
+
+    from latentcc.config import ModelConfig
+    from latentcc.finetune import build_model
+
+    # finetune builds the model from ModelConfig.model (--model), not from a call to model_kind
+    with pytest.raises(LatentccError, match=r"'model' parameter of ModelConfig \(--model\) must be one of"):
+        build_model(ModelConfig(model="mnist_cnn"), SimpleNamespace(kind="image"))
+    with pytest.raises(LatentccError, match=r"'--model' parameter of latentcc layers.*load_state_dict"):
+        model_kind("w.pt", param="--model", func="latentcc layers")
+    text_data = SimpleNamespace(kind="text", name="reviews")
+    with pytest.raises(LatentccError, match=r"is text; pick a text model \(minilm; see `latentcc models`\)"):
+        build_model(ModelConfig(model="mnist-cnn"), text_data)
+    image_data = SimpleNamespace(kind="image", name="digits")
+    with pytest.raises(LatentccError, match=r"pick an image model \(mnist-cnn, efficientnet-lite0;"):
+        build_model(ModelConfig(model="minilm"), image_data)
+    with pytest.raises(LatentccError, match=r"no embedded model takes tabular data"):
+        build_model(ModelConfig(model="minilm"), SimpleNamespace(kind="tabular", name="t"))
+    with pytest.raises(LatentccError, match=r"'num_classes' parameter of load_model must be an int >= 1"):
+        load_model("mnist-cnn", 0)  # not "of mnist_cnn", which the caller never named
+    with pytest.raises(LatentccError, match=r"load_model\('mnist-cnn'\) got the unknown .*\['input_size'\]"):
+        load_model("mnist-cnn", 3, input_size=64)
+
+
+def test_layer_summary_types_and_shapes(text_model) -> None:
+    from latentcc.models import layer_summary
+
+    rows = {r["layer"]: r for r in layer_summary(load_model("mnist-cnn", 4, pretrained=False))}
+    assert list(rows) == list_layers(load_model("mnist-cnn", 4, pretrained=False))
+    assert rows["net.conv_layers.0"] == {
+        "layer": "net.conv_layers.0",
+        "type": "Conv2d",
+        "output_shape": "(B, 32, 28, 28)",
+    }
+    assert rows["net.fc_layers.1"]["output_shape"] == "(B, 256)" and rows["net"]["output_shape"] == "(B, 4)"
+    was = text_model.training
+    text = {r["layer"]: r for r in layer_summary(text_model)}
+    assert text_model.training == was
+    assert text["hf.bert.encoder.layer.5"]["output_shape"] == "(B, T, 384)"
+    assert text["hf.bert.embeddings.position_embeddings"]["output_shape"] == "(1, T, 384)"  # not per sample
+    assert text["hf.bert.pooler"]["output_shape"] == "(B, 384)" and text["hf.classifier"]["type"] == "Linear"
+    assert text["hf.bert.encoder.layer"] == {
+        "layer": "hf.bert.encoder.layer",
+        "type": "ModuleList",
+        "output_shape": None,
+    }
+    plain = layer_summary(nn.Sequential(nn.Linear(2, 3)))  # unknown input: names and types only
+    assert plain == [{"layer": "0", "type": "Linear", "output_shape": None}]
 
 
 def test_missing_packages_say_how_to_install(monkeypatch) -> None:

@@ -133,7 +133,7 @@ def read_config_file(path: str | Path | None, sections: tuple[str, ...]) -> dict
         raise LatentccError(f"The config file {p} is not valid JSON ({e}); fix it or drop --config.") from e
     if not isinstance(values, dict):
         raise LatentccError(f"The config file {p} must hold a JSON object with sections {list(sections)}.")
-    unknown = sorted(set(values) - set(sections) - {"provenance", "dataset"})  # run-folder-only sections
+    unknown = sorted(set(values) - set(sections) - {"provenance", "dataset", "warnings"})  # run folders only
     if unknown:
         raise LatentccError(f"Unknown section(s) {unknown} in {p}; valid sections are {list(sections)}.")
     return values

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from latentcc.errors import LatentccError, param_error
+from latentcc.errors import LatentccError, check_int, param_error
 
 C = TypeVar("C")
 
@@ -39,22 +40,26 @@ class TrainConfig:
     topk: int = _f(5, "report top-k accuracy besides top-1 (capped at the number of classes)")
     keep_checkpoints: int = _f(2, "how many epoch checkpoints to keep (the best weights are kept apart)")
     max_steps_per_epoch: int = _f(0, "stop each epoch after this many batches; 0 = the whole training set")
+    drop_last: bool = _f(False, "skip each epoch's incomplete last batch (for BatchNorm, if it holds 1)")
     progress: bool = _f(True, "show progress bars")
     tensorboard: bool = _f(True, "also log to TensorBoard when the tensorboard package is installed")
 
     def __post_init__(self) -> None:
         f = "TrainConfig"
-        _check_int(self.epochs, "epochs", f, 1)
+        _check_field_types(self, f)
+        _check_int(self.epochs, "epochs", f, 1, _MAX_EPOCHS)
         _check_int(self.batch_size, "batch_size", f, 1)
         _check_int(self.eval_batch_size, "eval_batch_size", f, 1)
-        _check_int(self.num_workers, "num_workers", f, 0)
+        _check_int(self.num_workers, "num_workers", f, 0, _MAX_WORKERS)
         _check_int(self.topk, "topk", f, 1)
         _check_int(self.keep_checkpoints, "keep_checkpoints", f, 1)
         _check_int(self.max_steps_per_epoch, "max_steps_per_epoch", f, 0)
-        _check_int(self.seed, "seed", f, 0)
+        _check_int(self.seed, "seed", f, 0, _MAX_SEED)
         _check_float(self.lr, "lr", f, strictly_positive=True)
         _check_float(self.weight_decay, "weight_decay", f)
         _check_float(self.momentum, "momentum", f)
+        if self.momentum >= 1:  # a velocity that never decays: SGD diverges
+            raise param_error("momentum", f, "a float in [0, 1)", self.momentum)
         _check_float(self.grad_clip, "grad_clip", f)
         _check_choice(self.optimizer, "optimizer", f, ("adamw", "sgd"))
         _check_choice(self.scheduler, "scheduler", f, ("cosine", "none"))
@@ -74,14 +79,17 @@ class DataConfig:
     )
     max_samples: int = _f(0, "use a stratified subset of this many samples; 0 = all")
     split_seed: int = _f(0, "seed of the deterministic stratified split")
+    label_column: str = _f("label", "saved Hugging Face datasets: the column holding the class labels")
+    input_column: str = _f("", "saved Hugging Face datasets: the column holding the inputs; empty = detect")
 
     def __post_init__(self) -> None:
         f = "DataConfig"
+        _check_field_types(self, f)
         _check_int(self.max_samples, "max_samples", f, 0)
-        _check_int(self.split_seed, "split_seed", f, 0)
+        _check_int(self.split_seed, "split_seed", f, 0, _MAX_SEED)
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
                 raise param_error(name, f, "a float in [0, 1)", v)
         if self.val_fraction + self.test_fraction >= 1.0:
             raise param_error(
@@ -98,6 +106,13 @@ class ModelConfig:
     )
     pretrained: bool = _f(True, "start from the pretrained weights (False: random init, same architecture)")
     input_size: int = _f(0, "image side the model sees (inputs are resized); 0 = the model's default")
+
+    def __post_init__(self) -> None:
+        f = "ModelConfig"
+        _check_field_types(self, f)
+        if not self.model:
+            raise param_error("model", f, "a model name (see `latentcc models`) or a folder", self.model)
+        _check_int(self.input_size, "input_size", f, 0, _MAX_IMAGE_SIDE)
 
 
 @dataclass(frozen=True)
@@ -142,27 +157,36 @@ class LCCConfig:
 
     def __post_init__(self) -> None:
         f = "LCCConfig"
+        _check_field_types(self, f)
         object.__setattr__(self, "layers", _as_names(self.layers, "layers", f))
         _check_float(self.weight, "weight", f)
         _check_int(self.k, "k", f, 1)
         if self.k_target is not None:
             _check_int(self.k_target, "k_target", f, 1)
-        _check_int(self.warmup, "warmup", f, 0)
-        _check_int(self.interval, "interval", f, 1)
+        _check_int(self.warmup, "warmup", f, 0, _MAX_EPOCHS)
+        _check_int(self.interval, "interval", f, 1, _MAX_EPOCHS)
         _check_float(self.resolution, "resolution", f, strictly_positive=True)
         if (
             isinstance(self.leiden_iterations, bool)
             or not isinstance(self.leiden_iterations, int)
             or self.leiden_iterations == 0
+            or not -1 <= self.leiden_iterations <= _MAX_COUNT
         ):
-            raise param_error(
-                "leiden_iterations", f, "a non-zero int (-1 = until stable)", self.leiden_iterations
-            )
+            req = f"-1 (until stable) or an int in 1..{_MAX_COUNT}"
+            raise param_error("leiden_iterations", f, req, self.leiden_iterations)
         for name in ("dim", "graph_dim"):
             if getattr(self, name) is not None:
                 _check_int(getattr(self, name), name, f, 1)
-        _check_int(self.seed, "seed", f, 0)
+        _check_int(self.seed, "seed", f, 0, _MAX_SEED)
         _check_choice(self.method, "method", f, ("leiden", "louvain", "leidenalg"))
+        default_iterations = type(self).__dataclass_fields__["leiden_iterations"].default
+        if self.method == "louvain" and self.leiden_iterations != default_iterations:
+            raise param_error(
+                "method", f, f"'leiden' or 'leidenalg' when leiden_iterations={self.leiden_iterations} is set "
+                "(--lcc-leiden-iterations)", self.method,
+                "Louvain always runs to convergence, so that setting would be ignored. Fix: method='leiden' "
+                "(--lcc-method leiden), or leave leiden_iterations at its default.",
+            )  # fmt: skip
         _check_choice(self.pool, "pool", f, ("avg", "flatten"))
         _check_choice(
             self.knn_backend, "knn_backend", f, ("auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu")
@@ -193,6 +217,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         f = "MethodConfig"
+        _check_field_types(self, f)
         _check_choice(self.method, "method", f, ("ft", "lp", "layer_ft", "scl_ft", "gc_reg"))
         _check_choice(self.skip, "skip", f, ("add", "concat"))
         _check_choice(self.skip_pool, "skip_pool", f, ("avg", "flatten"))
@@ -222,8 +247,8 @@ class ProbeConfig:
     cluster_method: Literal["ward", "kmeans", "leiden"] = _f(
         "ward", "clusterability: Ward (the probing paper), k-means, or Leiden on a k-NN graph"
     )
-    overcluster: int = _f(1, "clusterability: clusters per class (1-5)")
-    knn_k: int = _f(20, "k-NN probe: neighbours voting (cosine distance)")
+    overcluster: int = _f(1, "clusterability: clusters per class (1-5; ward and kmeans, not leiden)")
+    knn_k: int = _f(20, "k-NN probe: neighbours voting (cosine distance); below the training samples probed")
     gc_estimator: Literal["exact", "hutchinson", "outputs"] = _f(
         "hutchinson", "geometric complexity estimator (exact = full Jacobian, slow for wide layers)"
     )
@@ -237,6 +262,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         f = "ProbeConfig"
+        _check_field_types(self, f)
         for name in ("layers", "metrics"):
             object.__setattr__(self, name, _as_names(getattr(self, name), name, f))
         for m in self.metrics:
@@ -257,7 +283,7 @@ class ProbeConfig:
         _check_int(self.gc_draws, "gc_draws", f, 1)
         _check_int(self.view_points, "view_points", f, 10)
         _check_int(self.batch_size, "batch_size", f, 1)
-        _check_int(self.seed, "seed", f, 0)
+        _check_int(self.seed, "seed", f, 0, _MAX_SEED)
 
 
 def _as_names(v: Any, name: str, func: str) -> tuple[str, ...]:
@@ -269,9 +295,33 @@ def _as_names(v: Any, name: str, func: str) -> tuple[str, ...]:
     raise param_error(name, func, "a name or a list of names (strings)", v)
 
 
-def _check_int(v: Any, name: str, func: str, minimum: int) -> None:
+# Upper bounds of int fields: far beyond any real run, and low enough that what they feed (DataLoader and
+# itertools sizes, faiss and igraph C ints, numpy seeds) never overflows into a raw error mid-run.
+_MAX_COUNT = 2**31 - 1  # samples, batches, steps, neighbours, widths
+_MAX_SEED = 2**32 - 1  # numpy's np.random.seed and scikit-learn's random_state take 0..2**32 - 1
+_MAX_EPOCHS = 1_000_000  # epochs (and epoch counts such as LCC's warmup): more would never finish
+_MAX_WORKERS = 1024  # DataLoader worker processes
+_MAX_IMAGE_SIDE = 4096  # pixels: one 4096 x 4096 image already takes GBs of activations
+
+
+def _check_int(v: Any, name: str, func: str, minimum: int, maximum: int = _MAX_COUNT) -> None:
+    # a plain int: numpy ints would not survive the JSON of a run folder's config.json
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
         raise param_error(name, func, f"an int >= {minimum}", v)
+    check_int(v, name, func, minimum, maximum)
+
+
+def _check_field_types(cfg: Any, func: str) -> None:
+    """bool and str fields hold exactly that type (a JSON config's "false" is a str, and truthy); a path
+    given for a str field (a data or model folder) is kept as its string, so the config stays JSON."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.type in ("bool", bool) and not isinstance(v, bool):
+            raise param_error(f.name, func, "True or False", v)
+        if f.type in ("str", str) and isinstance(v, os.PathLike):
+            object.__setattr__(cfg, f.name, os.fspath(v))
+        elif f.type in ("str", str) and not isinstance(v, str):
+            raise param_error(f.name, func, "a string", v)
 
 
 def _check_float(v: Any, name: str, func: str, *, strictly_positive: bool = False) -> None:

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcc.data.base import DatasetSplits, check_classes, make_splits
+from latentcc.data.base import SPLIT_KEYS, DatasetSplits, check_classes, check_keywords, make_splits
+from latentcc.data.pixels import pil_to_chw, unit_pixels
 from latentcc.errors import LatentccError, param_error, require
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# What Pillow reads (torchvision's ImageFolder list, plus GIF); a file with another suffix is not an image here.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
 def _is_text(x: Any) -> bool:
@@ -98,17 +100,20 @@ def from_arrays(
     """Splits from in-memory data.
 
     Args:
-        x: numpy array or torch tensor of images (N, H, W) / (N, C, H, W) (uint8 0..255 or floats in
-            [0, 1]), of features (N, D) (kind "tabular": each x is a float32 (D,) tensor), or a list
-            of N strings (kind "text").
+        x: numpy array or torch tensor of images (N, H, W) / (N, C, H, W): uint8 (0..255, read as
+            value / 255), uint16 (value / 65535), other integer dtypes with values in 0..255 (read as
+            8-bit: an int 0/1 mask becomes 0 and 1/255) or floats in [0, 1] (see
+            ``latentcc.data.pixels``); of features (N, D) (kind "tabular": each x is a float32 (D,)
+            tensor); or a list of N strings (kind "text").
         y: (N,) int labels, or class-name strings.
         classes: class names; default "0".."max(y)" for ints, sorted unique names for strings.
         kind: "image" | "tabular" | "text"; default inferred from ``x``.
         **split_kw: seed, val_fraction, test_fraction, max_samples (see ``make_splits``).
     """
+    check_keywords(split_kw, ("classes", "name", "kind", *SPLIT_KEYS), "from_arrays")
     kind = kind if kind is not None else _infer_kind(x, "from_arrays")
     labels, names = labels_and_classes(y, classes, "from_arrays")
-    return make_splits(x, labels, names, name=name, kind=kind, **split_kw)
+    return make_splits(x, labels, names, name=name, kind=kind, func="from_arrays", **split_kw)
 
 
 # ----------------------------------------------------------------------------- images via PIL
@@ -128,28 +133,21 @@ def _target_hw(size: int | tuple[int, int] | None, func: str) -> tuple[int, int]
     raise param_error("size", func, "an int >= 1 or a (height, width) pair", size)
 
 
-def _pil_to_chw(img: Any, mode: str, hw: tuple[int, int]) -> np.ndarray:
-    """(C, H, W) uint8 array of a PIL image converted to ``mode`` and resized to ``hw``."""
-    from PIL import Image
-
-    img = img.convert(mode)
-    if (img.height, img.width) != hw:
-        img = img.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
 def _stack_images(
     images: Sequence[Any], describe: Sequence[str], mode: str, hw: tuple[int, int] | None
 ) -> np.ndarray:
-    """(N, C, H, W) uint8 from PIL images (or callables opening them); ``describe[i]`` names image i in errors."""
+    """(N, C, H, W) pixels of PIL images (or callables opening them); ``describe[i]`` names image i in errors.
+
+    uint8 (0..255) while every image is 8-bit; float32 in [0, 1] once one is deeper (16-bit, float):
+    each image is scaled by its own mode's range (``latentcc.data.pixels``), so mixed folders agree.
+    """
     out: np.ndarray | None = None
     for i, item in enumerate(images):
         try:
             img = item() if callable(item) else item
             if hw is None:
                 hw = (img.height, img.width)
-            chw = _pil_to_chw(img, mode, hw)
+            chw = pil_to_chw(img, mode, hw, describe[i])
         except LatentccError:
             raise
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
@@ -158,7 +156,11 @@ def _stack_images(
                 "Fix: remove or replace that file (it is unreadable or corrupt)."
             ) from e
         if out is None:
-            out = np.empty((len(images), *chw.shape), dtype=np.uint8)  # one block: no per-sample objects
+            out = np.empty((len(images), *chw.shape), dtype=chw.dtype)  # one block: no per-sample objects
+        elif chw.dtype != out.dtype:  # 8-bit and deeper images mixed: everything on the float scale
+            if out.dtype == np.uint8:
+                out = unit_pixels(out)
+            chw = unit_pixels(chw)
         out[i] = chw
     return out if out is not None else np.empty((0, 1 if mode == "L" else 3, 1, 1), dtype=np.uint8)
 
@@ -171,15 +173,18 @@ def image_folder(
     name: str | None = None,
     **split_kw: Any,
 ) -> DatasetSplits:
-    """Splits from ``root/<class name>/*.png|jpg|jpeg|bmp|gif`` (classes = sorted sub-folder names).
+    """Splits from ``root/<class name>/<image>`` (classes = sorted sub-folder names; ``IMAGE_EXTENSIONS``).
 
     Images become (3, H, W) RGB, or (1, H, W) with ``grayscale=True``, values in [0, 1], all resized
-    to ``size`` (int or (height, width); default the first image's size). Loads every image into
-    one uint8 block.
+    to ``size`` (int or (height, width); default the first image's size). Every mode is scaled by its
+    own range (16-bit by 65535, ...; transparent pixels composited onto white; see
+    ``latentcc.data.pixels``), so a folder may mix modes and bit depths. Loads every image into one
+    block: uint8 when all are 8-bit, else float32 (4 bytes a value).
     """
     from PIL import Image
 
     func = "image_folder"
+    check_keywords(split_kw, ("size", "grayscale", "name", *SPLIT_KEYS), func)
     folder = Path(root)
     if not folder.is_dir():
         raise param_error(
@@ -216,31 +221,54 @@ def image_folder(
     x = _stack_images([opener(p) for p in files], [str(p) for p in files], "L" if grayscale else "RGB", hw)
     return make_splits(
         x, np.asarray(labels, dtype=np.int64), [p.name for p in class_dirs],
-        name=name if name is not None else folder.resolve().name, kind="image", **split_kw,
+        name=name if name is not None else folder.resolve().name, kind="image", func=func, **split_kw,
     )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- Hugging Face datasets
 
 
-def _hf_columns(
-    ds: Any, datasets: Any, image_column: str | None, text_column: str | None, label_column: str
-) -> tuple[str, str]:
-    """(column, kind) holding the inputs: given, or the one Image / string column."""
+# How each column-naming keyword appears on the command line (the flags come from DataConfig).
+_FLAGS = {"label_column": "--label-column", "input_column": "--input-column"}
+
+
+def _column_error(param: str, col: str, columns: list[str], what: str) -> LatentccError:
+    flag = f" ({_FLAGS[param]} on the command line)" if param in _FLAGS else ""
+    return param_error(
+        param, "from_hf", f"one of the dataset's columns {columns}", col,
+        f"Fix: pass {param}={flag} naming the column that holds {what}.",
+    )  # fmt: skip
+
+
+def _hf_columns(ds: Any, datasets: Any, given: dict[str, str | None], label_column: str) -> tuple[str, str]:
+    """(column, kind) holding the inputs: the one named in ``given``, or the one Image / string / array column.
+
+    ``given`` maps input_column / image_column / text_column to a name or None; kind is "image", "text"
+    or "array" (images or feature vectors, told apart by their number of dims later).
+    """
     columns = list(ds.column_names)
     func = "from_hf"
     if label_column not in columns:
-        raise param_error("label_column", func, f"one of the dataset's columns {columns}", label_column)
-    if image_column is not None and text_column is not None:
-        raise LatentccError("from_hf: pass image_column= or text_column=, not both.")
-    for param, col in (("image_column", image_column), ("text_column", text_column)):
-        if col is not None and col not in columns:
-            raise param_error(param, func, f"one of the dataset's columns {columns}", col)
-    if image_column is not None:
-        return image_column, "image"
-    if text_column is not None:
-        return text_column, "text"
+        raise _column_error("label_column", label_column, columns, "the class labels")
+    named = {k: v for k, v in given.items() if v is not None}
+    if len(named) > 1:
+        raise LatentccError(
+            f"from_hf: pass one of input_column=, image_column= or text_column=, not {sorted(named)}."
+        )
     feats = ds.features
+    for param, col in named.items():
+        if col not in columns:
+            raise _column_error(param, col, columns, "the inputs (images, text or arrays)")
+        if col == label_column:
+            raise param_error(
+                param, func, f"a column other than label_column ({label_column!r})", col,
+                "The inputs and the labels must be different columns.",
+            )  # fmt: skip
+        if param == "image_column":
+            return col, "image"
+        if param == "text_column":
+            return col, "text"
+        return col, _column_kind(feats[col], datasets, col, columns)
     images = [c for c in columns if isinstance(feats[c], datasets.Image)]
     texts = [
         c
@@ -265,8 +293,24 @@ def _hf_columns(
         return arrays[0], "array"
     raise LatentccError(
         f"from_hf: cannot tell which column holds the inputs (columns {columns}; image columns {images}, "
-        f"text columns {texts}). Fix: pass image_column= or text_column=."
+        f"text columns {texts}, array columns {arrays}). Fix: pass input_column= (--input-column on the "
+        "command line)."
     )
+
+
+def _column_kind(feature: Any, datasets: Any, col: str, columns: list[str]) -> str:
+    """What a named input column holds, from its feature type: "image", "text" or "array"."""
+    if isinstance(feature, datasets.Image):
+        return "image"
+    if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        return "text"
+    if isinstance(feature, datasets.Value | datasets.ClassLabel):
+        raise param_error(
+            "input_column", "from_hf", "a column of images, strings or arrays (one input per row)",
+            f"{col!r}, a column of single {getattr(feature, 'dtype', 'class label')} values",
+            f"Fix: name the column holding the inputs (columns {columns}).",
+        )  # fmt: skip
+    return "array"
 
 
 def _hf_inputs(ds: Any, datasets: Any, column: str, kind: str, hw: tuple[int, int] | None, mode: str) -> Any:
@@ -282,14 +326,35 @@ def _hf_inputs(ds: Any, datasets: Any, column: str, kind: str, hw: tuple[int, in
             f"from_hf: the arrays in column '{column}' differ in shape; store them as an Image feature "
             "(ds.cast_column(column, datasets.Image())) so they are resized to a common size."
         )
+    declared = _declared_dtype(ds.features[column])
+    if declared is not None and arr.dtype != declared and arr.dtype.kind in "iufb":
+        # datasets' numpy format widens every integer to int64: the column's own dtype (uint16) says how
+        # its pixels scale, so it is restored (lossless: the values came from that dtype)
+        arr = arr.astype(declared)
     if arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
         arr = arr.transpose(0, 3, 1, 2)  # HF array features are usually channels-last
     return arr
 
 
+def _declared_dtype(feature: Any) -> np.dtype | None:
+    """The numeric dtype an array feature declares (Array2D(..., "uint16"), List(Value("uint8"))), or None."""
+    while getattr(feature, "feature", None) is not None:  # Sequence / List / LargeList: their items
+        feature = feature.feature
+    name = getattr(feature, "dtype", None)
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) else None
+    except TypeError:  # "string", "timestamp[s]", ...: no numpy dtype
+        return None
+    return dtype if dtype is not None and dtype.kind in "iufb" else None
+
+
+HF_KEYS = ("input_column", "image_column", "text_column", "label_column", "name", "size", "grayscale")
+
+
 def from_hf(
     ds: Any,
     *,
+    input_column: str | None = None,
     image_column: str | None = None,
     text_column: str | None = None,
     label_column: str = "label",
@@ -302,11 +367,17 @@ def from_hf(
 
     The input column is an ``Image`` feature (decoded to (3, H, W) RGB or (1, H, W) grayscale,
     resized to ``size`` or the first image's size), an array column ((N, H, W), (N, C, H, W) or
-    channels-last), or a string column (text). Class names come from a ``ClassLabel`` label
+    channels-last; pixels scaled by their dtype as in ``from_arrays``: uint8 / 255, uint16 / 65535),
+    or a string column (text). Class names come from a ``ClassLabel`` label
     feature, else from the label values. A "test" split is used as the test set.
+
+    ``input_column`` names the input column (its kind read from its feature type); without it the
+    one Image, string or array column is used. ``image_column`` / ``text_column`` name it and force
+    its kind. ``label_column`` holds the labels (ints or class-name strings).
     """
     datasets = require("datasets", "hf", purpose="reading Hugging Face datasets")
     func = "from_hf"
+    check_keywords(split_kw, HF_KEYS + SPLIT_KEYS, func)
     if isinstance(ds, datasets.DatasetDict):
         if "train" not in ds:
             raise param_error("ds", func, "a DatasetDict with a 'train' split", f"splits {list(ds.keys())}")
@@ -315,7 +386,8 @@ def from_hf(
         train, test = ds, None
     else:
         raise param_error("ds", func, "a datasets.Dataset or DatasetDict", type(ds).__name__)
-    column, kind = _hf_columns(train, datasets, image_column, text_column, label_column)
+    given = {"input_column": input_column, "image_column": image_column, "text_column": text_column}
+    column, kind = _hf_columns(train, datasets, given, label_column)
     hw = _target_hw(size, func)
     mode = "L" if grayscale else "RGB"
 
@@ -344,6 +416,7 @@ def from_hf(
         name=name if name is not None else "hf",
         kind=kind,
         test=test_pair,
+        func=func,
         **split_kw,
     )
 
@@ -351,6 +424,7 @@ def from_hf(
 def from_hf_disk(path: str | Path, **kw: Any) -> DatasetSplits:
     """``datasets.load_from_disk(path)`` then ``from_hf`` (a DatasetDict's "test" split is the test set)."""
     datasets = require("datasets", "hf", purpose="reading Hugging Face datasets")
+    check_keywords(kw, HF_KEYS + SPLIT_KEYS, "from_hf_disk")
     folder = Path(path)
     if not folder.is_dir():
         raise param_error("path", "from_hf_disk", "a folder written by Dataset.save_to_disk", str(folder))

@@ -7,6 +7,7 @@ are addressed by position and nothing ever needs re-sorting. A split stores one 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from latentcc.errors import LatentccError, param_error
+from latentcc.data.pixels import UINT8_TOP, array_pixels, unit_pixels
+from latentcc.errors import LatentccError, check_int, param_error
 
 Kind = Literal["image", "text", "tabular"]
 KINDS: tuple[str, ...] = ("image", "text", "tabular")
@@ -34,8 +36,9 @@ class IndexedDataset(Dataset[tuple[Any, int, int]]):
 
     Args:
         data: storage shared with sibling splits: (N, C, H, W) uint8/float32 images, (N, D) float32
-            features, or a list of N strings (a numpy array is validated and converted). uint8
-            images are scaled to [0, 1] on access.
+            features, or a list of N strings (kept as they are); any other array or tensor is validated
+            and converted as ``from_arrays`` does (e.g. uint16 pixels / 65535). uint8 images are scaled
+            to [0, 1] on access.
         targets: (M,) int labels of this dataset's samples, in idx order.
         classes: class names; labels are positions in this list.
         kind: "image", "text" or "tabular".
@@ -55,7 +58,7 @@ class IndexedDataset(Dataset[tuple[Any, int, int]]):
     ) -> None:
         if kind not in KINDS:
             raise param_error("kind", "IndexedDataset", f"one of {list(KINDS)}", kind)
-        if not isinstance(data, torch.Tensor | list):  # tensors and lists are trusted storage
+        if not _is_storage(data, kind):  # the storage dtypes are trusted: the views of one storage share it
             data = as_storage(data, kind, "IndexedDataset", param="data")
         n_data = len(data)
         self._data = data
@@ -89,7 +92,7 @@ class IndexedDataset(Dataset[tuple[Any, int, int]]):
             return data[row], self._labels[i], i
         x = data[row]
         if x.dtype == torch.uint8:
-            x = x.to(torch.float32).div_(255.0)
+            x = x.to(torch.float32).div_(UINT8_TOP)
         return x, self._labels[i], i
 
     def __iter__(self) -> Iterator[tuple[Any, int, int]]:
@@ -238,8 +241,10 @@ class DatasetSplits:
 def as_storage(x: Any, kind: str, func: str, param: str = "x") -> Storage:
     """Validate samples and convert them to the storage ``IndexedDataset`` keeps.
 
-    images: (N, H, W) or (N, C, H, W) ints in 0..255 (kept as uint8) or floats in [0, 1] (float32);
-    tabular: (N, D) finite numbers (float32); text: a sequence of N strings.
+    images: (N, H, W) or (N, C, H, W) pixels scaled by their dtype (``latentcc.data.pixels.array_pixels``):
+    uint8 kept (read as value / 255), uint16 / 65535 (float32), other integer dtypes with values in 0..255
+    as uint8, floats in [0, 1] as float32; tabular: (N, D) finite numbers (float32); text: a sequence of
+    N strings.
     """
     if kind not in KINDS:
         raise param_error("kind", func, f"one of {list(KINDS)}", kind)
@@ -253,62 +258,65 @@ def as_storage(x: Any, kind: str, func: str, param: str = "x") -> Storage:
                     param, func, "a sequence of strings for text data", f"{type(t).__name__} at position {i}"
                 )
         return [str(t) for t in texts]  # plain str, also for numpy string scalars
+    # numpy is the working form: torch has no min/max/division for uint16, uint32 and uint64
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()  # bfloat16, float8: exact in float32, and numpy has no such dtypes
+        try:
+            arr = t.resolve_conj().resolve_neg().numpy()
+        except (TypeError, RuntimeError) as e:  # sparse, quantized or nested tensors
+            raise param_error(
+                param, func, f"a dense numeric tensor for {kind} data", f"a {t.layout} tensor of dtype {t.dtype}",
+                "Fix: x.to_dense() (sparse) or x.dequantize() (quantized).",
+            ) from e  # fmt: skip
     else:
         arr = np.asarray(x)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise param_error(
                 param, func, f"a numeric array for {kind} data", f"an array of dtype {arr.dtype}"
             )
-        if not arr.flags.writeable:  # torch would warn about sharing memory with a read-only array
-            arr = arr.copy()
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.dtype == torch.bool or t.is_complex():
-        raise param_error(param, func, f"real-valued {kind} data", t.dtype)
     if kind == "tabular":
-        if t.ndim != 2:
-            raise param_error(param, func, "a 2-D (N, D) array for tabular data", f"shape {tuple(t.shape)}")
-        t = t.to(torch.float32)
+        if arr.dtype.kind in "bc":
+            raise param_error(
+                param, func, "real-valued tabular data", f"dtype {arr.dtype}",
+                "Fix: x.astype(np.float32) (numpy) or x.float() (torch); complex values: put the real and "
+                "imaginary parts in columns of their own.",
+            )  # fmt: skip
+        if arr.ndim != 2:
+            raise param_error(param, func, "a 2-D (N, D) array for tabular data", f"shape {tuple(arr.shape)}")
+        t = _tensor(arr.astype(np.float32, copy=False))
         _check_finite(t, param, func)
-        return t.contiguous()
+        return t
     # images
-    if t.ndim == 3:
-        t = t.unsqueeze(1)
-    if t.ndim != 4:
-        raise param_error(param, func, "images of shape (N, H, W) or (N, C, H, W)", f"shape {tuple(t.shape)}")
-    if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4:
+        raise param_error(
+            param, func, "images of shape (N, H, W) or (N, C, H, W)", f"shape {tuple(arr.shape)}"
+        )
+    if arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
         raise param_error(
             param,
             func,
             "channels-first images (N, C, H, W)",
-            f"shape {tuple(t.shape)}, which looks channels-last",
+            f"shape {tuple(arr.shape)}, which looks channels-last",
             "Fix: pass x.permute(0, 3, 1, 2) (torch) or x.transpose(0, 3, 1, 2) (numpy).",
         )
-    if t.numel() == 0:
-        return t.to(torch.uint8).contiguous()
-    if t.is_floating_point():
-        _check_finite(t, param, func)
-        lo, hi = float(t.min()), float(t.max())
-        if lo < 0.0 or hi > 1.0:
-            raise param_error(
-                param,
-                func,
-                "float images with values in [0, 1] (unnormalised; models normalise themselves)",
-                f"values from {lo:g} to {hi:g}",
-                "Fix: pass uint8 pixels 0..255, or divide by the maximum pixel value.",
-            )
-        return t.to(torch.float32).contiguous()
-    lo_i, hi_i = int(t.min()), int(t.max())
-    if lo_i < 0 or hi_i > 255:
-        raise param_error(
-            param,
-            func,
-            "integer images with pixels in 0..255",
-            f"values from {lo_i} to {hi_i}",
-            "Fix: rescale to floats in [0, 1].",
-        )
-    return t.to(torch.uint8).contiguous()
+    if arr.size == 0:
+        return torch.zeros(arr.shape, dtype=torch.uint8)
+    if arr.dtype.kind == "f":  # before the range check, which cannot say which samples hold NaN or inf
+        if arr.dtype.itemsize > 8:  # longdouble: torch has no such dtype
+            arr = arr.astype(np.float64)
+        _check_finite(_tensor(arr), param, func)
+    return _tensor(array_pixels(arr, param, func))
+
+
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    """A contiguous tensor of ``arr``, sharing its memory where it can."""
+    if not arr.flags.writeable:  # torch would warn about sharing memory with a read-only array
+        arr = arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(arr))
 
 
 def _check_finite(t: torch.Tensor, param: str, func: str) -> None:
@@ -381,16 +389,29 @@ def check_classes(classes: Any, func: str) -> list[str]:
     return names
 
 
+# The keyword arguments every adapter passes on to make_splits.
+SPLIT_KEYS = ("seed", "val_fraction", "test_fraction", "max_samples")
+
+
+def check_keywords(kw: dict[str, Any], valid: Sequence[str], who: str) -> None:
+    """Refuse keyword arguments outside ``valid``; ``who`` names the call in the message ("from_arrays").
+
+    Adapters pass ``**kw`` on to make_splits: without this a typo surfaces as a TypeError of a function
+    the caller never called.
+    """
+    unknown = sorted(set(kw) - set(valid))
+    if unknown:
+        close = [c for u in unknown for c in difflib.get_close_matches(u, list(valid), n=1)]
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise LatentccError(
+            f"{who} got the unknown keyword argument(s) {unknown}; it takes {list(valid)}.{hint}"
+        )
+
+
 def _check_fraction(value: Any, param: str, func: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
         raise param_error(param, func, "a float in [0, 1)", value)
     return float(value)
-
-
-def _check_int(value: Any, param: str, func: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < minimum:
-        raise param_error(param, func, f"an int >= {minimum}", value)
-    return int(value)
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -466,12 +487,14 @@ def make_splits(
     test_fraction: float = 0.2,
     max_samples: int | None = None,
     test: tuple[Any, Any] | None = None,
+    func: str = "make_splits",
 ) -> DatasetSplits:
     """Deterministic stratified train/val/test splits of ``(x, y)``.
 
     Args:
-        x: images (N, H, W) / (N, C, H, W) as uint8 0..255 or floats in [0, 1]; tabular (N, D);
-            or N strings (``kind="text"``).
+        x: images (N, H, W) / (N, C, H, W), pixels scaled by their dtype (``as_storage``: uint8 0..255,
+            uint16 0..65535, other integers 0..255, floats in [0, 1]); tabular (N, D); or N strings
+            (``kind="text"``).
         y: (N,) int labels in 0..len(classes)-1.
         classes: class names (at least 2).
         name, kind: dataset name and "image" | "text" | "tabular".
@@ -484,13 +507,13 @@ def make_splits(
         test: the dataset's own test set ``(x_test, y_test)``: used as the test split, and
             ``test_fraction`` is ignored; val is ``val_fraction`` of ``(x, y)``. Its source
             indices are numbered after the N training rows.
+        func: the public function named in error messages (an adapter passes its own name).
 
     Each split lists its samples in a seeded random order (never sorted by label).
     """
-    func = "make_splits"
     names = check_classes(classes, func)
     k = len(names)
-    seed = _check_int(seed, "seed", func, 0)
+    seed = check_int(seed, "seed", func, 0)
     vf = _check_fraction(val_fraction, "val_fraction", func)
     tf = _check_fraction(test_fraction, "test_fraction", func)
     if test is None and vf + tf >= 1.0:
@@ -502,7 +525,7 @@ def make_splits(
             "Fix: leave room for training.",
         )
     if max_samples is not None:
-        max_samples = _check_int(max_samples, "max_samples", func, 1)
+        max_samples = check_int(max_samples, "max_samples", func, 1)
     data = as_storage(x, kind, func)
     labels = check_labels(y, len(data), names, func)
     rng = np.random.default_rng(seed)
@@ -514,13 +537,15 @@ def make_splits(
         test_data = as_storage(test[0], kind, func, param="test")
         test_labels = check_labels(test[1], len(test_data), names, func, param="test")
         if isinstance(data, torch.Tensor) and isinstance(test_data, torch.Tensor):
-            if data.shape[1:] != test_data.shape[1:] or data.dtype != test_data.dtype:
+            if data.shape[1:] != test_data.shape[1:]:
                 raise param_error(
                     "test",
                     func,
-                    f"samples like x: shape {tuple(data.shape[1:])}, {data.dtype}",
-                    f"shape {tuple(test_data.shape[1:])}, {test_data.dtype}",
+                    f"samples like x: shape {tuple(data.shape[1:])}",
+                    f"shape {tuple(test_data.shape[1:])}",
                 )
+            if data.dtype != test_data.dtype:  # uint8 and float32 pixels: both on the float scale
+                data, test_data = _unit_tensor(data), _unit_tensor(test_data)
 
     n = len(data)
     n_total = n + (len(test_data) if test_data is not None else 0)
@@ -570,11 +595,24 @@ def make_splits(
     ):
         if frac > 0 and len(ds) == 0:
             raise LatentccError(
-                f"make_splits('{name}'): the {split} split is empty ({n_total} samples, "
+                f"{func}('{name}'): the {split} split is empty ({n_total} samples, "
                 f"val_fraction={vf}, test_fraction={tf}, max_samples={max_samples}). "
                 "Fix: use more samples or smaller fractions; every split needs at least one sample."
             )
     return DatasetSplits(name=name, train=train, val=val, test=test_ds, classes=names, kind=kind)
+
+
+def _is_storage(data: Any, kind: str) -> bool:
+    """Whether ``data`` already is what ``as_storage`` returns for ``kind`` (so it is kept as it is)."""
+    if kind == "text":
+        return isinstance(data, list)
+    storage = (torch.uint8, torch.float32) if kind == "image" else (torch.float32,)
+    return isinstance(data, torch.Tensor) and data.dtype in storage
+
+
+def _unit_tensor(pixels: torch.Tensor) -> torch.Tensor:
+    """Stored pixels (uint8 or float32) as float32 in [0, 1]."""
+    return torch.from_numpy(unit_pixels(pixels.numpy()))
 
 
 def _take(data: Storage, rows: np.ndarray) -> Storage:

@@ -84,6 +84,7 @@ def animal_mnist(
     return make_splits(
         x, y, ANIMAL_MNIST_CLASSES, name="animal-mnist", kind="image",
         seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples,
+        func="animal_mnist",
     )  # fmt: skip
 
 
@@ -106,6 +107,7 @@ def mnist5k(
     return make_splits(
         x, table[:, -1], DIGIT_CLASSES, name="mnist5k", kind="image",
         seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples,
+        func="mnist5k",
     )  # fmt: skip
 
 
@@ -120,6 +122,7 @@ def digits(
     return make_splits(
         x, bunch.target, DIGIT_CLASSES, name="digits", kind="image",
         seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples,
+        func="digits",
     )  # fmt: skip
 
 
@@ -147,6 +150,7 @@ def rotten_tomatoes(
     return make_splits(
         texts, np.asarray(labels, dtype=np.int64), ROTTEN_TOMATOES_CLASSES, name="rotten-tomatoes", kind="text",
         seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples,
+        func="rotten_tomatoes",
     )  # fmt: skip
 
 
@@ -231,5 +235,6 @@ def fashion_mnist(
     return make_splits(
         parts["train"][0], parts["train"][1], FASHION_MNIST_CLASSES, name="fashion-mnist", kind="image",
         seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, max_samples=max_samples,
+        func="fashion_mnist",
         test=parts["test"],
     )  # fmt: skip

@@ -7,6 +7,7 @@ strings. ``default_layers(name)`` gives the layers whose latents LCC and the pro
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any, Literal
 
 from torch import nn
 
-from latentcc.errors import param_error
+from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.models.image import ImageClassifier, MnistCNN, efficientnet_lite0, mnist_cnn
+from latentcc.models.summary import layer_summary
 from latentcc.models.text import TextClassifier, hf_classifier, is_text_folder, minilm
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "default_layers",
     "efficientnet_lite0",
     "hf_classifier",
+    "layer_summary",
     "list_models",
     "load_model",
     "minilm",
@@ -80,32 +83,43 @@ def load_model(name_or_path: str | Path, num_classes: int, **kw: Any) -> nn.Modu
     ``kw`` goes to the factory (e.g. ``pretrained=False``, ``input_size=64``, ``max_length=128``).
     """
     name = str(name_or_path)
-    if name in SPECS:
-        return SPECS[name].factory(num_classes, **kw)
-    path = Path(name)
-    if path.is_dir() and (path / "config.json").is_file():
-        return hf_classifier(path, num_classes, **kw)
-    if path.suffix in _FILE_SUFFIXES:
-        raise param_error(
-            "name_or_path",
-            "load_model",
-            f"a model name ({', '.join(SPECS)}) or a local Hugging Face model folder",
-            name,
-            "A weights file holds no architecture: build the model by name, then load the file "
-            "into it with model.load_state_dict(...).",
+    model_kind(name, param="name_or_path", func="load_model")  # unknown names raise, naming load_model
+    num_classes = check_int(num_classes, "num_classes", "load_model", 1)  # numpy ints become int
+    factory: Callable[..., nn.Module] = SPECS[name].factory if name in SPECS else hf_classifier
+    # the factory's own keywords; a typo would otherwise be a TypeError of a function never called
+    takes = [p.name for p in inspect.signature(factory).parameters.values() if p.kind == p.KEYWORD_ONLY]
+    unknown = sorted(set(kw) - set(takes))
+    if unknown:
+        raise LatentccError(
+            f"load_model({name!r}) got the unknown keyword argument(s) {unknown}; this model takes {takes}."
         )
-    raise _unknown(name, "load_model")
+    if name in SPECS:
+        return factory(num_classes, **kw)
+    return hf_classifier(Path(name), num_classes, **kw)
 
 
-def model_kind(name_or_path: str | Path) -> Kind:
-    """``"image"`` or ``"text"``: what the model's ``forward`` takes."""
+def model_kind(name_or_path: str | Path, *, param: str = "name_or_path", func: str = "model_kind") -> Kind:
+    """``"image"`` or ``"text"``: what the model's ``forward`` takes.
+
+    An unknown name raises, listing the known ones; ``param`` and ``func`` name what the caller passed
+    in that message (``finetune`` checks its ModelConfig's ``model`` field this way).
+    """
     name = str(name_or_path)
     if name in SPECS:
         return SPECS[name].kind
     path = Path(name)
     if path.is_dir() and (path / "config.json").is_file():
         return "text" if is_text_folder(path) else "image"
-    raise _unknown(name, "model_kind")
+    requirement = f"one of {list(SPECS)} or a local Hugging Face model folder (with config.json)"
+    if path.suffix in _FILE_SUFFIXES:
+        raise param_error(
+            param, func, requirement, name,
+            "A weights file holds no architecture: build the model by name, then load the file "
+            "into it with model.load_state_dict(...).",
+        )  # fmt: skip
+    close = difflib.get_close_matches(name, list(SPECS), n=3, cutoff=0.4)
+    hint = f"Did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise param_error(param, func, requirement, name, f"{hint}See `latentcc models`.")
 
 
 def default_layers(name: str) -> list[str]:
@@ -119,15 +133,3 @@ def default_layers(name: str) -> list[str]:
             "For other models pass layers= explicitly.",
         )
     return list(SPECS[name].default_layers)
-
-
-def _unknown(name: str, func: str) -> Exception:
-    close = difflib.get_close_matches(name, list(SPECS), n=3, cutoff=0.4)
-    hint = f"Did you mean {', '.join(repr(c) for c in close)}? " if close else ""
-    return param_error(
-        "name_or_path",
-        func,
-        f"one of {list(SPECS)} or a local Hugging Face model folder (with config.json)",
-        name,
-        hint.strip() or None,
-    )
