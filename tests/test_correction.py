@@ -1,6 +1,7 @@
 """LCC in a plain PyTorch loop and inside latentcc.train.fit: positive loss, pulls toward targets, resumes."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -124,3 +125,234 @@ def test_fit_with_lcc_needs_sample_indices(digits_splits):
 
     with pytest.raises(LatentccError, match="idx"):
         fit(tiny_mlp(), Plain(), config=dataclasses.replace(CFG, epochs=2), lcc=LCC)
+
+
+# ----------------------------------------------------------------------------- settings that would do nothing
+
+
+def _tab(n: int = 40):
+    """n tabular samples, 6 features, 4 classes; half of them train."""
+    from latentcc.data import from_arrays
+
+    x = np.random.default_rng(0).normal(size=(n, 6)).astype(np.float32)
+    return from_arrays(x, np.arange(n) % 4, val_fraction=0.25, test_fraction=0.25)
+
+
+def _mlp6(bn: bool = False) -> torch.nn.Module:
+    torch.manual_seed(0)
+    mid = [torch.nn.BatchNorm1d(8)] if bn else []
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), *mid, torch.nn.ReLU(), torch.nn.Linear(8, 4))
+
+
+TAB = TrainConfig(epochs=2, batch_size=8, progress=False, tensorboard=False, device="cpu")
+TAB_LCC = LCCConfig(layers=("1",), k=3, warmup=0, graph_dim=None)
+
+
+def test_check_schedule_refuses_runs_without_a_correction_epoch_and_warns_on_weight_zero():
+    lcc = LatentClusterCorrection(dataclasses.replace(TAB_LCC, warmup=2))
+    for epochs in (1, 2):
+        with pytest.raises(
+            LatentccError, match=rf"'warmup'.*number of epochs, {epochs} \(TrainConfig.*Got 2"
+        ):
+            lcc.check_schedule(epochs)
+    assert lcc.check_schedule(3) == [] and lcc.check_schedule(None) == []
+    zero = LatentClusterCorrection(dataclasses.replace(TAB_LCC, weight=0.0))
+    with pytest.warns(UserWarning, match="weight is 0"):
+        assert len(zero.check_schedule(1)) == 1
+
+
+def test_fit_with_lcc_weight_zero_records_the_warning_and_trains_as_without_lcc(tmp_path):
+    with pytest.warns(UserWarning, match="weight is 0"):
+        res = fit(_mlp6(), _tab(), config=TAB, out_dir=tmp_path, lcc=dataclasses.replace(TAB_LCC, weight=0.0))
+    assert json.loads((tmp_path / "config.json").read_text())["warnings"][0].startswith(
+        "LCCConfig.weight is 0"
+    )
+    base = fit(_mlp6(), _tab(), config=TAB)
+    assert [r["train_loss"] for r in res.history] == pytest.approx([r["train_loss"] for r in base.history])
+    assert res.history[0]["train_lcc"] > 0  # the term is computed (and logged), just not added
+
+
+def test_lcc_loss_refuses_a_layer_no_trainable_parameter_feeds():
+    model = _mlp6()
+    model[0].requires_grad_(False)  # as --method lp leaves it
+    lcc = LatentClusterCorrection(TAB_LCC)
+    x, idx = torch.randn(4, 6), torch.arange(4)
+    with lcc.capture(model) as z:
+        model(x)
+    with pytest.raises(LatentccError, match=r"'layers'.*depends on a parameter that trains\. Got '1'"):
+        lcc.loss(z, idx)
+    with torch.no_grad():  # an evaluation pass: nothing to train, nothing to refuse
+        assert lcc.loss(z, idx).item() == 0.0
+    model[0].requires_grad_(True)
+    with lcc.capture(model) as z:
+        model(x)
+    assert lcc.loss(z, idx).requires_grad
+
+
+def test_lcc_loss_says_whether_no_forward_ran_or_the_layer_was_skipped():
+    model = _mlp6()
+    lcc = LatentClusterCorrection(TAB_LCC)
+    with lcc.capture(model) as z:
+        pass
+    with pytest.raises(LatentccError, match=r"no forward pass of the model ran inside `with lcc.capture"):
+        lcc.loss(z, torch.arange(4))
+    with lcc.capture(model) as z:
+        model[2](torch.randn(4, 8))  # the model's forward did not run; its layer '1' did not either
+    with pytest.raises(LatentccError, match=r"no forward pass"):
+        lcc.loss(z, torch.arange(4))
+    skip = LatentClusterCorrection(dataclasses.replace(TAB_LCC, layers=("0", "1")))
+    with skip.capture(model) as z:
+        model(torch.randn(4, 6))
+    del z["1"]  # as when a conditional branch skips it
+    with pytest.raises(LatentccError, match=r"\['1'\] did not run in this training batch's forward pass"):
+        skip.loss(z, torch.arange(4))
+
+
+def test_fit_casts_float_inputs_to_a_float64_models_dtype():
+    runs = [fit(m, _tab(), config=TAB, lcc=TAB_LCC) for m in (_mlp6(), _mlp6().double())]
+    assert next(runs[1].model.parameters()).dtype == torch.float64
+    a, b = ([r["train_loss"] for r in run.history] for run in runs)
+    assert b == pytest.approx(a, rel=1e-4)  # the same run, in double precision
+    assert runs[1].test.top1 == runs[0].test.top1
+
+
+def test_preflight_leaves_batchnorm_statistics_and_the_rng_untouched():
+    from latentcc.train.checks import preflight
+
+    model = _mlp6(bn=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    lcc = LatentClusterCorrection(TAB_LCC)
+    cfg = dataclasses.replace(TAB, batch_size=19, drop_last=True)
+    assert (
+        preflight(
+            model, _tab().train, cfg, lcc=lcc, optimizer=None, scheduler=None, device=torch.device("cpu")
+        )
+        == []
+    )
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.get_rng_state(), rng) and model.training
+
+
+class _Augmented(torch.utils.data.Dataset):
+    """A training split whose samples get random noise from python's, numpy's and torch's global RNGs."""
+
+    def __init__(self, base):
+        self.base, self.reads = base, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        import random
+
+        self.reads += 1
+        x, y, idx = self.base[i]
+        noise = random.random() + float(np.random.rand()) + float(torch.rand(()))  # noqa: NPY002
+        return x + noise, y, idx
+
+
+def test_preflight_reads_samples_without_advancing_any_global_rng():
+    """fit seeds every generator and then runs the pre-flight: reading its two samples must not draw from
+    them, or the run's augmentations would differ from a run without the pre-flight."""
+    import random
+
+    from latentcc.seeding import rng_state
+    from latentcc.train.checks import preflight
+
+    train, model = _Augmented(_tab().train), _mlp6()  # _mlp6 seeds torch: before the states are taken
+    torch.manual_seed(3)
+    random.seed(3)
+    np.random.seed(3)  # noqa: NPY002
+    before = rng_state()
+    preflight(model, train, TAB, lcc=LatentClusterCorrection(TAB_LCC), optimizer=None, scheduler=None,
+              device=torch.device("cpu"))  # fmt: skip
+    after = rng_state()
+    assert train.reads == 2  # the pre-flight did read (and augment) two samples
+    assert torch.equal(after[0]["torch_cpu"], before[0]["torch_cpu"])
+    assert after[1] == before[1]  # python's and numpy's states
+
+
+def test_check_captured_returns_the_outputs_by_layer_name():
+    model = _mlp6()
+    lcc = LatentClusterCorrection(dataclasses.replace(TAB_LCC, layers=("2", "0")))
+    with lcc.capture(model) as z:
+        model(torch.randn(4, 6))
+    checked = lcc.check_captured(z, 4)
+    assert list(checked) == ["2", "0"]  # the configured order
+    assert checked["0"] is z["0"] and checked["2"] is z["2"]
+
+
+def test_lccconfig_refuses_louvain_with_leiden_iterations():
+    """A bare LCCConfig refuses it (not only LatentClusterCorrection): Louvain would ignore the setting."""
+    with pytest.raises(LatentccError, match=r"'method' parameter of LCCConfig must be 'leiden' or 'leidenalg' "
+                       r"when leiden_iterations=5 is set.*Got 'louvain'.*Fix: method='leiden'"):  # fmt: skip
+        LCCConfig(method="louvain", leiden_iterations=5)
+    assert LCCConfig(method="louvain").leiden_iterations == 2  # the default is fine
+    assert LCCConfig(method="leidenalg", leiden_iterations=5).leiden_iterations == 5
+
+
+def test_batchnorm_and_a_one_sample_last_batch_need_drop_last():
+    from latentcc.train.checks import epoch_steps, explain_step_error
+
+    data = _tab()  # 20 training samples
+    with pytest.raises(LatentccError, match=r"'drop_last'.*20 samples.*batch_size 19.*layer '1'.*e\.g\. 18"):
+        fit(_mlp6(bn=True), data, config=dataclasses.replace(TAB, batch_size=19))
+    with pytest.raises(LatentccError, match=r"'batch_size' parameter of TrainConfig must be at least 2"):
+        fit(_mlp6(bn=True), data, config=dataclasses.replace(TAB, batch_size=1))
+    res = fit(_mlp6(bn=True), data, config=dataclasses.replace(TAB, batch_size=19, drop_last=True))
+    assert len(res.history) == 2
+    fit(
+        _mlp6(), data, config=dataclasses.replace(TAB, batch_size=19)
+    )  # no BatchNorm: the 1-sample batch is fine
+    cnn = torch.nn.Sequential(
+        torch.nn.Unflatten(1, (1, 6)), torch.nn.BatchNorm1d(1), torch.nn.Flatten(), torch.nn.Linear(6, 4)
+    )
+    fit(cnn, data, config=dataclasses.replace(TAB, batch_size=19))  # 6 values per channel: BatchNorm copes
+    cfg = dataclasses.replace(TAB, batch_size=19)
+    assert epoch_steps(20, cfg) == 2 and epoch_steps(20, dataclasses.replace(cfg, drop_last=True)) == 1
+    raw = ValueError(
+        "Expected more than 1 value per channel when training, got input size torch.Size([1, 8])"
+    )
+    assert "Fix: drop_last=True" in str(explain_step_error(raw, cfg, 20))
+    assert explain_step_error(ValueError("other"), cfg, 20) is None
+
+
+def test_lightning_callback_refuses_warmup_past_max_epochs():
+    pl = pytest.importorskip("lightning.pytorch")
+    from latentcc.integrations.lightning import LCCCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp6()
+
+        def forward(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[LCCCallback(dataclasses.replace(TAB_LCC, layers=("net.1",), warmup=1))])  # fmt: skip
+    with pytest.raises(LatentccError, match=r"'warmup'.*number of epochs, 1 \(Trainer max_epochs\)"):
+        trainer.fit(Module(), DataLoader(_tab().train, batch_size=8))
+
+
+def test_hf_trainer_refuses_warmup_past_the_epochs_it_computed():
+    pytest.importorskip("transformers")
+    from types import SimpleNamespace
+
+    from latentcc.integrations.hf import _LCCRefresh
+
+    lcc = LatentClusterCorrection(dataclasses.replace(TAB_LCC, warmup=3))
+    callback = _LCCRefresh(SimpleNamespace(lcc=lcc))  # type: ignore[arg-type]
+    with pytest.raises(
+        LatentccError, match=r"'warmup'.*number of epochs, 3 \(TrainingArguments num_train_epochs"
+    ):
+        callback.on_train_begin(None, SimpleNamespace(num_train_epochs=3), None)
+    callback.on_train_begin(None, SimpleNamespace(num_train_epochs=4), None)  # epoch 4 corrects: fine

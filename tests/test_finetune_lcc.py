@@ -1,6 +1,7 @@
 """LCC from the CLI, in the demo, and on text (all-MiniLM-L6-v2 + Rotten Tomatoes), CI-sized."""
 
 import json
+import re
 
 import numpy as np
 
@@ -100,3 +101,19 @@ def test_cli_with_a_hugging_face_model_folder_and_a_saved_dataset(tmp_path, caps
     assert main(args) == 0
     hist = json.loads((out / "metrics.json").read_text())
     assert hist[1]["lcc/hf.bert.pooler/clusters"] >= 1 and "train_lcc" in hist[1]
+
+
+def test_cli_refuses_lcc_settings_that_would_do_nothing(tmp_path, capsys):
+    base = ["finetune", "--out", str(tmp_path / "run"), *FAST, "--max-samples", "100"]
+    for extra, message in [
+        (["--lcc-weight", "0.5", "--lcc-k", "7"], r"weight=0.5 \(--lcc-weight\), k=7 \(--lcc-k\)"),
+        (["--lcc-layers", "", "--lcc-k", "7"], r"k=7 \(--lcc-k\)"),
+        (["--lcc-layers", "fc_layers.1", "--epochs", "1"], r"number of epochs, 1 \(TrainConfig.epochs"),
+        (["--method", "lp", "--lcc-layers", "conv_layers.0"], r"Got 'net.conv_layers.0'.*--method lp trains only"),
+    ]:  # fmt: skip
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert re.search(
+            r"latentcc finetune: error: The '(layers|warmup)' parameter of LCCConfig.*" + message, err
+        ), err
+        assert not list((tmp_path / "run").rglob("*.json"))  # refused before the run folder is written

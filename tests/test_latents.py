@@ -149,3 +149,28 @@ def test_float16_storage_in_memory_and_memmapped(tmp_path, data):
         collect_latents(big, loader, "lin", dtype="float16")
     with pytest.raises(LatentccError, match="'dtype'"):
         collect_latents(model, loader, "conv", dtype="bfloat16")
+
+
+def test_meta_models_bad_labels_int_inputs_and_missing_devices_are_refused(data):
+    loader = DataLoader(data, batch_size=16)
+    with pytest.raises(LatentccError, match=r"'model' parameter of collect_latents must be a model whose weights "
+                       r"hold values.*'meta' device.*to_empty"):  # fmt: skip
+        collect_latents(Net().to("meta"), loader, "conv")
+    beyond = f"cuda:{torch.cuda.device_count()}"
+    with pytest.raises(LatentccError, match=rf"'device' parameter of collect_latents must be a device this "
+                       rf"machine has\. Got '{beyond}'"):  # fmt: skip
+        collect_latents(Net(), loader, "conv", device=beyond)
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor([data[i][1] for i in range(len(data))])
+    idx = torch.arange(len(data))
+    # float labels were cast (2.7 -> 2) and one-hot rows failed with a raw broadcast error
+    for labels, msg in [(y + 0.7, r"labels of dtype torch.float32"), (torch.eye(3)[y], r"one-hot or soft")]:
+        with pytest.raises(
+            LatentccError, match=r"'loader' parameter of collect_latents must be integer class ids.*" + msg
+        ):
+            collect_latents(Net(), DataLoader(TensorDataset(x, labels, idx), batch_size=16), "conv")
+    with pytest.raises(LatentccError, match=r"float inputs for a model that computes in float32\. Got 'inputs of "
+                       r"dtype torch.int64'.*Fix: convert the data to float"):  # fmt: skip
+        collect_latents(Net(), DataLoader(TensorDataset((x * 16).long(), y, idx), batch_size=16), "conv")
+    ok = collect_latents(Net(), DataLoader(TensorDataset(x, y.int(), idx), batch_size=16), "conv")
+    assert ok.labels.dtype == np.int64 and np.array_equal(ok.labels, y.numpy())

@@ -217,3 +217,109 @@ def test_pool_latent_validation() -> None:
         pool_latent(torch.randn(3))
     with pytest.raises(LatentccError, match="'mask' parameter"):
         pool_latent(torch.randn(2, 4, 6), mask=torch.ones(2, 5))
+
+
+class Emits(nn.Module):
+    """Returns ``make(h)`` for h = lin(x): whatever shape of output a test needs."""
+
+    def __init__(self, make) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 5)
+        self.make = make
+
+    def forward(self, x: torch.Tensor):
+        return self.make(self.lin(x))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda h: {"logits": h[:, :2], "hidden": h},
+            r"'layer' returned a dict with several tensors \['logits', 'hidden'\]",
+        ),
+        (lambda h: {"n": 3}, r"'layer' returned a dict with no tensor"),
+        (lambda h: (None, h), r"'layer' returned a tuple whose first element is NoneType"),
+        (lambda h: [], r"'layer' returned a list whose first element is nothing"),
+        (lambda h: 7, r"'layer' returned int, not a tensor"),
+        (
+            lambda h: h.sum(1),
+            r"'layer' returned a tensor of shape \(2,\); a latent needs a batch and a feature",
+        ),
+    ],
+)
+def test_capture_refuses_outputs_without_one_clear_latent(make, message) -> None:
+    model = nn.Sequential()
+    model.add_module("layer", Emits(make))
+    with pytest.raises(LatentccError, match=message + r".*Capture the submodule"), capture(model, ["layer"]):
+        model(torch.randn(2, 4))
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_capture_takes_the_only_tensor_of_a_dict_and_says_whether_the_model_ran() -> None:
+    model = nn.Sequential()
+    model.add_module("layer", Emits(lambda h: {"hidden": h, "count": 2}))
+    x = torch.randn(2, 4)
+    with capture(model, ["layer"]) as out:
+        assert not out.model_ran
+        model(x)
+    assert out.model_ran
+    torch.testing.assert_close(out["layer"], model.layer.lin(x))
+
+
+def test_capture_refuses_layers_inside_a_compiled_module() -> None:
+    inner = MLP()
+    compiled = torch.compile(inner)  # lazy: nothing compiles until a call
+    with pytest.raises(
+        LatentccError,
+        match=r"'_orig_mod.lin0' is inside a torch.compile'd module \(the model itself\).*model._orig_mod",
+    ):
+        with capture(compiled, ["lin0"]):
+            pass
+    outer = nn.Sequential()
+    outer.add_module("body", torch.compile(MLP()))
+    with pytest.raises(LatentccError, match=r"its submodule 'body'.*\(body._orig_mod\)"):
+        with capture(outer, ["body._orig_mod.lin1"]):
+            pass
+    with capture(inner, ["lin0"]) as out:  # the uncompiled module: captured as usual
+        inner(torch.randn(2, 4))
+    assert out["lin0"].shape == (2, 8)
+    # resolving names alone (e.g. which parameters train) is fine on a compiled model; capturing is not
+    assert list(resolve_layers(compiled, ["lin0"])) == ["_orig_mod.lin0"]
+    with pytest.raises(LatentccError, match=r"'_orig_mod.lin0' is inside a torch.compile'd module"):
+        resolve_layers(compiled, ["lin0"], for_capture=True)
+    with pytest.raises(LatentccError, match=r"\(the model itself\).*model._orig_mod"):  # a resolved mapping
+        with capture(compiled, {"_orig_mod.lin0": inner.lin0}):
+            pass
+
+
+def test_the_compiled_check_runs_once_per_resolution_not_every_capture(monkeypatch) -> None:
+    """capture runs every training step: with layers resolved once (a mapping, as LatentClusterCorrection
+    passes) it must not walk the model for compiled parts again."""
+    from latentcc import layers as layers_mod
+    from latentcc.config import LCCConfig
+    from latentcc.correction import LatentClusterCorrection
+
+    walks: list[str] = []
+    real = layers_mod.compiled_part
+    monkeypatch.setattr(layers_mod, "compiled_part", lambda m, name: walks.append(name) or real(m, name))
+    model = MLP()
+    resolved = resolve_layers(model, ["lin0", "lin1"], for_capture=True)
+    assert walks == ["lin0", "lin1"]
+    for _ in range(3):
+        with capture(model, resolved) as out:
+            model(torch.randn(2, 4))
+        assert set(out) == {"lin0", "lin1"}
+    assert walks == ["lin0", "lin1"]
+    walks.clear()
+    lcc = LatentClusterCorrection(LCCConfig(layers=("lin1",)))
+    for _ in range(3):
+        with lcc.capture(model) as out:
+            model(torch.randn(2, 4))
+        assert out["lin1"].shape == (2, 3)
+    assert walks == ["lin1"]  # once, when the LCC layers were resolved for this model
+    outer = nn.Sequential()
+    outer.add_module("body", torch.compile(MLP()))
+    with pytest.raises(LatentccError, match=r"its submodule 'body'.*\(body._orig_mod\)"):
+        with LatentClusterCorrection(LCCConfig(layers=("lin1",))).capture(outer):
+            pass

@@ -310,3 +310,32 @@ def test_cli_transfer_layers_prints_the_table_and_writes_csv_json(tmp_path, caps
     acc = {r["layer"]: r["value"] for r in rows if r["metric"] == "linear_probe_acc"}
     assert acc["net.fc_layers.1"] > 0.5  # pretrained MNIST features separate digits linearly
     assert (out / "transfer_layers.csv").read_text().startswith("split,layer,layer_index,width,metric,value")
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (
+            MethodConfig(method="ft", gc_lambda=0.01),
+            r"gc_lambda=0.01 \(--gc-lambda\) is read by gc_reg\). Got 'ft'",
+        ),
+        (
+            MethodConfig(method="lp", block="lin0"),
+            r"block='lin0' \(--block\) is read by layer_ft, scl_ft\). Got 'lp'",
+        ),
+        (
+            MethodConfig(method="layer_ft", block="lin0", skip="concat"),
+            r"skip='concat' \(--skip\) is read by scl_ft",
+        ),
+        (
+            MethodConfig(method="gc_reg", gc_layer="lin1", head="head"),
+            r"head='head'.*gc_reg reads head only while",
+        ),
+    ],
+)
+def test_settings_the_method_ignores_are_refused_by_name(cfg, message):
+    model = named_mlp()
+    before = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(LatentccError, match=r"'method' parameter of apply_method.*" + message):
+        apply_method(model, cfg, example_input=X)
+    assert [p.requires_grad for p in model.parameters()] == before  # refused before touching the model

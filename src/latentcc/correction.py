@@ -19,6 +19,7 @@ work: each rank collects its shard, rank 0 clusters once, every rank receives th
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +50,9 @@ class LatentClusterCorrection:
                 "layers", "LCCConfig", "at least one layer name", config.layers,
                 "List the model's layers with latentcc.list_layers(model) or `latentcc layers --model ...`.",
             )  # fmt: skip
+        from latentcc.extras import check_extras
+
+        check_extras("LatentClusterCorrection", lcc=config)  # igraph/faiss now, not at the first refresh
         self.config = config
         self.targets: dict[str, LCCTargets] = {}
         self.last: dict[str, EpochStart] = {}
@@ -64,6 +68,35 @@ class LatentClusterCorrection:
         c = self.config
         return epoch >= c.warmup and (epoch - c.warmup) % c.interval == 0
 
+    def check_schedule(
+        self, epochs: int | None, *, epochs_param: str = "TrainConfig.epochs, --epochs"
+    ) -> list[str]:
+        """Refuse a run of ``epochs`` epochs in which LCC never runs; warn about (and return) inert settings.
+
+        ``epochs``: the run's length (None: unknown, not checked); ``epochs_param`` names where it is set,
+        for the message. Called by ``fit`` and the Lightning / Hugging Face adapters before training.
+        """
+        c = self.config
+        if epochs is not None and not self.active and c.warmup >= epochs:
+            raise param_error(
+                "warmup", "LCCConfig",
+                f"smaller than the number of epochs, {epochs} ({epochs_param}), so that at least one epoch "
+                "trains with LCC", c.warmup,
+                "With warmup >= epochs no correction epoch comes, LCC never runs and the result equals plain "
+                f"fine-tuning. Fix: lower warmup to at most {epochs - 1} (--lcc-warmup {epochs - 1}) or train for "
+                f"at least {c.warmup + 1} epochs.",
+            )  # fmt: skip
+        notes = []
+        if c.weight == 0:
+            notes.append(
+                "LCCConfig.weight is 0: each correction epoch still clusters the latents and computes targets "
+                "(and logs them), but the LCC term adds nothing to the loss, so the model trains as without LCC. "
+                "Set weight > 0 (--lcc-weight) to correct, or leave out the LCC layers to save the cost."
+            )
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        return notes
+
     @property
     def active(self) -> bool:
         """Whether targets exist (the loss is 0 before the first refresh)."""
@@ -76,7 +109,9 @@ class LatentClusterCorrection:
         """{full name: module} of the configured layers, resolved once per model (not every step)."""
         model = unwrap(model)  # a DDP-wrapped model has the same layer names as its module
         if self._modules is None or self._model_id != id(model):
-            self._modules = resolve_layers(model, list(self.config.layers), func="LatentClusterCorrection")
+            self._modules = resolve_layers(
+                model, list(self.config.layers), func="LatentClusterCorrection", for_capture=True
+            )  # the compiled-module check runs here, once per model, not in every step's capture
             self._model_id = id(model)
             self._names = list(self._modules)
         return self._modules
@@ -146,7 +181,7 @@ class LatentClusterCorrection:
     @contextmanager
     def capture(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         """Capture the configured layers' outputs (with grad) during your own forward pass."""
-        with capture(model, self._resolve(model)) as out:
+        with capture(unwrap(model), self._resolve(model)) as out:  # a DDP wrapper's module runs the layers
             yield out
 
     def loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
@@ -154,26 +189,57 @@ class LatentClusterCorrection:
 
         Pure tensor ops on the latents' device: pooling, an optional fixed projection, a gather and a
         norm per layer. ``idx`` (B,) are the batch's dataset indices (moved to the device here).
+        Raises (see :meth:`check_captured`) when a layer did not run or cannot be trained by the loss.
         """
-        names = self._names or list(z_by_layer)
-        missing = [n for n in names if n not in z_by_layer]
-        if missing:
-            raise LatentccError(
-                f"No captured output for layer(s) {missing}: run the forward pass inside `with lcc.capture(model)`."
-            )
-        zs = [pool_latent(z_by_layer[n], self.config.pool) for n in names]
+        checked = self.check_captured(z_by_layer, len(idx))
+        zs = {name: pool_latent(z, self.config.pool) for name, z in checked.items()}
         if not self.targets:
-            zero = zs[0].sum() * 0.0
-            for z in zs[1:]:
+            first, *rest = zs.values()
+            zero = first.sum() * 0.0
+            for z in rest:
                 zero = zero + z.sum() * 0.0
             return zero
         terms = []
-        for name, z in zip(names, zs, strict=True):
+        for name, z in zs.items():
             if self.config.dim is not None and z.shape[1] > self.config.dim:
                 z = z @ self._projection(name, z)
             t = self.targets[name]
             terms.append(lcc_loss(z, idx.to(t.slot.device, non_blocking=True), t))
         return torch.stack(terms).mean()
+
+    def check_captured(
+        self, z_by_layer: Mapping[str, torch.Tensor], batch_size: int
+    ) -> dict[str, torch.Tensor]:
+        """``{layer name: captured output}`` of the configured layers, in order, after checking that the loss
+        can use them.
+
+        Every layer must have run in this forward pass, with ``batch_size`` rows, and (when autograd is on)
+        its output must depend on a parameter that trains: otherwise the LCC term cannot change anything
+        and each correction epoch is pure cost. Runs every step: attribute reads only, no device sync.
+        """
+        names = self._names or list(z_by_layer)
+        missing = [n for n in names if n not in z_by_layer]
+        if missing:
+            raise LatentccError(_not_run_message(missing, names, z_by_layer))
+        zs = {n: z_by_layer[n] for n in names}
+        for name, z in zs.items():
+            if z.shape[0] != batch_size:
+                raise LatentccError(
+                    f"Layer '{name}' returned shape {tuple(z.shape)} for a batch of {batch_size} samples; its first "
+                    "dimension is not the batch. Pick a layer whose output is (batch, ...) "
+                    "(see latentcc.list_layers(model))."
+                )
+            if torch.is_grad_enabled() and not z.requires_grad:
+                raise param_error(
+                    "layers", "LCCConfig", "layers whose output depends on a parameter that trains", name,
+                    "No parameter that feeds this layer has requires_grad=True (e.g. --method lp trains only the "
+                    "head, layer_ft only its block and the head), so the LCC loss cannot move its latents and "
+                    "each correction epoch would only cost time. Fix: pick a layer at or after a part that "
+                    "trains, or train more of the model (--method ft, or layer_ft with an earlier --block). (An "
+                    "output computed without autograd, under torch.no_grad or inside reentrant gradient "
+                    "checkpointing, looks the same: capture a layer outside those.)",
+                )  # fmt: skip
+        return zs
 
     def weighted_loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         """``config.weight * loss(...)``: the term to add to the task loss."""
@@ -209,6 +275,24 @@ class LatentClusterCorrection:
             self.targets[name] = t.to(device)
             cc = ~t.mc_mask.numpy()
             self.last[name] = EpochStart(t, clusters, np.asarray(t.owners), cc)
+
+
+def _not_run_message(missing: list[str], names: list[str], z_by_layer: Mapping[str, torch.Tensor]) -> str:
+    """Why a configured layer has no output in this step, told apart by what else ran."""
+    model_ran = bool(getattr(z_by_layer, "model_ran", False))
+    if model_ran or len(missing) < len(names):
+        return (
+            f"LCC layer(s) {missing} did not run in this training batch's forward pass, although the model ran "
+            "(a layer on a conditional branch, an early exit, or one used only in eval mode). The correction "
+            "needs each layer's output for every training batch: otherwise those batches get no LCC term and "
+            "the layer's targets, computed on a latent pass where it ran, are not used. Fix: pick layers on "
+            "the path every training batch takes (see latentcc.list_layers(model))."
+        )
+    return (
+        f"No output was captured for LCC layer(s) {missing}: no forward pass of the model ran inside "
+        "`with lcc.capture(model)` (call model(x) inside it, on the same model object), or the forward "
+        "skipped all of these layers for this batch."
+    )
 
 
 def cc_mc_accuracy(

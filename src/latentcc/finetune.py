@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,26 @@ def load_data(dcfg: DataConfig) -> Any:
         val_fraction=dcfg.val_fraction,
         test_fraction=dcfg.test_fraction,
         max_samples=dcfg.max_samples or None,
+        label_column=dcfg.label_column,
+        input_column=dcfg.input_column or None,
     )
 
 
 def build_model(mcfg: ModelConfig, splits: Any) -> Any:
-    from latentcc.models import MODELS, load_model, model_kind
+    from latentcc.models import MODELS, SPECS, load_model, model_kind
 
-    kind = model_kind(mcfg.model)  # raises for unknown names, listing the known ones
+    # unknown names raise, listing the known ones and naming what the user set: ModelConfig.model / --model
+    kind = model_kind(mcfg.model, param="model", func="ModelConfig (--model)")
     if kind != splits.kind:
+        fits = [name for name, spec in SPECS.items() if spec.kind == splits.kind]
+        other = (
+            f"pick {_a(splits.kind)} model ({', '.join(fits)}; see `latentcc models`)"
+            if fits
+            else f"no embedded model takes {splits.kind} data, so train your own with latentcc.train.fit"
+        )
         raise LatentccError(
             f"The model '{mcfg.model}' takes {kind} input but the data '{splits.name}' is {splits.kind}; "
-            f"pick a {splits.kind} model (see `latentcc models`) or {kind} data (see `latentcc datasets`)."
+            f"{other}, or pick {kind} data (see `latentcc datasets`)."
         )
     kw: dict[str, Any] = {"pretrained": mcfg.pretrained}
     if mcfg.input_size:
@@ -47,6 +57,11 @@ def build_model(mcfg: ModelConfig, splits: Any) -> Any:
             )
         kw["input_size"] = mcfg.input_size
     return load_model(mcfg.model, num_classes=splits.num_classes, **kw)
+
+
+def _a(word: str) -> str:
+    """``word`` with its indefinite article: "an image", "a text"."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def prepare_model(mcfg: ModelConfig, splits: Any, method: MethodConfig | None = None) -> MethodSetup:
@@ -78,6 +93,7 @@ def finetune(
     The run folder stores every config, and the parameter counts in config.json's ``parameters``;
     ``result.model`` holds the trained (best-on-val) model.
     """
+    _check_lcc_has_layers(lcc)
     splits = splits if splits is not None else load_data(dcfg)
     seed_everything(tcfg.seed)  # the new head's initialisation is part of the run: same seed, same run
     setup = prepare_model(mcfg, splits, method)
@@ -99,3 +115,19 @@ def finetune(
         lcc=lcc if use_lcc else None,
         penalty=setup.penalty,
     )
+
+
+def _check_lcc_has_layers(lcc: LCCConfig | None) -> None:
+    """LCC settings without layers would be dropped silently (no layers = no LCC): refuse them by name."""
+    if lcc is None or lcc.layers:
+        return
+    default = LCCConfig()
+    set_ = [f.name for f in dataclasses.fields(lcc) if getattr(lcc, f.name) != getattr(default, f.name)]
+    if set_:
+        flags = ", ".join(f"{n}={getattr(lcc, n)!r} (--lcc-{n.replace('_', '-')})" for n in set_)
+        raise param_error(
+            "layers", "LCCConfig", f"at least one layer name when other LCC settings are given ({flags})",
+            lcc.layers,
+            "Without layers LCC does not run and those settings would be ignored. Fix: name the layers to "
+            "correct with --lcc-layers (see `latentcc layers --model ...`), or drop the other --lcc-* settings.",
+        )  # fmt: skip

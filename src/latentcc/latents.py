@@ -17,11 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from latentcc.batch import to_device, unpack_batch
+from latentcc.batch import (
+    check_labels,
+    check_materialised,
+    input_dtype,
+    read_batches,
+    run_model,
+    to_device,
+    unpack_batch,
+)
 from latentcc.errors import LatentccError, param_error
 from latentcc.layers import POOLS, capture, pool_latent, resolve_layers
+from latentcc.progress import track
 
 # Above this many bytes per layer, latents go to one memory-mapped file instead of RAM.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
@@ -46,6 +54,16 @@ class Latents:
     @property
     def num_samples(self) -> int:
         return len(self.labels)
+
+
+_STORAGE = ("auto", "float32", "float64", "float16")
+
+
+def _storage(dtype: str, latent: torch.dtype) -> str:
+    """The storage dtype of one layer's latents: ``dtype``, or for "auto" float64 iff the layer computes in it."""
+    if dtype != "auto":
+        return dtype
+    return "float64" if latent == torch.float64 else "float32"
 
 
 def projection_matrix(
@@ -82,7 +100,7 @@ def collect_latents(
     memmap_dir: str | Path | None = None,
     progress: bool = False,
     indices: np.ndarray | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
 ) -> Latents:
     """Latents of ``layers`` for every sample of ``loader`` (batches ``(x, y, idx)``), in sample-index order.
 
@@ -92,26 +110,31 @@ def collect_latents(
     width, a seeded Gaussian random projection to ``dim`` is applied batch by batch on the device
     (bounded memory even for 25k-d flattened maps). A layer whose N x D float32 array exceeds
     ``memory_budget`` bytes is written to one memory-mapped file in ``memmap_dir``. ``dtype``:
-    "float32" (default) or "float16" storage (half the memory/disk for million-sample runs; values
-    beyond float16's range, |x| > 65504, raise).
+    "auto" (default: float64 for a layer whose output is float64, so latents of a float64 model keep the
+    precision the engine needs when they sit far from the origin; float32 otherwise), "float32",
+    "float64", or "float16" storage (half the memory/disk for million-sample runs; values beyond
+    float16's range, |x| > 65504, raise).
     ``indices`` (n,) collects a shard (one rank's part under DDP): the loader visits exactly these sample
     indices of its dataset, and row i of the result is sample ``indices[i]`` (``Latents.index``).
     Raises if indices are missing, repeated or out of range, or if a latent is NaN/inf.
     """
     if pool not in POOLS:
         raise param_error("pool", "collect_latents", f"one of {list(POOLS)}", pool)
-    if dtype not in ("float32", "float16"):
+    if dtype not in _STORAGE:
         raise param_error(
-            "dtype", "collect_latents", "'float32' or 'float16' (storage of the latents)", dtype
+            "dtype", "collect_latents", f"one of {list(_STORAGE)} (storage of the latents)", dtype
         )
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
         raise param_error("dim", "collect_latents", "None or an int >= 1", dim)
     names = list(resolve_layers(model, layers, func="collect_latents"))
+    check_materialised(model, "collect_latents")  # else a raw "Cannot copy out of meta tensor" at the end
     if device is None:
         p = next(model.parameters(), None)
         dev = p.device if p is not None else torch.device("cpu")
     else:
-        dev = torch.device(device)
+        from latentcc.train.loop import resolve_device  # lazily: the training loop imports this module
+
+        dev = resolve_device(device, func="collect_latents")
     n = _dataset_len(loader)
     if n is None or n < 1:
         raise param_error("loader", "collect_latents", "a DataLoader over a non-empty sized dataset", n)
@@ -124,11 +147,14 @@ def collect_latents(
     proj: dict[str, torch.Tensor] = {}
     labels = np.full(rows, -1, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
+    in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. a float64 model)
     was_training = model.training
     model.eval()
     try:
         with capture(model, names, detach=True) as out:
-            for batch in tqdm(loader, desc="latents", disable=None if progress else True, leave=False):
+            # read_batches: a clear error when the dataset's __len__ promises more than it holds
+            batches = read_batches(loader, "whose latents are collected")
+            for batch in track(batches, "latents", unit="batches", enabled=progress):
                 x, y, idx = unpack_batch(batch, need_index=True)
                 idx_np = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
                 if idx_np.min() < 0 or idx_np.max() >= n:
@@ -148,8 +174,11 @@ def collect_latents(
                     )
                 seen[idx_np] = True
                 pos = idx_np if row_of is None else row_of[idx_np]
-                labels[pos] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
-                model(to_device(x, dev))
+                # integer class ids, one per sample: a cast would truncate float labels and one-hot rows
+                # would not fit; this pass syncs once per batch anyway
+                check_labels(y, len(idx_np), func="collect_latents", param="loader")
+                labels[pos] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+                run_model(model, to_device(x, dev, in_dtype), "collect_latents")
                 for name in names:
                     if name not in out:
                         raise LatentccError(
@@ -162,14 +191,17 @@ def collect_latents(
                             "samples; its first dimension is not the batch (e.g. position embeddings). Pick a "
                             "layer whose output is (batch, ...) (see latentcc.list_layers(model))."
                         )
-                    z = pool_latent(out[name], pool).float()
+                    store = _storage(dtype, out[name].dtype)
+                    z = pool_latent(out[name], pool).to(
+                        torch.float64 if store == "float64" else torch.float32
+                    )
                     if dim is not None and z.shape[1] > dim:
                         if name not in proj:  # one fixed projection per layer, seeded
                             proj[name] = projection_matrix(z.shape[1], dim, seed=seed, device=z.device)
-                        z = z @ proj[name]
+                        z = z @ proj[name].to(z.dtype)
                     if name not in arrays:
                         arrays[name] = _allocate(
-                            rows, z.shape[1], memory_budget, memmap_dir, files, name, dtype
+                            rows, z.shape[1], memory_budget, memmap_dir, files, name, store
                         )
                     elif arrays[name].shape[1] != z.shape[1]:
                         raise LatentccError(
@@ -246,7 +278,7 @@ def _allocate(
         return np.empty((n, d), dtype=dtype)
     f = tempfile.NamedTemporaryFile(
         prefix=f"latents-{name.replace('.', '_')}-",
-        suffix=".f16" if dtype == "float16" else ".f32",
+        suffix={"float16": ".f16", "float64": ".f64"}.get(dtype, ".f32"),
         dir=folder,
         delete=False,
     )

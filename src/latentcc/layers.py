@@ -17,7 +17,16 @@ from torch import Tensor, nn
 
 from latentcc.errors import LatentccError, param_error
 
-__all__ = ["POOLS", "all_layers", "capture", "list_layers", "pool_latent", "resolve_layers"]
+__all__ = [
+    "POOLS",
+    "Captured",
+    "all_layers",
+    "capture",
+    "compiled_part",
+    "list_layers",
+    "pool_latent",
+    "resolve_layers",
+]
 
 POOLS = ("avg", "flatten")
 _REGEX_PREFIX = "re:"
@@ -70,13 +79,15 @@ def all_layers(model: nn.Module) -> list[str]:
 
 
 def resolve_layers(
-    model: nn.Module, layers: str | Sequence[str], *, func: str = "resolve_layers"
+    model: nn.Module, layers: str | Sequence[str], *, func: str = "resolve_layers", for_capture: bool = False
 ) -> dict[str, nn.Module]:
     """Map requested layer names to ``{full name: module}``, in the order requested, without duplicates.
 
     Each request matches by exact name, then by dotted suffix (an error if several layers end with
     it), or by regex when written ``"re:<pattern>"`` (fullmatch; may select several layers).
-    ``func`` names the calling public function in error messages.
+    ``func`` names the calling public function in error messages. ``for_capture=True`` (the layers'
+    outputs will be read with :func:`capture`) also refuses layers inside a ``torch.compile``d module:
+    checked here, once, so that a capture of the result on every training step need not walk the model.
     """
     requests = _validate_requests(layers, func)
     modules = dict(model.named_modules())
@@ -86,35 +97,97 @@ def resolve_layers(
     for req in requests:
         for name in _match(req, names, func):
             resolved.setdefault(name, modules[name])
+    if for_capture:
+        _check_not_compiled(model, resolved)
     return resolved
+
+
+class Captured(dict[str, Tensor]):
+    """``{full layer name: latest output}`` filled by :func:`capture`; ``model_ran`` says whether the
+    model's own forward started inside the block (to tell "no forward ran" from "this layer was skipped")."""
+
+    model_ran: bool = False
 
 
 @contextmanager
 def capture(
     model: nn.Module, layers: str | Sequence[str] | Mapping[str, nn.Module], *, detach: bool = False
-) -> Iterator[dict[str, Tensor]]:
+) -> Iterator[Captured]:
     """Context manager yielding ``{full layer name: latest output tensor}``, filled by each forward pass.
 
     The tensor is the layer's output, or its first element when the layer returns a tuple/list
-    (Hugging Face layers do), or ``last_hidden_state`` / the first tensor value when it returns a
-    ``ModelOutput``/dict. Outputs keep their autograd graph unless ``detach=True``, so a loss on a
-    captured latent trains the model. Hooks are removed on exit, also when the body raises.
+    (Hugging Face layers do), or ``last_hidden_state`` (else its only tensor) when it returns a
+    ``ModelOutput``/dict. Anything else, a dict with several tensors and no ``last_hidden_state``,
+    or a tensor without a feature dimension raises a ``LatentccError`` naming the layer. Outputs
+    keep their autograd graph unless ``detach=True``, so a loss on a captured latent trains the
+    model. Hooks are removed on exit, also when the body raises. Layers inside a ``torch.compile``d
+    module are refused: a compiled graph need not run hooks added after compilation. ``layers`` may
+    be a ``{name: module}`` mapping from ``resolve_layers(..., for_capture=True)``, which has done
+    the name lookup and that check once; for a mapping only a compiled ``model`` itself is checked.
 
     >>> with capture(model, ["fc1"]) as out:
     ...     logits = model(x)
     >>> z = out["backbone.fc1"]  # (B, D)
     """
-    # an already resolved {name: module} mapping skips the name lookup (it runs every training step)
-    resolved = dict(layers) if isinstance(layers, Mapping) else resolve_layers(model, layers, func="capture")
-    outputs: dict[str, Tensor] = {}
+    if isinstance(layers, Mapping):
+        # resolved once by the caller (it runs every training step): no name lookup, no walk of the model
+        # for compiled parts; a compiled root, torch.compile(model), is the common case and a type check
+        resolved = dict(layers)
+        if _is_compiled(model):
+            _check_not_compiled(model, resolved)
+    else:
+        resolved = resolve_layers(model, layers, func="capture", for_capture=True)
+    outputs = Captured()
     handles = []
     try:
+        # only a hook on the root tells "no forward ran" from "the layers were skipped": about 2 us a step
+        # (adding/removing it and the root's hooked call), small next to a forward
+        handles.append(model.register_forward_pre_hook(_mark_ran(outputs)))
         for name, module in resolved.items():
             handles.append(module.register_forward_hook(_make_hook(name, outputs, detach)))
         yield outputs
     finally:
         for handle in handles:
             handle.remove()
+
+
+def compiled_part(model: nn.Module, name: str) -> str | None:
+    """The name of the outermost ``torch.compile``d module on the path from ``model`` to its layer
+    ``name`` (``""``: the model itself), or None when nothing on that path is compiled.
+
+    ``torch.compile(m)`` returns a wrapper (``OptimizedModule``) holding ``m`` as ``_orig_mod``; a hook
+    registered on a module inside it after compilation may never run (the compiled graph is reused).
+    """
+    parts = name.split(".") if name else []
+    for depth in range(len(parts) + 1):
+        prefix = ".".join(parts[:depth])
+        try:
+            module = model.get_submodule(prefix) if prefix else model
+        except AttributeError:
+            return None
+        if _is_compiled(module):
+            return prefix
+    return None
+
+
+def _is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is the wrapper ``torch.compile`` returns (checked by name: no dynamo import)."""
+    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
+
+
+def _check_not_compiled(model: nn.Module, resolved: Mapping[str, nn.Module]) -> None:
+    for name in resolved:
+        part = compiled_part(model, name)
+        if part is None:
+            continue
+        where = "the model itself" if part == "" else f"its submodule '{part}'"
+        inner = f"{part}._orig_mod" if part else "model._orig_mod"
+        raise LatentccError(
+            f"Layer '{name}' is inside a torch.compile'd module ({where}): a compiled graph may skip the hooks "
+            "latentcc adds to capture a layer's output, so the layer would look as if it never ran. Fix: pass "
+            f"the module as it was before torch.compile ({inner}), or compile only parts of the model that "
+            "contain no captured layer."
+        )
 
 
 def pool_latent(t: Tensor, pool: str = "avg", *, mask: Tensor | None = None) -> Tensor:
@@ -216,6 +289,13 @@ def _did_you_mean(req: str, names: list[str]) -> str:
     return f"Did you mean {', '.join(repr(c) for c in close[:5])}? "
 
 
+def _mark_ran(outputs: Captured) -> Any:
+    def hook(module: nn.Module, args: Any) -> None:
+        outputs.model_ran = True
+
+    return hook
+
+
 def _make_hook(name: str, outputs: dict[str, Tensor], detach: bool) -> Any:
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         t = _first_tensor(output, name)
@@ -224,21 +304,44 @@ def _make_hook(name: str, outputs: dict[str, Tensor], detach: bool) -> Any:
     return hook
 
 
+_PICK_ANOTHER = (
+    "Capture the submodule that computes the tensor you mean instead (see latentcc.list_layers(model)), "
+    "or make this layer return that tensor."
+)
+
+
 def _first_tensor(output: Any, name: str) -> Tensor:
-    """The tensor that stands for a layer's output (see ``capture``)."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    if isinstance(output, Mapping):  # HF ModelOutput is an OrderedDict
-        hidden = output.get("last_hidden_state")
-        if isinstance(hidden, Tensor):
-            return hidden
-        for value in output.values():
-            if isinstance(value, Tensor):
-                return value
-    raise LatentccError(
-        f"Layer '{name}' returned {type(output).__name__}, which holds no tensor latentcc can capture "
-        "(a tensor, a tuple/list whose first element is a tensor, or a dict/ModelOutput with a tensor). "
-        "Capture a submodule of it that returns a tensor; see latentcc.list_layers(model)."
-    )
+    """The tensor that stands for a layer's output (see ``capture``); raises where that is not clear."""
+    t: Any = output
+    if isinstance(output, (tuple, list)):  # Hugging Face layers return (hidden_states, attentions, ...)
+        if not output or not isinstance(output[0], Tensor):
+            first = type(output[0]).__name__ if output else "nothing (it is empty)"
+            raise LatentccError(
+                f"Layer '{name}' returned a {type(output).__name__} whose first element is {first}; latentcc "
+                f"captures the first element of a tuple/list (the hidden state, as Hugging Face layers return "
+                f"it), so it needs a tensor there. {_PICK_ANOTHER}"
+            )
+        t = output[0]
+    elif isinstance(output, Mapping):  # HF ModelOutput is an OrderedDict
+        tensors = [k for k, v in output.items() if isinstance(v, Tensor)]
+        if isinstance(output.get("last_hidden_state"), Tensor):
+            t = output["last_hidden_state"]
+        elif len(tensors) == 1:
+            t = output[tensors[0]]
+        else:
+            what = f"several tensors {tensors}" if tensors else "no tensor"
+            raise LatentccError(
+                f"Layer '{name}' returned a {type(output).__name__} with {what} and no 'last_hidden_state', "
+                f"so which of its values is the layer's latent is not clear. {_PICK_ANOTHER}"
+            )
+    if not isinstance(t, Tensor):
+        raise LatentccError(
+            f"Layer '{name}' returned {type(output).__name__}, not a tensor (nor a tuple/list starting with one, "
+            f"nor a dict/ModelOutput holding one). {_PICK_ANOTHER}"
+        )
+    if t.ndim < 2:
+        raise LatentccError(
+            f"Layer '{name}' returned a tensor of shape {tuple(t.shape)}; a latent needs a batch and a feature "
+            f"dimension, (B, D) or (B, C, ...). {_PICK_ANOTHER}"
+        )
+    return t

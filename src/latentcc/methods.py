@@ -44,6 +44,7 @@ __all__ = [
     "SkipConnection",
     "SkipJoin",
     "apply_method",
+    "eval_mode",
     "join_skip",
     "trainable_parameters",
     "widen_head",
@@ -105,12 +106,16 @@ def apply_method(
     mode, so examples are independent and BatchNorm statistics update once) plus ``gc_draws`` VJPs,
     all double-backpropagated. It needs float tensor inputs (images), and is 0 without any work when
     the model is not in training mode or ``gc_lambda == 0``.
+
+    Settings the chosen method does not read (``gc_lambda`` with ``ft``, ``block`` with ``lp``, ...) must be
+    left at their defaults: they would change nothing, so the error names them and the method they belong to.
     """
     if not isinstance(model, nn.Module):
         raise param_error("model", _FUNC, "a torch.nn.Module", type(model).__name__)
     cfg = MethodConfig() if cfg is None else cfg
     if not isinstance(cfg, MethodConfig):
         raise param_error("cfg", _FUNC, "a latentcc.MethodConfig", type(cfg).__name__)
+    _check_settings_used(cfg)
     penalty: Penalty | None = None
     train: list[str]  # names of the modules whose parameters train; "" = the whole model
     if cfg.method == "ft":
@@ -222,6 +227,42 @@ def widen_head(head: nn.Linear, extra: int) -> nn.Linear:
 
 
 # --- private -------------------------------------------------------------------------------------
+
+# The MethodConfig fields each method reads; one set away from its default is refused by the others.
+_READS = {
+    "ft": (),
+    "lp": ("head",),
+    "layer_ft": ("block", "head"),
+    "scl_ft": ("block", "head", "skip", "skip_pool"),
+    "gc_reg": ("head", "gc_lambda", "gc_layer", "gc_draws"),  # head: only while gc_layer is empty
+}
+_OPTIONAL = ("block", "head", "skip", "skip_pool", "gc_lambda", "gc_layer", "gc_draws")
+
+
+def _check_settings_used(cfg: MethodConfig) -> None:
+    """Refuse settings the chosen method ignores (e.g. --gc-lambda with --method ft): they would change nothing."""
+    default = MethodConfig()
+    reads = set(_READS[cfg.method])
+    if cfg.method == "gc_reg" and cfg.gc_layer:
+        reads.discard("head")
+    unused = [f for f in _OPTIONAL if f not in reads and getattr(cfg, f) != getattr(default, f)]
+    if not unused:
+        return
+    said = "; ".join(
+        f"{f}={getattr(cfg, f)!r} (--{f.replace('_', '-')}) is read by "
+        + ", ".join(m for m, fields in _READS.items() if f in fields)
+        for f in unused
+    )
+    note = (
+        " (gc_reg reads head only while gc_layer is empty.)"
+        if cfg.method == "gc_reg" and "head" in unused
+        else ""
+    )
+    raise param_error(
+        "method", _FUNC, f"a method that reads the settings given ({said})", cfg.method,
+        f"Method '{cfg.method}' ignores them, so they would change nothing. Fix: choose the method they "
+        f"belong to, or leave them out.{note}",
+    )  # fmt: skip
 
 
 def _set_trainable(model: nn.Module, modules: list[str]) -> list[str]:
@@ -351,7 +392,7 @@ def _measure_widths(model: nn.Module, block: str, head: str, pool: str, x: Any) 
 
     handle = model.get_submodule(head).register_forward_pre_hook(head_input)
     try:
-        with torch.no_grad(), _eval_mode(model), capture(model, [block]) as out:
+        with torch.no_grad(), eval_mode(model), capture(model, [block]) as out:
             model(x)
     finally:
         handle.remove()
@@ -372,7 +413,7 @@ def _measure_widths(model: nn.Module, block: str, head: str, pool: str, x: Any) 
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Every module in eval mode inside; each module's own mode restored after (also on error)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -401,7 +442,7 @@ def _gc_reg_penalty(model: nn.Module, cfg: MethodConfig, example_input: Any) -> 
         if weight == 0 or not model.training:  # training steps only; never during evaluation
             return logits.new_zeros(())
         fn = _input_of(model, layer) if at_input else layer_fn(model, layer)
-        with _eval_mode(model):  # independent examples, as the estimator needs; BN stats untouched
+        with eval_mode(model):  # independent examples, as the estimator needs; BN stats untouched
             return weight * gc_penalty(fn, x, n_samples=draws)
 
     return penalty

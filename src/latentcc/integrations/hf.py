@@ -127,6 +127,10 @@ class _LCCRefresh(TrainerCallback):
     def __init__(self, trainer: LCCTrainerMixin) -> None:
         self.trainer = trainer
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        epochs = state.num_train_epochs or None  # what the Trainer computed from num_train_epochs / max_steps
+        self.trainer.lcc.check_schedule(epochs, epochs_param="TrainingArguments num_train_epochs")
+
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         epoch, lcc = round(state.epoch or 0), self.trainer.lcc  # state.epoch is a float: 0.9999.. -> 1
         # HF checkpoints do not carry the targets: after a resume, rebuild them at the first epoch past warmup

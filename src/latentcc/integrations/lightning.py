@@ -101,6 +101,8 @@ class LCCCallback(Callback):
         self.teardown(trainer, pl_module, "fit")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        self.lcc.check_schedule(epochs, epochs_param="Trainer max_epochs")  # same checks as fit
         if self.lcc.active:  # targets restored from a checkpoint sit on the CPU: move them to the model
             self.lcc.load_state_dict(self.lcc.state_dict(), device=pl_module.device)
 

@@ -6,7 +6,8 @@ weights, on which the test split is reported.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,6 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from latentcc.atomic import (
     atomic_write_bytes,
@@ -28,14 +28,36 @@ from latentcc.atomic import (
     remove_stale_temps,
     sha256_file,
 )
-from latentcc.batch import to_device, unpack_batch
+from latentcc.batch import (
+    check_logits,
+    check_materialised,
+    input_dtype,
+    logits_of,
+    read_batches,
+    run_model,
+    to_device,
+    to_labels,
+    unpack_batch,
+)
 from latentcc.config import LCCConfig, TrainConfig, config_to_dict
 from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
 from latentcc.errors import CheckpointError, LatentccError, param_error
+from latentcc.progress import format_seconds, log_to, message, track
+from latentcc.runlock import locks_folder
 from latentcc.seeding import rng_state, seed_everything, set_rng_state
 from latentcc.train.checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from latentcc.train.checks import (
+    NO_VAL_NOTE,
+    epoch_steps,
+    explain_step_error,
+    nonfinite_loss_error,
+    preflight,
+    task_loss,
+)
+from latentcc.train.fingerprint import run_fingerprint
 from latentcc.train.logger import MetricsLogger
 from latentcc.train.metrics import topk_correct
+from latentcc.train.resume import check_resume_access, check_same_run, read_run_config, resume_record
 
 
 class Splits(Protocol):
@@ -74,7 +96,7 @@ class EvalResult:
 @dataclass
 class FitResult:
     best_epoch: int  # 1-based; the epoch whose weights the model now holds
-    best_val_top1: float
+    best_val_top1: float | None  # None without a validation split: then the last epoch's weights are kept
     test: EvalResult | None
     history: list[dict[str, Any]]
     run_dir: Path | None
@@ -97,16 +119,52 @@ class FitResult:
                 f"test_top{self.test.k}": self.test.topk,
                 "test_loss": self.test.loss,
             }
+        if self.best_val_top1 is None:  # said next to the numbers, not only in a warning at the start
+            out["note"] = NO_VAL_NOTE
         return out
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device, *, func: str = "fit") -> torch.device:
+    """``device`` as a torch.device this machine has ("auto": the GPU when there is one, else the CPU).
+
+    The one place devices are resolved: an unknown name, or a device this PyTorch build or machine lacks
+    (CUDA on a CPU-only build, cuda:3 with two GPUs, mps off a Mac), raises naming ``func``'s 'device'.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise param_error("device", "fit", "'auto', 'cpu', 'cuda' or 'cuda:N'", device) from e
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise param_error("device", func, "'auto', 'cpu', 'cuda' or 'cuda:N'", device) from e
+    missing = _missing_device(dev)
+    if missing:
+        raise param_error(
+            "device", func, "a device this machine has", str(device),
+            f"{missing}. Fix: 'cpu', or 'auto' to use a GPU when one is available (--device cpu / auto).",
+        )  # fmt: skip
+    return dev
+
+
+def _missing_device(dev: torch.device) -> str | None:
+    """Why ``dev`` cannot be used here, or None if it can."""
+    if dev.type == "cpu":
+        return None
+    if dev.type == "meta":
+        return "The 'meta' device holds shapes but no values: nothing can train or run on it"
+    if dev.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            return f"This PyTorch build ({torch.__version__}) has no CUDA support"
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)"
+        if dev.index is not None and dev.index >= count:
+            return f"This machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}"
+        return None
+    backend = getattr(torch.backends, dev.type, None) if dev.type == "mps" else getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if callable(available) and not available():
+        return f"The '{dev.type}' backend is not available in this PyTorch build or on this machine"
+    return None
 
 
 @torch.no_grad()
@@ -123,10 +181,12 @@ def evaluate(
     desc: str = "eval",
 ) -> EvalResult:
     """Loss, top-1 and top-k accuracy of ``model`` on ``dataset``; restores the model's train/eval mode."""
-    dev = resolve_device(device)
+    dev = resolve_device(device, func="evaluate")
+    check_materialised(model, "evaluate")
     n = len(dataset)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
+    in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. float64)
     model.eval()
     loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
     correct = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -134,12 +194,14 @@ def evaluate(
     k = topk
     try:
         pos = 0
-        for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+        batches = read_batches(loader, f"evaluated as '{desc}'")  # a clear error for a too-long __len__
+        for batch in track(batches, desc, unit="batches", enabled=progress):
             x, y, idx = unpack_batch(batch)
-            y = y.to(dev)
-            logits = model(to_device(x, dev))
+            y = to_labels(y, dev)
+            logits = logits_of(run_model(model, to_device(x, dev, in_dtype), "evaluate"), "evaluate")
+            check_logits(logits, len(y), "evaluate")  # shapes only: no sync
             k = min(topk, num_classes or logits.shape[1], logits.shape[1])
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+            loss_sum += task_loss(_summed_ce, logits, y, idx, func="evaluate", role=f"the '{desc}' split")
             hit = topk_correct(logits, y, (1, k))
             rows = idx.to(dev) if idx is not None else torch.arange(pos, pos + len(y), device=dev)
             correct[rows] = hit[1]
@@ -153,6 +215,22 @@ def evaluate(
     return EvalResult(float(loss_sum) / n, float(c.mean()), float(hits_k) / n, k, n, c)
 
 
+def _summed_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the batch, in float64 for the running sum (float32 logits for fp16 models)."""
+    return nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+
+
+def _num_classes(data: Any) -> int | None:
+    """The number of classes the data declares (``num_classes``, else ``len(classes)``), or None if unknown."""
+    k = getattr(data, "num_classes", None)
+    if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+        return k
+    try:
+        return len(data.classes) or None  # a list of names, or an array of them
+    except (AttributeError, TypeError):
+        return None
+
+
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -164,6 +242,19 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def _check_fit_extras(
+    *args: Any, lcc: LatentClusterCorrection | LCCConfig | None = None, **kwargs: Any
+) -> None:
+    """A missing optional dependency of LCC (igraph, leidenalg, faiss) refuses the run before its folder exists."""
+    from latentcc.extras import check_extras
+
+    cfg = lcc.config if isinstance(lcc, LatentClusterCorrection) else lcc
+    if isinstance(cfg, LCCConfig):
+        check_extras("fit", lcc=cfg)
+
+
+# one process per run folder: taken before anything is written or cleaned there
+@locks_folder("out_dir", before=_check_fit_extras)
 def fit(
     model: nn.Module,
     data: Splits,
@@ -182,8 +273,9 @@ def fit(
     """Fine-tune ``model`` on ``data.train``, select the best epoch on ``data.val``, report ``data.test``.
 
     ``out_dir`` (optional) receives config.json, metrics.json/.csv, checkpoints/, best.safetensors,
-    results.json and training_curve.png. ``resume=True`` continues the run found there from its last
-    checkpoint and reaches the same result as an uninterrupted run (data order is a function of
+    results.json, training_curve.png and, with ``progress``, log.txt (progress lines and one summary
+    line per epoch, appended on resume; see :mod:`latentcc.progress`). ``resume=True`` continues the
+    run found there from its last checkpoint and reaches the same result as an uninterrupted run (data order is a function of
     (seed, epoch); RNG, optimizer and scheduler states are restored).
 
     ``lcc`` (an :class:`LCCConfig` or a :class:`LatentClusterCorrection`) adds Latent Cluster
@@ -194,10 +286,16 @@ def fit(
     ``penalty(model, x, y, logits) -> scalar`` (optional; e.g. the GC regulariser of
     ``latentcc.methods.apply_method``) is added to each training step's loss and logged per epoch as
     ``train_penalty`` (its mean per sample, as added). ``x`` is the batch input on the device.
+
+    Before the first epoch, settings that would do nothing or fail mid-run raise, naming the fix (see
+    ``latentcc.train.checks``: LCC that never runs or cannot train its layers, TrainConfig fields your own
+    optimizer makes inert, a 1-sample last batch for BatchNorm, which ``drop_last`` avoids). Float inputs
+    are cast to the model's dtype when its parameters share one (a float64 model trains on float32 data).
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, func="TrainConfig")
+    check_materialised(model, "fit")  # a model on 'meta' fails in model.to() with a raw error otherwise
     run_dir = ensure_writable_dir(out_dir) if out_dir is not None else None
     ckpt_root = run_dir / "checkpoints" if run_dir else None
     if resume and run_dir is None:
@@ -207,33 +305,53 @@ def fit(
     n_train = len(data.train)  # type: ignore[arg-type]
     if n_train == 0:
         raise param_error("data", "fit", "a training split with at least one sample", 0)
+    # what the run starts from, before anything changes the model: recorded at the start, checked on resume
+    fingerprint = (  # the caller's loss/penalty/optimizer/scheduler too, before a resume loads their states
+        run_fingerprint(
+            model, data, loss_fn=loss_fn, penalty=penalty, optimizer=optimizer, scheduler=scheduler
+        )
+        if run_dir is not None
+        else None
+    )
 
     seed_everything(cfg.seed)
     model.to(device)
     opt = optimizer or _make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    steps_per_epoch = epoch_steps(n_train, cfg)
     sched = scheduler
     if sched is None and cfg.scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
     criterion = loss_fn or nn.CrossEntropyLoss()
     corr = LatentClusterCorrection(lcc) if isinstance(lcc, LCCConfig) else lcc
-    num_classes = len(getattr(data, "classes", [])) or None
+    num_classes = _num_classes(data)
+    has_val = len(data.val) > 0  # type: ignore[arg-type]
+    # settings that would do nothing or fail mid-run raise now, before any file is written
+    notes = preflight(
+        model, data.train, cfg, lcc=corr, optimizer=optimizer, scheduler=scheduler, device=device,
+        num_classes=num_classes, has_val=has_val,
+    )  # fmt: skip
+    in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. a float64 model)
 
     start_epoch, best_val, best_epoch, best_val_loss, history = 0, -1.0, 0, math.inf, []
     best_state: dict[str, torch.Tensor] | None = None  # in-memory best weights when there is no run folder
     run_config: dict[str, Any] = {"train": config_to_dict(cfg), **(extra_config or {})}
     if corr is not None:
         run_config["lcc"] = config_to_dict(corr.config)
+    if notes:
+        run_config["warnings"] = notes
     if ckpt_root is not None and run_dir is not None:
+        record = {**run_config, "fingerprint": fingerprint, "provenance": _provenance()}
+        if resume:
+            check_resume_access(run_dir)  # another user's run: refused now, not at the first checkpoint
         latest = latest_checkpoint(ckpt_root)
         if resume:
             if latest is None:
                 raise CheckpointError(
                     f"Nothing to resume in {run_dir}: it holds no checkpoint. Start without --resume."
                 )
-            _check_same_run(run_dir / "config.json", run_config)
+            saved = read_run_config(run_dir / "config.json")
+            check_same_run(run_dir / "config.json", saved, run_config, fingerprint)
+            record = resume_record(saved, run_config, _provenance())  # the run's first record stays
             state = load_checkpoint(latest, model)  # verifies checksums before touching anything
             opt.load_state_dict(state["optimizer"])
             if sched is not None and state.get("scheduler") is not None:
@@ -255,7 +373,7 @@ def fit(
         remove_stale_temps(
             run_dir
         )  # half-written files of a killed run (its checkpoints' are pruned on save)
-        atomic_write_json(run_dir / "config.json", {**run_config, "provenance": _provenance()})
+        atomic_write_json(run_dir / "config.json", record)
 
     logger = MetricsLogger(run_dir, history=history, tensorboard=cfg.tensorboard) if run_dir else None
     hist: list[dict[str, Any]] = logger.history if logger else list(history)
@@ -266,7 +384,10 @@ def fit(
         num_classes=num_classes,
         num_workers=cfg.num_workers,
     )
+    logfile = contextlib.ExitStack()  # progress lines, epoch summaries -> <run>/log.txt (appended on resume)
     try:
+        if run_dir is not None:
+            logfile.enter_context(log_to(run_dir / "log.txt"))
         for epoch in range(start_epoch, cfg.epochs):
             te = time.perf_counter()
             ctx = EpochContext(model, opt, epoch, run_dir, device)
@@ -287,32 +408,36 @@ def fit(
                 shuffle=True,
                 generator=gen,
                 num_workers=cfg.num_workers,
+                drop_last=cfg.drop_last,
             )
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             lcc_sum = torch.zeros((), device=device, dtype=torch.float64)
             pen_sum = torch.zeros((), device=device, dtype=torch.float64)
             n_correct = torch.zeros((), device=device, dtype=torch.long)
             n_seen = 0
-            bar = tqdm(
-                loader,
+            # a bar on a terminal, plain lines in logs/CI; counts steps, never syncs. islice, not `break`:
+            # the epoch's progress then ends (with its last line) when the epoch does
+            batches = track(
+                itertools.islice(read_batches(loader, "the training split of fit"), steps_per_epoch),
+                f"epoch {epoch + 1}/{cfg.epochs}",
                 total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=None if cfg.progress else True,  # None: tqdm hides bars when stderr is not a terminal
-                leave=False,
+                enabled=cfg.progress,
             )
-            for step, batch in enumerate(bar):
-                if step >= steps_per_epoch:
-                    break
+            role = f"a training batch of epoch {epoch + 1}"  # names the batch if its labels are refused
+            for batch in batches:
                 x, y, idx = unpack_batch(batch, need_index=corr is not None)
-                x, y = to_device(x, device), y.to(device)
+                x, y = to_device(x, device, in_dtype), to_labels(y, device)
                 if corr is None:
-                    logits = model(x)
-                    loss = criterion(logits, y)
+                    logits = logits_of(run_model(model, x, "fit"), "fit")
+                    loss = task_loss(criterion, logits, y, idx, func="fit", role=role)
                 else:
                     with corr.capture(model) as z:
-                        logits = model(x)
+                        logits = logits_of(run_model(model, x, "fit"), "fit")
                     l_lcc = corr.loss(z, idx)  # type: ignore[arg-type]
-                    loss = criterion(logits, y) + corr.config.weight * l_lcc
+                    loss = (
+                        task_loss(criterion, logits, y, idx, func="fit", role=role)
+                        + corr.config.weight * l_lcc
+                    )
                     lcc_sum += l_lcc.detach().double() * len(y)
                 if penalty is not None:  # a method's extra loss term (e.g. GC regularisation)
                     l_pen = penalty(model, x, y, logits)
@@ -330,9 +455,7 @@ def fit(
                 n_seen += len(y)
             train_loss = float(loss_sum) / max(n_seen, 1)  # sync point: once per epoch
             if not math.isfinite(train_loss):
-                raise LatentccError(
-                    f"Training loss became {train_loss} in epoch {epoch + 1}; lower --lr or enable --grad-clip."
-                )
+                raise nonfinite_loss_error(train_loss, epoch + 1, model)
             val = evaluate(model, data.val, desc="val", **eval_kw)  # type: ignore[arg-type]
             # per sample: the task loss, the (unweighted) LCC term and the penalty as it was added
             lcc_mean, pen_mean = float(lcc_sum) / max(n_seen, 1), float(pen_sum) / max(n_seen, 1)
@@ -388,6 +511,8 @@ def fit(
                 logger.log_epoch(row)
             else:
                 hist.append(row)
+            message(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{name} {row[k]:.4g}" for k, name in _EPOCH_LINE.items())
+                    + f", {format_seconds(row['epoch_time_s'])}", enabled=cfg.progress)  # fmt: skip
             if ckpt_root is not None:
                 rng_t, rng_meta = rng_state()
                 state = {
@@ -403,7 +528,13 @@ def fit(
                     "lcc": corr.state_dict() if corr is not None else None,
                 }
                 save_checkpoint(ckpt_root, f"epoch-{epoch + 1:04d}", model, state, keep=cfg.keep_checkpoints)
+    except ValueError as e:  # a raw error preflight could not foresee (e.g. BatchNorm on a 1-sample batch)
+        clear = explain_step_error(e, cfg, n_train)
+        if clear is None:
+            raise
+        raise clear from e
     finally:
+        logfile.close()
         if logger is not None:
             logger.close()
 
@@ -416,7 +547,7 @@ def fit(
     test = evaluate(model, data.test, desc="test", **eval_kw) if n_test else None  # type: ignore[arg-type]
     result = FitResult(
         best_epoch,
-        best_val,
+        best_val if has_val else None,  # no validation split: no best-on-val accuracy to report
         test,
         hist,
         run_dir,
@@ -441,38 +572,13 @@ def _save_best(run_dir: Path, model: nn.Module, epoch: int, val_top1: float) -> 
     )
 
 
-# Settings that may differ between a run and its resumption: they do not change what is computed.
-_RESUME_FREE = {"train": {"progress", "tensorboard", "device", "num_workers", "keep_checkpoints"}}
-_RESUME_IGNORED_SECTIONS = {"provenance", "dataset"}
-
-
-def _check_same_run(saved_path: Path, run_config: dict[str, Any]) -> None:
-    """Refuse to resume with settings that change the computation (epochs, lr, LCC, data, model...)."""
-    if not saved_path.is_file():
-        return
-    try:
-        saved = json.loads(saved_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{saved_path} is corrupt ({e}); cannot check that the resumed run is the same run."
-        ) from e
-    now = json.loads(json.dumps(run_config, default=str))  # tuples -> lists, as stored
-    diffs = []
-    for section in sorted((set(saved) | set(now)) - _RESUME_IGNORED_SECTIONS):
-        a, b = saved.get(section), now.get(section)
-        if isinstance(a, dict) and isinstance(b, dict):
-            free = _RESUME_FREE.get(section, set())
-            diffs += [f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                      if k not in free and a.get(k) != b.get(k)]  # fmt: skip
-        elif a != b:
-            diffs.append(f"{section}: {'present' if a is not None else 'absent'} in the run, "
-                         f"{'present' if b is not None else 'absent'} now")  # fmt: skip
-    if diffs:
-        raise CheckpointError(
-            f"Cannot resume {saved_path.parent} with different settings ({'; '.join(diffs)}). Resume with the run's "
-            f"own settings (the CLI reads them from {saved_path.name} when --resume is given without flags), or start "
-            "a new run in another folder."
-        )
+# The columns of the one-line epoch summary (progress output) and their names there, in this order.
+_EPOCH_LINE = {
+    "train_loss": "train loss",
+    "train_top1": "train top-1",
+    "val_loss": "val loss",
+    "val_top1": "val top-1",
+}
 
 
 def _provenance() -> dict[str, Any]:
