@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from latentcc.cli import build_parser, main
@@ -102,3 +103,77 @@ def test_config_file_unknown_key_and_bad_json(tmp_path, capsys):
     assert "not valid JSON" in capsys.readouterr().err
     assert main(["finetune", "--out", str(tmp_path / "r"), *FAST, "--epochs", "0"]) == 2
     assert "'epochs' parameter of TrainConfig" in capsys.readouterr().err
+
+
+def test_layers_prints_names_types_and_shapes_in_columns(capsys):
+    assert main(["layers", "--model", "mnist-cnn"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["layer", "type", "output_shape"]
+    rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in lines[2:]}
+    assert rows["net.conv_layers.0"] == ["Conv2d", "(B, 32, 28, 28)"]
+    assert rows["net.fc_layers.1"] == ["ReLU", "(B, 256)"]
+    assert rows["net.fc_layers.2"] == ["Linear", "(B, 10)"]
+    col = lines[0].index("type")  # every row's type starts in the header's column
+    assert all(line[col - 2 : col] == "  " and line[col] != " " for line in lines[2:])
+    assert main(["layers", "--model", "mnist-cnnn"]) == 2
+    assert "The '--model' parameter of latentcc layers" in capsys.readouterr().err
+
+
+def test_finetune_a_saved_hf_dataset_with_other_column_names(tmp_path, capsys):
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    pixels = rng.random((40, 8, 8)) * 0.5 + labels[:, None, None] * 0.5  # class 1 brighter
+    ds = datasets.Dataset.from_dict({"pix": pixels.tolist(), "lab": labels.tolist()})
+    ds.save_to_disk(str(tmp_path / "d"))
+    args = ["finetune", "--data", str(tmp_path / "d"), "--model", "mnist-cnn", "--epochs", "1", "--batch-size",
+            "16", "--no-progress", "--no-tensorboard"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "r0")]) == 2  # no 'label' column: the flag that fixes it
+    err = capsys.readouterr().err
+    assert "'label_column'" in err and "['pix', 'lab']" in err and "--label-column" in err
+    assert main([*args, "--out", str(tmp_path / "r1"), "--label-column", "lab", "--input-column", "pix"]) == 0
+    saved = json.loads((tmp_path / "r1" / "config.json").read_text())
+    assert saved["data"]["label_column"] == "lab" and saved["data"]["input_column"] == "pix"
+    assert saved["dataset"]["input_shape"] == [1, 8, 8] and saved["dataset"]["num_classes"] == 2
+    assert main(["finetune", "--out", str(tmp_path / "r2"), *FAST, "--label-column", "lab"]) == 2
+    assert "'label_column' parameter of load_dataset must be left unset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value", "message"),
+    [
+        (TrainConfig, "batch_size", 10**30, "an int with 1 <= batch_size <= 2147483647"),
+        (TrainConfig, "epochs", 10**7, "an int with 1 <= epochs <= 1000000"),
+        (TrainConfig, "seed", 2**32, "an int with 0 <= seed <= 4294967295"),
+        (TrainConfig, "num_workers", 10**5, "an int with 0 <= num_workers <= 1024"),
+        (TrainConfig, "max_steps_per_epoch", 2**63, "an int with 0 <= max_steps_per_epoch <= 2147483647"),
+        (TrainConfig, "momentum", 1.5, r"a float in \[0, 1\)"),
+        (TrainConfig, "progress", "false", "True or False"),
+        (DataConfig, "max_samples", 10**30, "an int with 0 <= max_samples <= 2147483647"),
+        (DataConfig, "split_seed", -1, "an int >= 0"),
+        (DataConfig, "val_fraction", True, r"a float in \[0, 1\)"),
+        (DataConfig, "label_column", None, "a string"),
+        (ModelConfig, "input_size", 10**6, "an int with 0 <= input_size <= 4096"),
+        (ModelConfig, "pretrained", "yes", "True or False"),
+    ],
+)
+def test_configs_refuse_absurd_values_naming_the_field(cls, field, value, message):
+    from latentcc.errors import LatentccError
+
+    with pytest.raises(LatentccError, match=rf"The '{field}' parameter of {cls.__name__} must be {message}"):
+        cls(**{field: value})
+
+
+def test_lcc_and_probe_configs_refuse_absurd_values():
+    from latentcc.config import LCCConfig, MethodConfig, ProbeConfig
+    from latentcc.errors import LatentccError
+
+    for cls, field, value in [
+        (LCCConfig, "k", 10**30), (LCCConfig, "dim", 2**40), (LCCConfig, "seed", 2**33), (LCCConfig, "warmup", 10**9),
+        (LCCConfig, "leiden_iterations", -2), (LCCConfig, "weighted", 1), (MethodConfig, "gc_draws", 10**30),
+        (ProbeConfig, "knn_k", 10**30), (ProbeConfig, "seed", 2**33), (ProbeConfig, "progress", "no"),
+    ]:  # fmt: skip
+        with pytest.raises(LatentccError, match=rf"'{field}' parameter of {cls.__name__}"):
+            cls(**{field: value})
+    assert LCCConfig(leiden_iterations=-1, seed=2**32 - 1).seed == 2**32 - 1  # the bounds themselves are fine
+    assert TrainConfig(batch_size=2**31 - 1, epochs=10**6).batch_size == 2**31 - 1

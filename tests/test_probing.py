@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -253,3 +254,272 @@ def test_cli_probe_writes_report(tmp_path, capsys):
     assert (out / "report.html").is_file()
     assert main(["probe", "--checkpoint", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "best.safetensors" in capsys.readouterr().err
+
+
+def test_short_names_keep_a_name_never_a_bare_index():
+    # the docs' own command: --layers fc_layers.0,fc_layers.1 (and any single layer)
+    assert short_names(["net.fc_layers.0", "net.fc_layers.1"]) == ["fc_layers.0", "fc_layers.1"]
+    assert short_names(["net.fc_layers.1"]) == ["fc_layers.1"]
+    assert short_names(["net.conv_layers.2", "net.fc_layers.1"]) == ["conv_layers.2", "fc_layers.1"]
+    # MiniLM: blocks keep their index and container; unique names stay short
+    lm = ["hf.bert.encoder.layer.0", "hf.bert.encoder.layer.1", "hf.bert.pooler.dense", "hf.classifier"]
+    assert short_names(lm) == ["layer.0", "layer.1", "dense", "classifier"]
+    assert short_names(["hf.bert.encoder.layer.3.output"]) == ["layer.3.output"]
+    assert short_names(["a.x", "b.x", "x"]) == ["a.x", "b.x", "x"]  # unique, and one-to-one
+    assert short_names(["lin0", "act1"]) == ["lin0", "act1"]
+
+
+def _figures(monkeypatch):
+    """Capture the matplotlib figures the report would save (to read their titles and ticks)."""
+    from latentcc.report import probe_report
+
+    figs = []
+    monkeypatch.setattr(probe_report, "save_png", lambda fig, path: figs.append(fig) or path)
+    return figs
+
+
+def _texts(fig):
+    import matplotlib.pyplot as plt
+
+    out = {
+        "titles": [ax.get_title() for ax in fig.axes],
+        "ticks": [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_xticks().size],
+        "xlims": [ax.get_xlim() for ax in fig.axes if ax.get_xticks().size],
+    }
+    plt.close(fig)
+    return out
+
+
+def _two_class_data(n=120):
+    from latentcc.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = np.arange(n) % 2
+    x[y == 1] += 1.5
+    return from_arrays(x, y, seed=0, val_fraction=0.0, test_fraction=0.25)
+
+
+class Tabular(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.ReLU())
+        self.fc_layers = nn.ModuleList([nn.Linear(8, 5), nn.Linear(5, 2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_layers[1](self.fc_layers[0](self.body(x)))
+
+
+def test_report_few_layers_two_classes(monkeypatch, tmp_path):
+    from latentcc.report import probe_report
+
+    data = _two_class_data()
+    one = latentcc.profile(Tabular(), data, layers=["fc_layers.0"], gc_samples=16, gc_draws=2, progress=False)
+    lines = probe_report.summary_lines(one)
+    assert "Geometric complexity at layer fc_layers.0: " in " ".join(lines)
+    assert not any("ranges from" in s or "Classes separate from" in s for s in lines)
+    assert any(s.startswith("The linear-probe accuracy at layer fc_layers.0 is ") for s in lines)
+    assert probe_report.NC2_TWO_CLASSES in lines  # 2 classes: NC2 flat by construction, and said so
+
+    figs = _figures(monkeypatch)
+    probe_report.plot_layer_curves(one, tmp_path / "c.png")
+    probe_report.plot_views(one, tmp_path / "v.png")
+    curves, views = (_texts(f) for f in figs)
+    assert all(t == ["fc_layers.0"] for t in curves["ticks"])  # a name, not "0"
+    assert all(lo < -0.4 and hi > 0.4 for lo, hi in curves["xlims"])  # one category, not a stretched axis
+    assert "Simplex ETF distance (NC2): flat with 2 classes" in curves["titles"]
+    assert views["titles"][0] == "fc_layers.0: by class"
+    assert views["titles"][1] == "fc_layers.0: by ward cluster (ids arbitrary)"
+
+    two = latentcc.profile(
+        Tabular(),
+        data,
+        layers=["fc_layers.0", "fc_layers.1"],
+        metrics=["nc", "gc"],
+        gc_samples=16,
+        progress=False,
+    )
+    figs.clear()
+    probe_report.plot_layer_curves(two, tmp_path / "c.png")
+    assert all(t == ["fc_layers.0", "fc_layers.1"] for t in _texts(figs[0])["ticks"])
+    gc_line = [s for s in probe_report.summary_lines(two) if s.startswith("Geometric complexity")]
+    assert (
+        gc_line
+        and "ranges from" in gc_line[0]
+        and "fc_layers.0" in gc_line[0]
+        and "fc_layers.1" in gc_line[0]
+    )
+
+
+def test_summary_never_states_a_degenerate_range():
+    from latentcc.report.probe_report import summary_lines
+
+    p = _synthetic_profile([2.0, 2.0], [0.1, 0.1])  # 10 classes: accuracy at chance everywhere
+    for layer in p.layers:
+        p.rows.append(dict(split="train", layer=layer, layer_index=0, width=4, metric="gc", value=5.0))
+    lines = summary_lines(p)
+    assert "Geometric complexity is 5 at each of the 2 layers." in lines
+    assert any(s.startswith("No layer separates the classes") for s in lines)
+    assert not any("ranges from" in s for s in lines)
+
+
+def test_report_html_table_scrolls_and_clusters_have_their_own_colours(small, tmp_path):
+    from latentcc.report.figure import palette
+
+    p = latentcc.profile(
+        Named(), small, layers=["lin0", "act1"], metrics=["nc", "clusterability"], progress=False
+    )
+    text = write_probe_report(p, tmp_path).read_text()
+    assert ".scroll{max-width:100%;overflow-x:auto}" in text
+    assert text.count("<div class='scroll'><table") == 3  # per-layer values, parameters, timings
+    assert "Cluster ids and their colours are arbitrary" in text
+    assert not set(palette(10, "class")) & set(palette(10, "cluster"))
+    assert len(set(palette(30, "class"))) == 30  # no repeated colours past 20
+
+
+@pytest.mark.parametrize("command", ["probe", "transfer-layers"])
+def test_cli_same_seed_same_numbers(command, tmp_path, capsys):
+    """The new head is random: it is seeded with --seed before the model is built."""
+    from latentcc.cli import main
+
+    def run(seed: int, name: str) -> dict:
+        argv = [command, "--model", "mnist-cnn", "--data", "digits", "--max-samples", "100", "--no-progress"]
+        argv += ["--layers", "fc_layers.1,fc_layers.2", "--seed", str(seed), "--out", str(tmp_path / name)]
+        if command == "probe":
+            argv += ["--metrics", "nc,linear_probe", "--view-points", "20"]
+        torch.manual_seed(1234 + len(name))  # whatever the global RNG holds before the command
+        assert main(argv) == 0
+        capsys.readouterr()
+        doc = json.loads(
+            (tmp_path / name / f"{'profile' if command == 'probe' else 'transfer_layers'}.json").read_text()
+        )
+        return {(r["layer"], r["metric"]): r["value"] for r in doc["rows"]}
+
+    a, b, c = run(0, "a"), run(0, "bb"), run(1, "ccc")
+    assert a == b  # identical numbers, every layer and metric
+    head = ("net.fc_layers.2", "nc1")
+    assert c[head] != a[head]  # another seed: another head (and another stratified subset)
+
+
+def test_profile_of_a_float64_model_equals_its_float32_twin():
+    """Float inputs take the model's dtype in every pass of profile (the layer scan included)."""
+    from latentcc import profile
+    from latentcc.data import load_dataset
+
+    data = load_dataset("digits", max_samples=300)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
+    )
+    p32 = profile(m, data, metrics=["nc"], progress=False)
+    p64 = profile(m.double(), data, metrics=["nc"], progress=False)
+    for layer in ("1", "3"):
+        assert p64.value(layer, "nc1") == pytest.approx(p32.value(layer, "nc1"), rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- settings that would do nothing
+
+
+def test_knn_k_at_least_the_training_samples_is_refused_before_any_pass(small):
+    from latentcc.config import ProbeConfig
+    from latentcc.probing import check_knn_k
+
+    model = Named()
+    calls = _forward_counter(model)
+    n = len(small["train"])  # 400
+    with pytest.raises(
+        LatentccError,
+        match=rf"'knn_k' parameter of profile must be an int below the number of "
+        rf"training samples probed \({n}\)\. Got {n} instead.*majority class.*--knn-k",
+    ):
+        latentcc.profile(model, small, layers=["act1"], metrics=["knn_probe"], knn_k=n, progress=False)
+    # max_samples is what is probed: 100 training samples
+    with pytest.raises(LatentccError, match=r"samples probed \(100\)\. Got 150"):
+        latentcc.profile(model, small, metrics=["knn_probe"], knn_k=150, max_samples=100, progress=False)
+    assert calls[0] == 0  # refused before the layer scan and the latent passes
+    with pytest.raises(LatentccError, match=r"'knn_k' parameter of latentcc probe .*\(400\)"):
+        check_knn_k(ProbeConfig(metrics=("knn_probe",), knn_k=500), small, func="latentcc probe")
+    check_knn_k(ProbeConfig(metrics=("nc",)), small)  # no k-NN probe: nothing to check
+    check_knn_k(ProbeConfig(metrics=("knn_probe",), knn_k=500), small["train"])  # no test split: skipped
+    # one below the training samples is a k-NN probe (no longer capped in silence): equal to knn_probe
+    p = latentcc.profile(model, small, layers=["act1"], metrics=["knn_probe"], knn_k=n - 1, progress=False)
+    lat = {s: latentcc.collect_latents(model, torch.utils.data.DataLoader(d, batch_size=64), ["act1"])
+           for s, d in small.items()}  # fmt: skip
+    want = knn_probe(
+        lat["train"]["act1"], lat["train"].labels, lat["test"]["act1"], lat["test"].labels, k=n - 1
+    )
+    assert p.value("act1", "knn_probe_acc", "test") == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"metrics": ["nc"], "knn_k": 3}, r"'metrics' .*\(knn_k=3 \(--knn-k\) is read by knn_probe\)"),
+        (
+            {"metrics": ["nc", "clusterability"], "gc_samples": 10},
+            r"gc_samples=10 \(--gc-samples\) is read by gc",
+        ),
+        (
+            {"metrics": ["nc"], "gc_estimator": "exact"},
+            r"gc_estimator='exact' \(--gc-estimator\) is read by gc",
+        ),
+        ({"metrics": ["nc"], "overcluster": 2}, r"overcluster=2 \(--overcluster\) is read by clusterability"),
+        (
+            {"metrics": ["nc"], "groups": {str(c): "g" for c in range(10)}},
+            r"groups \(--groups\) is read by clust",
+        ),
+        (
+            {"overcluster": 3, "cluster_method": "leiden"},
+            r"'overcluster' .*must be 1 with cluster_method='leiden'",
+        ),
+        (
+            {"metrics": ["gc"], "gc_estimator": "exact", "gc_draws": 4},
+            r"'gc_draws' .*default \(8\) with gc_est",
+        ),
+    ],
+)
+def test_settings_that_would_do_nothing_are_refused_before_any_pass(small, kw, match):
+    model = Named()
+    calls = _forward_counter(model)
+    with pytest.raises(LatentccError, match=match + r".*Fix: "):
+        latentcc.profile(model, small, progress=False, **kw)
+    assert calls[0] == 0
+
+
+def test_settings_in_use_pass_the_check():
+    from latentcc.config import ProbeConfig
+    from latentcc.probing import check_settings_used
+
+    check_settings_used(ProbeConfig(metrics=("clusterability",), overcluster=3), groups=True)  # ward: read
+    check_settings_used(ProbeConfig(metrics=("knn_probe", "gc"), knn_k=5, gc_samples=8, gc_draws=2))
+    check_settings_used(ProbeConfig(metrics=("gc",), gc_estimator="exact"))
+    # cluster_method and view_points shape the report's views whatever the metrics
+    check_settings_used(ProbeConfig(metrics=("nc",), cluster_method="kmeans", view_points=50))
+
+
+def test_cli_probe_refuses_inert_flags_before_loading_anything(tmp_path, capsys):
+    from latentcc.cli import main
+
+    base = [
+        "probe",
+        "--model",
+        "mnist-cnn",
+        "--data",
+        "digits",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    runs = [
+        (["--metrics", "nc", "--knn-k", "3"], r"'metrics' parameter of latentcc probe .*--knn-k"),
+        (["--overcluster", "3", "--cluster-method", "leiden"], r"'overcluster' parameter of latentcc probe"),
+        (["--max-samples", "150", "--metrics", "knn_probe", "--knn-k", "500"], r"'knn_k' .*probed \(150\)"),
+        (["--checkpoint", str(tmp_path / "run"), "--no-pretrained"],
+         r"'pretrained' parameter of latentcc probe must be left unset with --checkpoint.*Got '--no-pretrained'"),
+        (["--checkpoint", str(tmp_path / "run"), "--pretrained"], r"Got '--pretrained' instead"),
+    ]  # fmt: skip
+    for args, match in runs:
+        assert main([*base, *args]) == 2
+        assert re.search(match, capsys.readouterr().err)
+        assert not (tmp_path / "out").exists()  # no report folder for a refused run

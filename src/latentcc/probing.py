@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from latentcc.atomic import atomic_write_json, atomic_write_text
 from latentcc.config import ProbeConfig
 from latentcc.errors import LatentccError, param_error
 from latentcc.latents import Latents, collect_latents
 from latentcc.layers import all_layers, resolve_layers
+from latentcc.progress import Progress
 
 # The metric rows each family writes (names are the columns of profile.csv's `metric`).
 NC_KEYS = (
@@ -164,7 +164,9 @@ def profile(
             is then computed within each group and averaged (probing paper).
         view_layers: layers shown as 2-D projections in the report; default: first, best-AMI and last.
         config: a :class:`~latentcc.config.ProbeConfig`; ``**overrides`` replace its fields
-            (e.g. ``pool="flatten", dim=512``). All defaults live in ProbeConfig.
+            (e.g. ``pool="flatten", dim=512``). All defaults live in ProbeConfig. Settings the run would
+            ignore are refused before any work (:func:`check_settings_used`), and so is a ``knn_k`` of at
+            least the training samples probed (the vote would span the whole split).
 
     Returns:
         a :class:`Profile`.
@@ -183,10 +185,14 @@ def profile(
     )
     if not isinstance(model, nn.Module):
         raise param_error("model", "profile", "a torch.nn.Module", type(model).__name__)
+    check_settings_used(cfg, groups=groups is not None)
+    from latentcc.extras import check_extras
+
+    check_extras("profile", probe=cfg)  # faiss / igraph now, not after minutes of latent passes
 
     from latentcc.train.loop import resolve_device
 
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, func="ProbeConfig")
     splits = _as_splits(data, cfg)
     notes: list[str] = []
     want = list(dict.fromkeys(cfg.metrics))
@@ -195,6 +201,8 @@ def profile(
             if m in want:
                 want.remove(m)
                 notes.append(f"{m} skipped: it needs a held-out split (pass data with a 'test' split).")
+    if "knn_probe" in want:  # now when the training split has a length; else after its latent pass
+        _check_knn_k(cfg, _length(splits["train"]))
 
     was_training = model.training
     model.eval()
@@ -233,26 +241,29 @@ def profile(
                 }
             )
 
+        if "knn_probe" in want:
+            _check_knn_k(cfg, lat["train"].num_samples)
         jobs = _jobs(want, cfg, lat, sample_groups)
         if "gc" in want:
             gc_x = _gc_inputs(splits["train"], cfg, notes)
             if gc_x is not None:
                 jobs.append(("gc", _gc_job(model, gc_x.to(device), cfg)))
-        bar = tqdm(total=len(jobs) * len(names), desc="probes", disable=None if cfg.progress else True)
-        for family, job in jobs:
-            t0 = time.perf_counter()
-            for name in names:
-                bar.set_postfix_str(f"{family} {name}", refresh=False)
-                try:
-                    for metric, value, split in job(name):
-                        add(name, metric, value, split)
-                except LatentccError as e:  # undefined at this layer (e.g. constant features): say so
-                    for metric in _family_keys(family):
-                        add(name, metric, math.nan, "test" if "probe" in family else "train")
-                    notes.append(f"{family} at {name}: {e}")
-                bar.update()
-            timings[family] = time.perf_counter() - t0
-        bar.close()
+        with Progress(
+            len(jobs) * len(names), "probes", unit="layer metrics", enabled=cfg.progress, leave=True
+        ) as bar:
+            for family, job in jobs:
+                t0 = time.perf_counter()
+                for name in names:
+                    bar.set_postfix(f"{family} {name}")
+                    try:
+                        for metric, value, split in job(name):
+                            add(name, metric, value, split)
+                    except LatentccError as e:  # undefined at this layer (e.g. constant features): say so
+                        for metric in _family_keys(family):
+                            add(name, metric, math.nan, "test" if "probe" in family else "train")
+                        notes.append(f"{family} at {name}: {e}")
+                    bar.update()
+                timings[family] = time.perf_counter() - t0
         views = _views(lat["train"], names, rows, view_layers, model, cfg, timings)
     finally:
         model.train(was_training)
@@ -274,6 +285,95 @@ def profile(
 
     params["latentcc"] = __version__
     return Profile(rows, params, names, widths, classes, timings, views, notes)
+
+
+# ----------------------------------------------------------------------------- settings that would do nothing
+
+# The ProbeConfig fields read by one metric family only (cluster_method and view_points also shape the
+# report's views, which are drawn whatever the metrics, so they belong to no family here).
+_FAMILY_SETTINGS = {
+    "clusterability": ("overcluster",),
+    "knn_probe": ("knn_k",),
+    "gc": ("gc_estimator", "gc_samples", "gc_draws"),
+}
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def check_settings_used(cfg: ProbeConfig, *, groups: bool = False, func: str = "profile") -> None:
+    """Refuse settings the run would ignore, so that no result silently lacks what was asked for.
+
+    A ProbeConfig field away from its default whose metric family is not in ``cfg.metrics`` (``knn_k``
+    without "knn_probe", ``gc_samples`` without "gc", ...), ``groups`` (given: True) without
+    "clusterability", ``overcluster`` with Leiden (which takes no cluster count) and ``gc_draws`` with the
+    exact GC estimator (which draws nothing). ``profile`` and ``latentcc probe`` call it before any work;
+    ``func`` names the caller in the message.
+    """
+    default = ProbeConfig()
+    unused = [
+        (f"{f}={getattr(cfg, f)!r} ({_flag(f)})", family)
+        for family, names in _FAMILY_SETTINGS.items()
+        if family not in cfg.metrics
+        for f in names
+        if getattr(cfg, f) != getattr(default, f)
+    ]
+    if groups and "clusterability" not in cfg.metrics:
+        unused.append(("groups (--groups)", "clusterability"))
+    if unused:
+        said = "; ".join(f"{what} is read by {family}" for what, family in unused)
+        raise param_error(
+            "metrics", func, f"metric families that read the settings given ({said})", list(cfg.metrics),
+            "Without their family those settings would change nothing. Fix: add the family to metrics "
+            "(--metrics), or leave the settings out.",
+        )  # fmt: skip
+    if cfg.cluster_method == "leiden" and cfg.overcluster != default.overcluster:
+        raise param_error(
+            "overcluster", func, f"{default.overcluster} with cluster_method='leiden': overcluster multiplies "
+            "the cluster count of ward and kmeans, and Leiden takes no cluster count (its resolution decides "
+            "how many clusters come out)", cfg.overcluster,
+            "Fix: cluster_method='ward' or 'kmeans' (--cluster-method) to over-cluster, or leave overcluster "
+            "at 1 (drop --overcluster).",
+        )  # fmt: skip
+    if cfg.gc_estimator == "exact" and cfg.gc_draws != default.gc_draws:
+        raise param_error(
+            "gc_draws", func, f"left at its default ({default.gc_draws}) with gc_estimator='exact': the exact "
+            "Jacobian draws no random projections", cfg.gc_draws,
+            "Fix: gc_estimator='hutchinson' or 'outputs' (--gc-estimator) for a randomized estimate, or drop "
+            "gc_draws (--gc-draws).",
+        )  # fmt: skip
+
+
+def check_knn_k(cfg: ProbeConfig, data: Any, *, func: str = "profile") -> None:
+    """Refuse a ``knn_k`` of at least the training samples ``profile(data, config=cfg)`` would probe.
+
+    With k >= N every vote spans the whole training split, so the k-NN probe would only measure the
+    share of the majority class. ``profile`` checks it itself; ``latentcc probe`` calls this as soon as the
+    data is loaded. Nothing to check without "knn_probe" or a held-out split, or for a dataset of no length.
+    """
+    if "knn_probe" in cfg.metrics:
+        splits = _as_splits(data, cfg)
+        if "test" in splits:
+            _check_knn_k(cfg, _length(splits["train"]), func)
+
+
+def _check_knn_k(cfg: ProbeConfig, n_train: int | None, func: str = "profile") -> None:
+    if n_train is not None and cfg.knn_k >= n_train:
+        raise param_error(
+            "knn_k", func, f"an int below the number of training samples probed ({n_train})", cfg.knn_k,
+            f"With k >= {n_train} every test sample's vote spans the whole training split, and the k-NN probe "
+            "accuracy would only be the share of the majority class. Fix: a smaller knn_k (--knn-k; default "
+            f"{ProbeConfig().knn_k}), or more training samples (max_samples / --max-samples; 0 = all).",
+        )  # fmt: skip
+
+
+def _length(loader: DataLoader[Any]) -> int | None:
+    """Samples in a loader's dataset, or None when it has no length (an iterable dataset)."""
+    try:
+        return len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -299,9 +399,17 @@ def _as_splits(data: Any, cfg: ProbeConfig) -> dict[str, Any]:
 
 
 def _loader(d: Any, cfg: ProbeConfig, split: str) -> DataLoader[Any]:
-    from latentcc.data import IndexedDataset
+    from latentcc.data import DatasetSplits, IndexedDataset
     from latentcc.data.base import stratified_indices
 
+    if isinstance(d, DatasetSplits):  # e.g. {"train": from_arrays(...)}: a whole set of splits as one split
+        raise param_error(
+            "data",
+            "profile",
+            f"one dataset or DataLoader per entry of the mapping, also its '{split}' entry",
+            type(d).__name__,
+            "Pass the DatasetSplits itself as data, or its .train and .test splits as the entries.",
+        )
     if isinstance(d, DataLoader):
         if not cfg.max_samples:
             return d
@@ -395,7 +503,7 @@ def _layers_with_batch_outputs(
     ``layers="all"`` includes everything; some modules return something else (a position embedding
     of shape (1, T, D), a tuple of non-tensors) and cannot be probed per sample.
     """
-    from latentcc.batch import to_device, unpack_batch
+    from latentcc.batch import input_dtype, read_batches, to_device, unpack_batch
 
     shapes: dict[str, Any] = {}
     modules = dict(model.named_modules())
@@ -409,9 +517,9 @@ def _layers_with_batch_outputs(
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
     try:
-        x, y, _ = unpack_batch(next(iter(loader)), need_index=True)
+        x, y, _ = unpack_batch(next(iter(read_batches(loader, "probed by profile"))), need_index=True)
         with torch.no_grad():
-            model(to_device(x, device))
+            model(to_device(x, device, input_dtype(model)))  # as the latent pass does (a float64 model)
     finally:
         for h in handles:
             h.remove()
@@ -489,9 +597,10 @@ def _jobs(
         jobs.append(("linear_probe", lin))
     if "knn_probe" in want and te is not None:
 
-        def knn(name: str) -> list[tuple[str, float, str]]:
-            k = min(cfg.knn_k, tr.num_samples)
-            return [("knn_probe_acc", knn_probe(tr[name], tr.labels, te[name], te.labels, k=k), "test")]
+        def knn(name: str) -> list[tuple[str, float, str]]:  # knn_k < N: checked by profile beforehand
+            return [
+                ("knn_probe_acc", knn_probe(tr[name], tr.labels, te[name], te.labels, k=cfg.knn_k), "test")
+            ]
 
         jobs.append(("knn_probe", knn))
     return jobs
@@ -586,7 +695,8 @@ def summarize(p: Profile) -> dict[str, Any]:
 
     "Classes separate from layer X on": the first layer whose separation score (linear-probe accuracy,
     else k-NN probe accuracy, else AMI) reaches 90 % of the best layer's gain over chance (1/C for
-    accuracies, 0 for AMI); ``stays_above`` says whether every later layer stays there. Correlations are over layers with
+    accuracies, 0 for AMI; ``chance``); ``stays_above`` says whether every later layer stays there, ``n_layers``
+    how many layers have the score. Correlations are over layers with
     finite values (>= 3 needed): Spearman and Pearson of NC1 (train split) vs linear-probe accuracy.
     """
     from scipy import stats
@@ -609,6 +719,8 @@ def summarize(p: Profile) -> dict[str, Any]:
                 "stays_above": bool(ok[first:].all()),
                 "best_layer": p.layers[int(np.nanargmax(s))],
                 "best_value": best,
+                "chance": chance,
+                "n_layers": int(np.isfinite(s).sum()),  # layers with a value; 1: nothing to compare
             }
             break
     nc1 = p.series("nc1", "train")
