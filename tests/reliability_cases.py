@@ -16,7 +16,6 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -27,17 +26,7 @@ import torch
 from torch import nn
 
 from latentcc.errors import CheckpointError, LatentccError, WriteError
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    tried: str
-    trigger: Callable[[Path], Any]
-    raises: type[BaseException] | None
-    match: str
-    setup: Callable[[Path], None] | None = None
-
+from reliability_base import Case
 
 # ----------------------------------------------------------------------------- small inputs
 
@@ -369,7 +358,7 @@ def _cases() -> list[Case]:
         Case("targets-huge-k", "lcc_targets with k = 10**6 (k >= N)", _works_huge_target_k,
              None, r"works: k is capped"),
         Case("targets-nan", "lcc_targets with a NaN latent", lambda t: lcc_targets(_with_nan(x), _Y, _Y, k=3),
-             L, r"'latents' parameter of lcc_targets must be finite.*row 3.*Check the layer"),
+             L, r"'latents' parameter of lcc_targets must be finite.*first: 3.*Check the layer"),
         Case("targets-rows-mismatch", "lcc_targets with 10 latents and 50 labels",
              lambda t: lcc_targets(x[:10], _Y, _Y, k=3),
              L, r"'y_true' parameter of lcc_targets must be one label per latent row \(10\)"),
@@ -431,9 +420,9 @@ def _cases() -> list[Case]:
                                                      "dec": nn.Sequential(nn.Linear(2, 2))}), "0"),
              L, r"'layers' parameter of resolve_layers must be a name that identifies one layer.*\['enc.0', 'dec.0'\]"),
         Case("layer-non-tensor-output", "collect_latents of a layer that returns None", lambda t: _latents("none"),
-             L, r"Layer 'none' returned NoneType.*Capture a submodule"),
+             L, r"Layer 'none' returned NoneType, not a tensor.*Capture the submodule that computes the tensor you mean"),
         Case("layer-no-batch-dim", "collect_latents of a layer whose output has no batch dimension",
-             lambda t: _latents("emb"), L, r"Layer 'emb' returned shape \(3,\) for a batch of 8.*Pick a layer"),
+             lambda t: _latents("emb"), L, r"Layer 'emb' returned a tensor of shape \(3,\); a latent needs a batch and a feature dimension.*Capture the submodule"),
         Case("profile-unknown-layer", "profile(layers=['fc9'])",
              lambda t: _profile(t, layers=["fc9"], metrics=["nc"]),
              L, r"'layers' parameter of profile must be names of layers"),
@@ -460,15 +449,15 @@ def _cases() -> list[Case]:
              L, r"'y' parameter of from_arrays must be labels of at least 2 classes.*all 40 labels equal to 0"),
         Case("data-labels-out-of-range", "from_arrays with labels 0..4 but 3 class names",
              lambda t: from_arrays(_images(), np.arange(40) % 5, classes=["a", "b", "c"]),
-             L, r"'y' parameter of make_splits must be integer labels in 0\.\.2.*Fix: .*np.unique"),
+             L, r"'y' parameter of from_arrays must be integer labels in 0\.\.2.*Fix: .*np.unique"),
         Case("data-label-gaps", "from_arrays with labels 0, 2, 4, 6 (not 0..C-1)", _works_label_gaps_data,
              None, r"works: classes '0'\.\.'6'"),
         Case("data-images-0-255-float", "from_arrays with float images in 0..255",
              lambda t: from_arrays(_images() * 255, np.arange(40) % 4),
-             L, r"'x' parameter of make_splits must be float images with values in \[0, 1\].*Fix: pass uint8"),
+             L, r"'x' parameter of from_arrays must be float images with values in \[0, 1\].*Fix: pass uint8"),
         Case("data-nan-images", "from_arrays with a NaN pixel",
              lambda t: from_arrays(_with_nan(_images().reshape(40, 64)).reshape(40, 8, 8), np.arange(40) % 4),
-             L, r"'x' parameter of make_splits must be finite.*Fix: drop or impute"),
+             L, r"'x' parameter of from_arrays must be finite.*Fix: drop or impute"),
         Case("image-folder-corrupt-file", "image_folder with a corrupt PNG",
              lambda t: image_folder(t / "imgs"), L, r"Could not read the image .*broken.png.*Fix: remove or replace",
              _image_folder_with_bad_file),
@@ -511,8 +500,9 @@ def _cases() -> list[Case]:
         Case("checkpoint-empty-manifest", "resume from a checkpoint whose MANIFEST.json lists nothing",
              lambda t: _fit(t, epochs=2, resume=True), C, r"MANIFEST.json must map exactly \['model.safetensors'",
              _then(_interrupted_run, _write("run/checkpoints/epoch-0001/MANIFEST.json", "{}"))),
-        Case("checkpoint-other-model", "resume a 4-class run with a 7-class model",
-             lambda t: _fit(t, model=_model(7), epochs=2, resume=True), C,
+        Case("checkpoint-other-model", "resume a run with a model of other layer sizes (hidden 12, not 16)",
+             lambda t: _fit(t, model=nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 4)),
+                            epochs=2, resume=True), C,
              r"does not fit this model.*size mismatch.*use the same --model and --data", _interrupted_run),
         Case("checkpoint-other-settings", "resume with another learning rate",
              lambda t: _fit(t, epochs=2, resume=True, lr=0.5), C, r"Cannot resume .* with different settings \(train.lr: 0.001 -> 0.5\)", _interrupted_run),
@@ -541,7 +531,23 @@ def _cases() -> list[Case]:
     ]  # fmt: skip
 
 
-CASES: list[Case] = _cases()
+def _more_cases() -> list[Case]:
+    """Cases kept in their own modules by area (tests/reliability_<area>.py, each with ``cases()``)."""
+    import importlib
+
+    out: list[Case] = []
+    for area in ("runs", "engine", "data", "training", "probe", "app"):
+        try:
+            mod = importlib.import_module(f"reliability_{area}")
+        except ModuleNotFoundError as e:
+            if e.name != f"reliability_{area}":
+                raise
+            continue
+        out += mod.cases()
+    return out
+
+
+CASES: list[Case] = _cases() + _more_cases()
 
 
 # ----------------------------------------------------------------------------- running and the docs table
@@ -559,7 +565,9 @@ def outcome(case: Case, tmp: Path) -> tuple[type[BaseException] | None, str]:
 
 
 def _short(text: str, tmp: Path, limit: int = 230) -> str:
-    text = " ".join(text.replace(str(tmp), "<tmp>").split())
+    text = text.replace(str(tmp), "<tmp>").replace(sys.executable, "python")
+    text = text.replace(str(Path(__file__).resolve().parents[1]), "<repo>")  # no machine paths in the docs
+    text = " ".join(text.split())
     text = re.sub(r"/tmp/[\w./-]+/(?=[\w.-]+)", "<tmp>/", text)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
