@@ -277,6 +277,53 @@ def _gc(fn: Callable[..., Any], x: Any, **kw: Any) -> Any:
     return geometric_complexity(fn, x, **kw)
 
 
+def _works_targets_extreme() -> str:
+    """epoch_start + lcc_loss on float64 latents at 1e150, 1e-300 and around 1e9: targets vs float64 means."""
+    import math
+
+    from latentcc import LCCConfig, epoch_start, lcc_loss
+
+    y = np.repeat(np.arange(4), 50)
+    x = np.random.default_rng(2).normal(size=(200, 6))
+    x[np.arange(200), y] += 1.5
+    parts = []
+    for tag, lat in (("1e150", 1e150 * x), ("1e-300", 1e-300 * x), ("1e9+", 1e9 + x)):
+        r = epoch_start(lat, y, LCCConfig(layers=("a",), k=5))
+        t = r.targets
+        ids = np.flatnonzero(t.slot.numpy() >= 0)
+        got = t.vectors.numpy()[t.slot.numpy()[ids]]
+        loss = float(lcc_loss(torch.tensor(lat), torch.arange(200), t))
+        want = sum(math.dist(lat[i], got[k]) for k, i in enumerate(ids)) / len(ids) / math.sqrt(6)
+        parts.append(
+            f"{tag}: {t.vectors.dtype}, all finite and non-zero: {bool(np.isfinite(got).all() and (got != 0).all())}, "
+            f"loss finite and exact: {math.isfinite(loss) and abs(loss - want) <= 1e-12 * want}"
+        )
+    return "works: " + "; ".join(parts)
+
+
+def _works_linear_probe_extreme() -> str:
+    from latentcc.metrics import linear_probe
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(4), 40)
+    x = rng.normal(size=(160, 6))
+    x[np.arange(160), y] += 5.0
+    accs = [
+        linear_probe(s * x[::2], y[::2], s * x[1::2], y[1::2], standardize=std)
+        for s in (1e-300, 1e150, 1e-150)
+        for std in (True, False)
+    ] + [
+        linear_probe(
+            (1e-20 * x[::2]).astype(np.float32),
+            y[::2],
+            (1e-20 * x[1::2]).astype(np.float32),
+            y[1::2],
+            standardize=False,
+        )
+    ]
+    return f"works: accuracy {accs}"
+
+
 # ----------------------------------------------------------------------------- the table
 
 
@@ -391,4 +438,16 @@ def cases() -> list[Case]:
         Case("profile-nc-one-sample-per-class", "profile(metrics=['nc']) on data with one sample per class",
              _works_profile_one_per_class, None,
              r"works: nc1 \[nan\] with the note: nc at 1: The 'labels' parameter of neural_collapse .*one sample per class"),
+        # --- float64 latents at extreme scales: targets keep float64, the loss rescales by a fixed power of two
+        Case("targets-float64-extreme-scale", "epoch_start + lcc_loss on float64 latents at 1e150, 1e-300 and 1e9 + x",
+             lambda t: _works_targets_extreme(), None,
+             r"works: 1e150: torch.float64, all finite and non-zero: True, loss finite and exact: True; 1e-300: "
+             r"torch.float64, all finite and non-zero: True, loss finite and exact: True; 1e9\+: torch.float64, "
+             r"all finite and non-zero: True, loss finite and exact: True"),
+        Case("loss-float64-targets-float32-z", "lcc_loss with float32 z and float64 targets of latents around 1e60",
+             lambda t: lcc_loss(torch.zeros(40, 4), torch.arange(40), lcc_targets(_x4().astype(np.float64) * 1e60, _Y4, np.where(np.arange(40) % 7 == 0, (_Y4 + 1) % 4, _Y4), k=3)),
+             L, r"'z' parameter of lcc_loss must be latents of a dtype that can hold the targets \(float64 targets, "
+             r"torch.float32 latents\).*beyond float32's range.*Fix: train the layer in float64"),
+        Case("linear-probe-extreme-scale", "linear_probe on features at 1e-300, 1e150, 1e-150 (standardize on/off) and float32 1e-20",
+             lambda t: _works_linear_probe_extreme(), None, r"works: accuracy \[1\.0, 1\.0, 1\.0, 1\.0, 1\.0, 1\.0, 1\.0\]"),
     ]  # fmt: skip

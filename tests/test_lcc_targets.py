@@ -209,7 +209,7 @@ def test_state_dict_round_trip_and_to(tmp_path) -> None:
     x, y, c = make_data()
     t = lcc_targets(x, y, c, k=3, orphan_policy="class_centroid")
     state = t.state_dict()
-    assert all(isinstance(v, torch.Tensor | int) for v in state.values())
+    assert all(isinstance(v, torch.Tensor | int | float) for v in state.values())
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     save_file(tensors, tmp_path / "t.safetensors")
     back = LCCTargets.from_state_dict(
@@ -254,3 +254,119 @@ def test_validation() -> None:
         lcc_targets(x.reshape(60, 5, 1), y, c, k=3)
     with pytest.raises(LatentccError, match="'owners'.*length >= max"):
         lcc_targets(x, y, c, k=3, owners=[0, 1])
+
+
+# ----------------------------------------------------------------------------- float64 latents at extreme scales
+
+_Y_EXT = np.repeat(np.arange(4), 50)
+
+
+def _extreme_base() -> np.ndarray:
+    x = np.random.default_rng(2).normal(size=(200, 6))
+    x[np.arange(200), _Y_EXT] += 1.5
+    return x
+
+
+def _brute_targets(lat: np.ndarray, y: np.ndarray, yc: np.ndarray, owners: np.ndarray, k: int) -> dict:
+    """Float64 reference: for each MC sample, the nearest of the means of the k nearest CC samples of each
+    cluster its class owns. Distances on the latents times an exact power of two (so squares of 1e-300
+    do not vanish); the means on the latents as given."""
+    s = 2.0 ** -np.frexp(np.abs(lat - np.median(lat, axis=0)).max())[1]
+    mc = owners[yc] != y
+    out = {}
+    for i in np.flatnonzero(mc):
+        best = None
+        for j in np.flatnonzero(owners == y[i]):
+            base = np.flatnonzero((yc == j) & ~mc)
+            if base.size == 0:
+                continue
+            d = (((lat[base] - lat[i]) * s) ** 2).sum(1)
+            t = lat[base[np.argsort(d, kind="stable")[: min(k, base.size)]]].mean(0)
+            dt = (((lat[i] - t) * s) ** 2).sum()
+            if best is None or dt < best[0]:
+                best = (dt, t)
+        if best is not None:
+            out[i] = best[1]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["1e150", "1e-300", "1e-60", "1e9+"])
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_float64_targets_at_extreme_scales_equal_a_float64_reference(kind: str, metric: str) -> None:
+    """Targets of float64 latents used to be rounded to float32: inf at 1e150, 0.0 at 1e-300 or 1e-60,
+    off by up to 6 spreads around 1e9, and so was the loss. Now they stay float64 and exact."""
+    import math
+
+    from latentcc import LCCConfig, epoch_start, lcc_loss
+
+    x = _extreme_base()
+    lat = {"1e150": 1e150 * x, "1e-300": 1e-300 * x, "1e-60": 1e-60 * x, "1e9+": 1e9 + x}[kind]
+    r = epoch_start(lat, _Y_EXT, LCCConfig(layers=("a",), k=5, metric=metric))
+    t = r.targets
+    assert t.vectors.dtype == torch.float64
+    ref = _brute_targets(lat, _Y_EXT, r.clusters, r.owners, 5)
+    ids = np.flatnonzero(t.slot.numpy() >= 0)
+    assert sorted(ref) == ids.tolist() and len(ids) > 50
+    got = t.vectors.numpy()[t.slot.numpy()[ids]]
+    want = np.stack([ref[i] for i in ids])
+    assert np.isfinite(got).all() and (got != 0).all()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    z = torch.tensor(lat, requires_grad=True)
+    loss = lcc_loss(z, torch.arange(200), t)
+    loss.backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    loss = loss.detach()
+    want_loss = sum(math.dist(lat[i], ref[i]) for i in ids) / len(ids) / math.sqrt(6)
+    # the targets near 1e9 are exact to 1 ulp (1.2e-7), which is ~1e-7 of the spread: loss within that
+    assert math.isfinite(float(loss)) and float(loss) == pytest.approx(
+        want_loss, rel=1e-12 if kind != "1e9+" else 1e-6
+    )
+    # and exactly the loss formula on the stored targets
+    mine = sum(math.dist(lat[i], got[k]) for k, i in enumerate(ids)) / len(ids) / math.sqrt(6)
+    assert float(loss) == pytest.approx(mine, rel=1e-12)
+
+
+def test_float32_latents_keep_float32_targets() -> None:
+    x, y, c = make_data()
+    t32, t64 = lcc_targets(x, y, c, k=3), lcc_targets(x.astype(np.float64), y, c, k=3)
+    assert t32.vectors.dtype == torch.float32 and t64.vectors.dtype == torch.float64
+    assert t32.scale == 1.0 and t64.scale == 1.0  # ordinary latents: no extra work in the loss
+    np.testing.assert_allclose(t64.vectors.numpy(), t32.vectors.numpy(), rtol=1e-6)
+
+
+def test_float64_targets_meet_float32_z_cast_once_and_round_trip(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from latentcc import lcc_loss
+
+    x, y, c = make_data()
+    x64 = x.astype(np.float64) * 1e-30
+    t = lcc_targets(x64, y, c, k=3)
+    assert t.vectors.dtype == torch.float64 and t.scale != 1.0
+    z32 = torch.tensor(x64, dtype=torch.float32)
+    idx = torch.arange(len(x))
+    l32 = lcc_loss(z32, idx, t)
+    assert l32.dtype == torch.float32
+    assert float(l32) == pytest.approx(float(lcc_loss(z32.double(), idx, t)), rel=1e-5)
+    cached = t.for_dtype(torch.float32)[0]
+    assert cached.dtype == torch.float32 and t.for_dtype(torch.bfloat16)[0] is cached  # cast once
+    # float64 targets that float32 cannot hold: a clear error, not an inf loss
+    big = lcc_targets(x.astype(np.float64) * 1e60, y, c, k=3)
+    with pytest.raises(
+        LatentccError, match=r"'z' parameter of lcc_loss.*float64 targets.*Fix: train the layer in float64"
+    ):
+        lcc_loss(torch.zeros(len(x), x.shape[1]), idx, big)
+    # checkpoint: float64 vectors and the scale round-trip bitwise
+    state = t.state_dict()
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    save_file(tensors, tmp_path / "t.safetensors")
+    back = LCCTargets.from_state_dict(
+        {
+            **load_file(tmp_path / "t.safetensors"),
+            "num_clusters": state["num_clusters"],
+            "scale": state["scale"],
+        }
+    )
+    assert back.vectors.dtype == torch.float64 and torch.equal(back.vectors, t.vectors)
+    assert back.scale == t.scale
+    assert float(lcc_loss(z32.double(), idx, back)) == float(lcc_loss(z32.double(), idx, t))

@@ -119,3 +119,41 @@ def test_errors():
             call()
     # zero rows are fine with l2; k = N is allowed
     assert 0 <= knn_probe(xtr, ytr, zero, yte, k=30, metric="l2") <= 1
+
+
+def _noisy_probe_data() -> tuple[np.ndarray, np.ndarray]:
+    """4 overlapping classes (accuracy well between chance and 1), centred half-range in [1, 2): the exact
+    power-of-two rescale of a scaled copy gives back these very features."""
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(4), 40)
+    x = rng.normal(size=(160, 6))
+    x[np.arange(160), y] += 1.0
+    x -= (x.max(0) + x.min(0)) / 2
+    return x / 2.0 ** np.frexp(np.abs(x).max())[1] * 2, y
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("scale", [2.0**-1000, 2.0**-500, 2.0**500, 2.0**-70])
+def test_linear_probe_at_extreme_scales_equals_scale_one(standardize: bool, scale: float) -> None:
+    """Features near 1e-300 (or 1e150, 1e-150 without standardisation) used to give chance accuracy."""
+    x, y = _noisy_probe_data()
+    ref = linear_probe(x[::2], y[::2], x[1::2], y[1::2], standardize=standardize)
+    assert 0.4 < ref < 1.0
+    xs = x * scale
+    if scale == 2.0**-70:
+        xs = xs.astype(np.float32)  # float32 features around 1e-21
+        ref = linear_probe(
+            x.astype(np.float32)[::2], y[::2], x.astype(np.float32)[1::2], y[1::2], standardize=standardize
+        )
+    assert linear_probe(xs[::2], y[::2], xs[1::2], y[1::2], standardize=standardize) == ref
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e150, 1e-150])
+def test_linear_probe_separable_features_at_extreme_scales_are_perfect(scale: float) -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(4), 40)
+    x = rng.normal(size=(160, 6))
+    x[np.arange(160), y] += 5.0
+    for std in (True, False):
+        assert linear_probe(scale * x[::2], y[::2], scale * x[1::2], y[1::2], standardize=std) == 1.0
+    assert knn_probe(scale * x[::2], y[::2], scale * x[1::2], y[1::2], k=5, metric="l2") == 1.0

@@ -229,7 +229,7 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
     """Collective: rank ``src`` runs ``compute()`` (the clustering); every rank returns its result.
 
     Other ranks pass None and compute nothing. What travels: a small header (sizes, stage timings) and
-    two tensors: int64 ``[slot | clusters | mc_mask | owners | orphans]`` and float32 ``vectors`` (M, D).
+    two tensors: int64 ``[slot | clusters | mc_mask | owners | orphans]`` and ``vectors`` (M, D) in their dtype.
     Other ranks get CPU tensors bit-identical to rank ``src``'s. An error on ``src`` is raised on all ranks.
     """
     rank, _ = world()
@@ -246,6 +246,7 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
                 "n": int(t.slot.shape[0]), "m": int(t.vectors.shape[0]), "d": int(t.vectors.shape[1]),
                 "c": int(np.asarray(t.owners).size), "o": int(np.asarray(t.orphans).size),
                 "num_clusters": int(t.num_clusters), "seconds": dict(res.seconds),
+                "float64": t.vectors.dtype == torch.float64, "scale": float(t.scale),
             }  # fmt: skip
         except Exception as e:
             header[0] = {"error": f"{type(e).__name__}: {e}"}
@@ -256,6 +257,8 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
     if "error" in h:
         raise LatentccError(f"LCC refresh failed on rank {src} (which clusters): {h['error']}")
     n, c, o = h["n"], h["c"], h["o"]
+    # float64 targets (of float64 latents) travel as float64: every rank gets bitwise rank src's targets
+    vdtype = torch.float64 if h["float64"] else torch.float32
     if res is not None:
         t = res.targets
         ints = torch.cat([
@@ -263,10 +266,10 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
             torch.from_numpy(np.asarray(t.owners, dtype=np.int64)),
             torch.from_numpy(np.asarray(t.orphans, dtype=np.int64)),
         ]).to(dev)  # fmt: skip
-        vectors = t.vectors.to(dev, torch.float32).contiguous()
+        vectors = t.vectors.to(dev, vdtype).contiguous()
     else:
         ints = torch.empty(3 * n + c + o, dtype=torch.int64, device=dev)
-        vectors = torch.empty((h["m"], h["d"]), dtype=torch.float32, device=dev)
+        vectors = torch.empty((h["m"], h["d"]), dtype=vdtype, device=dev)
     dist.broadcast(ints, src=src)
     if vectors.numel():
         dist.broadcast(vectors, src=src)
@@ -277,6 +280,6 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
     owners, orphans = ints[3 * n : 3 * n + c].numpy(), ints[3 * n + c :].numpy()
     targets = LCCTargets(
         mc_mask=mc, slot=slot, vectors=vectors.cpu(), owners=owners, orphans=orphans,
-        num_clusters=h["num_clusters"],
+        num_clusters=h["num_clusters"], scale=h["scale"],
     )  # fmt: skip
     return EpochStart(targets, clusters, owners.copy(), ~mc.numpy(), dict(h["seconds"]))

@@ -31,7 +31,8 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
 
     Returns:
         0-d tensor (dtype of ``z`` promoted with float32), exactly 0 but still connected to ``z`` when
-        no row of the batch has a target.
+        no row of the batch has a target. float64 targets (of float64 latents) meet float32 z as float32
+        targets, cast once per targets object (:meth:`LCCTargets.for_dtype`), never per step.
     """
     for param, t in (("z", z), ("idx", idx)):
         if not isinstance(t, torch.Tensor):
@@ -58,8 +59,9 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
         )
     if z.ndim > 2:
         z = z.flatten(1)
-    vectors, slot = targets.vectors, targets.slot
+    slot = targets.slot
     d = z.shape[1]
+    vectors = targets.vectors
     if d != vectors.shape[1]:
         raise param_error(
             "z",
@@ -93,14 +95,21 @@ def lcc_loss(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.T
             )
     if vectors.shape[0] == 0:  # no sample has a target this epoch (a shape, not a value: no sync)
         return z.sum() * 0.0
+    vectors, scale = targets.for_dtype(z.dtype)
     s = slot[idx]  # (B,), -1 = no target
     has = s >= 0
     # Rows without a target gather row 0 and are masked out (where, not * 0: an inf there would be NaN);
     # their gradient is exactly 0.
     diff = z - vectors[s.clamp(min=0)]
+    if scale != 1.0:
+        # Latents at extreme scales (1e-300, 1e200): their squares would vanish or overflow, so the
+        # difference is brought to ~1 by the exact power of two fixed at refresh time, and back below.
+        diff = diff * scale
     # vector_norm's backward is 0 (not NaN) at a zero vector, i.e. when z already equals its target.
-    # No rescaling against overflow here (it cost 1.7x per step): a row of a diverged model whose distance
-    # overflows (|z - t| > ~1e19 in float32) gives an inf loss, and fit stops with a clear message.
+    # No per-step rescaling against overflow beyond that fixed scale (a data-dependent one cost 1.7x per
+    # step): a row of a diverged model whose distance overflows (|z - t| > ~1e19 in float32) gives an
+    # inf loss, and fit stops with a clear message.
     dist = torch.linalg.vector_norm(diff, ord=2, dim=1)
     dist = torch.where(has, dist, torch.zeros((), dtype=dist.dtype, device=dist.device))
-    return dist.sum() / (has.sum().to(dist.dtype).clamp(min=1.0) * math.sqrt(d))
+    out = dist.sum() / (has.sum().to(dist.dtype).clamp(min=1.0) * math.sqrt(d))
+    return out if scale == 1.0 else out / scale

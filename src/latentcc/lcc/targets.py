@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,11 +44,15 @@ class LCCTargets:
     Attributes:
         mc_mask: (N,) bool, True for misclustered samples (with or without a target).
         slot: (N,) int64, row of ``vectors`` holding the sample's target, -1 when it has none.
-        vectors: (M, D) float32, one target per MC sample that has one, in sample-index order, in the
-            units of the latents (targets of float64 latents are rounded to float32).
+        vectors: (M, D) one target per MC sample that has one, in sample-index order, in the units of
+            the latents: float64 for float64 (and wide-integer) latents, so targets of latents far from
+            the origin or at extreme scales stay exact; float32 otherwise.
         owners: (C,) int64 owner class per cluster (-1: none).
         orphans: int64 ids of the classes present in ``y_true`` that own no cluster.
         num_clusters: C.
+        scale: the power of two (:func:`latentcc.scaling.pow2_scale` of the latents' spread) that the
+            loss multiplies ``z - t`` by before squaring, so distances of latents around 1e-300 or
+            1e200 neither vanish nor overflow; 1.0 (no extra work per step) for ordinary latents.
     """
 
     mc_mask: torch.Tensor
@@ -57,12 +61,47 @@ class LCCTargets:
     owners: np.ndarray
     orphans: np.ndarray
     num_clusters: int
+    scale: float = 1.0
+    # vectors cast once to the dtype of the loss's latents (see for_dtype); not copied by .to()
+    _cast: dict[torch.dtype, tuple[torch.Tensor, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def to(self, device: torch.device | str) -> LCCTargets:
         """A copy with the tensors on ``device`` (owners/orphans stay numpy)."""
         return dataclasses.replace(
             self, mc_mask=self.mc_mask.to(device), slot=self.slot.to(device), vectors=self.vectors.to(device)
         )
+
+    def for_dtype(self, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+        """(vectors, scale) for latents ``z`` of ``dtype``: float64 vectors for float64 z, float32 ones
+        otherwise (z - t is then computed in float32 at least, as with float32 targets).
+
+        The cast of float64 targets happens once per targets object (the first step after a refresh, one
+        device sync to check it) and is cached, never per step. Targets that float32 cannot hold (beyond
+        its range, or non-zero values that would become 0) raise instead of giving an inf or 0 loss.
+        """
+        want = torch.float64 if dtype == torch.float64 else torch.float32
+        if self.vectors.dtype == want or (want == torch.float64 and self.vectors.dtype == torch.float32):
+            return self.vectors, self.scale  # float32 -> float64 promotion is exact
+        got = self._cast.get(want)
+        if got is None:
+            cast = self.vectors.to(want)
+            lost = ~torch.isfinite(cast) | ((cast == 0) & (self.vectors != 0))
+            if bool(lost.any()):
+                raise param_error(
+                    "z",
+                    "lcc_loss",
+                    f"latents of a dtype that can hold the targets (float64 targets, {dtype} latents)",
+                    f"{int(lost.any(dim=1).sum())} of {cast.shape[0]} targets beyond float32's range "
+                    "(inf, or non-zero values that become 0)",
+                    "Fix: train the layer in float64 (as its latents were collected), or rescale the "
+                    "layer's output (e.g. a normalisation layer) so its latents fit float32.",
+                )
+            # a scale beyond float32's exponent range would itself round to inf or 0 there
+            scale = self.scale if 2.0**-120 <= self.scale <= 2.0**120 else 1.0
+            got = self._cast[want] = (cast, scale)
+        return got
 
     @property
     def num_mc(self) -> int:
@@ -79,8 +118,9 @@ class LCCTargets:
         """Fraction of the N samples that are misclustered."""
         return self.num_mc / max(1, int(self.mc_mask.shape[0]))
 
-    def state_dict(self) -> dict[str, torch.Tensor | int]:
-        """Tensors and plain ints only, so it fits a safetensors checkpoint."""
+    def state_dict(self) -> dict[str, torch.Tensor | int | float]:
+        """Tensors and plain numbers only, so it fits a safetensors + JSON checkpoint (``vectors`` keep
+        their dtype, float32 or float64: a resumed run uses bitwise the same targets)."""
         return {
             "mc_mask": self.mc_mask.contiguous(),
             "slot": self.slot.contiguous(),
@@ -88,11 +128,13 @@ class LCCTargets:
             "owners": torch.from_numpy(np.ascontiguousarray(self.owners, dtype=np.int64)),
             "orphans": torch.from_numpy(np.ascontiguousarray(self.orphans, dtype=np.int64)),
             "num_clusters": int(self.num_clusters),
+            "scale": float(self.scale),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> LCCTargets:
-        """Inverse of :meth:`state_dict`; ``num_clusters`` may be an int or a 0-d tensor."""
+        """Inverse of :meth:`state_dict`; ``num_clusters`` and ``scale`` may be numbers or 0-d tensors
+        (``scale`` is 1.0 when absent, as in states written before it existed)."""
         missing = sorted({"mc_mask", "slot", "vectors", "owners", "orphans", "num_clusters"} - set(state))
         if missing:
             raise CheckpointError(f"LCC targets state is missing {missing}; was it written by state_dict()?")
@@ -106,10 +148,11 @@ class LCCTargets:
         return cls(
             mc_mask=mc,
             slot=slot.long(),
-            vectors=vec.float(),
+            vectors=vec if vec.dtype == torch.float64 else vec.float(),
             owners=np.asarray(torch.as_tensor(state["owners"]).cpu().numpy(), dtype=np.int64),
             orphans=np.asarray(torch.as_tensor(state["orphans"]).cpu().numpy(), dtype=np.int64),
             num_clusters=int(state["num_clusters"]),
+            scale=float(state.get("scale", 1.0)),
         )
 
 
@@ -178,18 +221,35 @@ def _targets_of(
 ) -> LCCTargets:
     """Targets of validated inputs, in the units of the latents (the epoch start calls this directly).
 
-    The search and the centroids run on the latents translated to centre each column's range on 0 (and
-    rescaled by a power of two when extreme), computed in float64 before the float32 cast: neighbour
-    ranks do not depend on where the latents sit in space. The translation is added back at the end.
+    The search runs on the latents translated to centre each column's range on 0 (and rescaled by a
+    power of two when extreme), computed in float64 before the float32 cast: neighbour ranks do not
+    depend on where the latents sit in space. The centroids and the choice between candidate centroids
+    use the same frame in the latents' working dtype (float64 for float64 latents, so their targets keep
+    float64's precision). The translation and scale are undone at the end, in float64.
     """
     search = "torch" if backend == "auto" and importlib.util.find_spec("faiss") is None else backend
     x = m.centred()
-    assert isinstance(x, np.ndarray)  # validated without keep_device: numpy
-    out = _lcc_targets(x, yt, yc, owners, k, orphan_policy, search)
-    if out.vectors.shape[0]:  # back to the units of the latents (float32: inf where they exceed its range)
-        with np.errstate(over="ignore"):
+    wide = m.work_dtype is np.float64
+    xv = m.centred(np.float64) if wide else x  # same shift and scale, no float32 rounding
+    assert isinstance(x, np.ndarray) and isinstance(xv, np.ndarray)  # validated without keep_device: numpy
+    out = _lcc_targets(x, xv, yt, yc, owners, k, orphan_policy, search)
+    out.scale = m.scale
+    if out.vectors.shape[0]:  # back to the units of the latents
+        with np.errstate(over="ignore", under="ignore"):
             vec = out.vectors.numpy().astype(np.float64) / m.scale + m.shift
-            out.vectors = torch.from_numpy(vec.astype(np.float32))
+            kept = vec.astype(np.float64 if wide else np.float32)
+        lost = ~np.isfinite(kept) | ((kept == 0) & (vec != 0))
+        if lost.any():  # an inf or 0 target would silently give an inf or 0 loss
+            raise param_error(
+                m.param,
+                m.func,
+                f"latents whose targets fit {kept.dtype} (finite, non-zero values not rounded to 0)",
+                f"{int(lost.any(axis=1).sum())} of {len(kept)} targets beyond {kept.dtype}'s range "
+                f"(column ranges {m._bounds()[0].min():.3g} to {m._bounds()[1].max():.3g})",
+                "Fix: rescale the layer's output (e.g. a normalisation layer), or collect the latents "
+                "in float64.",
+            )
+        out.vectors = torch.from_numpy(np.ascontiguousarray(kept))
     return out
 
 
@@ -198,6 +258,7 @@ def _targets_of(
 
 def _lcc_targets(
     x: np.ndarray,
+    xv: np.ndarray,
     yt: np.ndarray,
     yc: np.ndarray,
     owners: np.ndarray,
@@ -205,6 +266,8 @@ def _lcc_targets(
     orphan_policy: str,
     search: str,
 ) -> LCCTargets:
+    """``x``: the float32 rows the k-NN searches run on; ``xv``: the same rows in the dtype the centroids
+    are averaged and compared in (``x`` itself for float32 latents, their float64 copy otherwise)."""
     n, d = x.shape
     num_classes = max(int(yt.max()), int(owners.max(initial=-1))) + 1
     mc = owners[yc] != yt
@@ -231,18 +294,17 @@ def _lcc_targets(
             # A class owning no cluster has no CC sample: its MC samples are all its members.
             if orphan_policy == "class_centroid" and q_ids.size > 1:
                 got_ids.append(q_ids)
-                got_vecs.append(_class_centroids(x[q_ids], k, search))
+                got_vecs.append(_class_centroids(x[q_ids], xv[q_ids], k, search))
             continue
-        q = x[q_ids]
-        best_d = np.full(q_ids.size, np.inf, dtype=np.float32)
-        best_t = np.zeros((q_ids.size, d), dtype=np.float32)
+        q = xv[q_ids]
+        best_d = np.full(q_ids.size, np.inf, dtype=xv.dtype)
+        best_t = np.zeros((q_ids.size, d), dtype=xv.dtype)
         for j in clusters_of_class[a]:
             base_ids = cc_of_cluster[j]
             if base_ids.size == 0:  # only with inconsistent caller-given owners
                 continue
-            base = x[base_ids]
-            nn = _knn(base, q, min(k, base_ids.size), search)
-            t = _centroids(base, nn)
+            nn = _knn(x[base_ids], x[q_ids], min(k, base_ids.size), search)
+            t = _centroids(xv[base_ids], nn)
             diff = q - t
             dist = np.einsum("ij,ij->i", diff, diff)
             better = dist < best_d  # strict: ties keep the lower cluster id
@@ -253,22 +315,23 @@ def _lcc_targets(
         got_vecs.append(best_t[has])
 
     ids_all = np.concatenate(got_ids) if got_ids else np.zeros(0, dtype=np.int64)
-    vecs_all = np.concatenate(got_vecs) if got_vecs else np.zeros((0, d), dtype=np.float32)
+    vecs_all = np.concatenate(got_vecs) if got_vecs else np.zeros((0, d), dtype=xv.dtype)
     order = np.argsort(ids_all, kind="stable")  # targets stored in sample-index order
     slot = np.full(n, -1, dtype=np.int64)
     slot[ids_all[order]] = np.arange(order.size, dtype=np.int64)
     return LCCTargets(
         mc_mask=torch.from_numpy(mc),
         slot=torch.from_numpy(slot),
-        vectors=torch.from_numpy(np.ascontiguousarray(vecs_all[order], dtype=np.float32)),
+        vectors=torch.from_numpy(np.ascontiguousarray(vecs_all[order], dtype=xv.dtype)),
         owners=owners,
         orphans=orphans,
         num_clusters=int(owners.size),
     )
 
 
-def _class_centroids(members: np.ndarray, k: int, search: str) -> np.ndarray:
-    """(n, D) mean of the k nearest OTHER rows of ``members`` (n >= 2) for each of its rows."""
+def _class_centroids(members: np.ndarray, values: np.ndarray, k: int, search: str) -> np.ndarray:
+    """(n, D) mean of the k nearest OTHER rows of ``members`` (n >= 2) for each of its rows, searched on
+    ``members`` (float32) and averaged over the same rows of ``values``."""
     n = members.shape[0]
     kk = min(k, n - 1)
     nn = _knn(members, members, kk + 1, search)
@@ -276,7 +339,7 @@ def _class_centroids(members: np.ndarray, k: int, search: str) -> np.ndarray:
     # farthest of the kk + 1, so every row keeps exactly kk neighbours.
     keep = nn != np.arange(n)[:, None]
     keep[keep.all(axis=1), -1] = False
-    return _centroids(members, nn[keep].reshape(n, kk))
+    return _centroids(values, nn[keep].reshape(n, kk))
 
 
 def _groups(labels: np.ndarray, n: int, ids: np.ndarray) -> list[np.ndarray]:
@@ -315,9 +378,10 @@ def _knn_torch(b: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
 
 
 def _centroids(base: np.ndarray, nn: np.ndarray) -> np.ndarray:
-    """(nq, D) mean of ``base[nn[i]]`` per row; gathered in blocks so (block, k, D) stays bounded."""
+    """(nq, D) mean of ``base[nn[i]]`` per row, in base's dtype; gathered in blocks so (block, k, D)
+    stays bounded."""
     nq, kk = nn.shape
-    out = np.empty((nq, base.shape[1]), dtype=np.float32)
+    out = np.empty((nq, base.shape[1]), dtype=base.dtype)
     step = max(1, _BLOCK_ELEMS // max(1, kk * base.shape[1]))
     for s in range(0, nq, step):
         out[s : s + step] = base[nn[s : s + step]].mean(axis=1)

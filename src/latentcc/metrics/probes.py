@@ -73,10 +73,14 @@ def linear_probe(
     mtr, ytr, mte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
     # Both splits translated alike (in float64) before the solver: the unpenalised intercept absorbs any
     # translation, so the predictions are those of the features as given, while a large common offset
-    # (latents around 1e5 with a spread of 1e-3) would otherwise drown the features in rounding.
-    shift, _ = joint_frame(mtr, mte)
-    xtr = mtr.centred(mtr.work_dtype, shift=shift, scale=1.0)
-    xte = mte.centred(mtr.work_dtype, shift=shift, scale=1.0)
+    # (latents around 1e5 with a spread of 1e-3) would otherwise drown the features in rounding. Features
+    # at extreme scales (1e-300, 1e150, float32 1e-20) are also brought to ~1 by an exact power of two
+    # (identity within [2^-24, 2^24]): otherwise their variance vanishes or overflows in the scaler and
+    # lbfgs sees all-zero or huge features (chance accuracy). Standardised features are bitwise those
+    # of the unscaled data, so the predictions are too.
+    shift, scale = joint_frame(mtr, mte)
+    xtr = mtr.centred(mtr.work_dtype, shift=shift, scale=scale)
+    xte = mte.centred(mtr.work_dtype, shift=shift, scale=scale)
     assert isinstance(xtr, np.ndarray) and isinstance(xte, np.ndarray)  # no keep_device: numpy
     if len(np.unique(ytr)) < 2:
         raise param_error("train_y", func, "labels with at least 2 distinct classes", "1 distinct class")
