@@ -184,9 +184,87 @@ def _works_arrays_uint16(tmp: Path) -> str:
     return f"works: pixel means {_class_means(s)}, the values / 65535 as for a 16-bit PNG"
 
 
+# ----------------------------------------------------------------------------- round 3: labels, ClassLabel, tRNS
+
+
+def _trns_setup(tmp: Path) -> None:
+    """imgs/a: an 8-bit and imgs/b: a 16-bit gray PNG, 0.2 gray with the left half a transparent-colour key."""
+    from PIL import Image
+
+    a8 = np.full((2, 4), 51, np.uint8)
+    a8[:, :2] = 7
+    a16 = np.full((2, 4), 13107, np.uint16)
+    a16[:, :2] = 1234
+    for cls, arr, key in (("a", a8, 7), ("b", a16, 1234)):
+        (tmp / "imgs" / cls).mkdir(parents=True)
+        Image.fromarray(arr).save(tmp / "imgs" / cls / "x.png", transparency=key)
+
+
+def _works_trns(tmp: Path) -> str:
+    from latentcc.data import image_folder
+
+    s = image_folder(tmp / "imgs", grayscale=True, val_fraction=0.0, test_fraction=0.0)
+    rows = {int(y): x.flatten().tolist()[:4] for x, y, _ in s.train}
+    return f"works: row 0 of the 8-bit image {[round(v, 3) for v in rows[0]]}, of the 16-bit image " + str(
+        [round(v, 3) for v in rows[1]]
+    )
+
+
+def _hf_png(values: list[float]) -> list[Any]:
+    from PIL import Image
+
+    out: list[Any] = []
+    for v in values:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((4, 4), round(v * 255), np.uint8)).save(buf, "png")
+        out.append({"bytes": buf.getvalue(), "path": None})
+    return out
+
+
+def _hf_swapped(test_names: list[str]) -> Any:
+    import datasets
+
+    y = [i % 2 for i in range(20)]
+    imgs = _hf_png([0.2 if t == 0 else 0.8 for t in y])  # cat 0.2, dog 0.8
+    feat = lambda n: datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=n)})  # noqa: E731
+    test_y = [1 - t for t in y] if test_names == ["dog", "cat"] else y
+    return datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"image": imgs, "label": y}, features=feat(["cat", "dog"])),
+        test=datasets.Dataset.from_dict({"image": imgs, "label": test_y}, features=feat(test_names)),
+    )
+
+
+def _works_hf_classlabel_order(tmp: Path) -> str:
+    from latentcc.data import from_hf
+
+    s = from_hf(_hf_swapped(["dog", "cat"]), val_fraction=0.0)
+    means = sorted({(s.classes[int(y)], round(float(x.mean()), 1)) for x, y, _ in s.test})
+    return f"works: test labels matched to the train classes by name: (class, pixel) {means}"
+
+
+def _hf_one(column: str, values: list[Any]) -> Any:
+    import datasets
+
+    data: dict[str, Any] = {
+        "image": _hf_png([0.5] * len(values)),
+        "label": [i % 2 for i in range(len(values))],
+    }
+    data[column] = values
+    return datasets.Dataset.from_dict(data).cast_column("image", datasets.Image())
+
+
+def _works_bool_labels(tmp: Path) -> str:
+    from latentcc.data import from_arrays
+
+    s = from_arrays(
+        np.zeros((20, 4, 4), np.uint8), np.arange(20) % 2 == 1, val_fraction=0.0, test_fraction=0.0
+    )
+    return f"works: bool labels give classes {s.classes}, counts {s.summary()['class_counts']['train']}"
+
+
 def cases() -> list[Case]:
     from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig, config_from_dict
-    from latentcc.data import from_arrays, image_folder, load_dataset
+    from latentcc.data import from_arrays, from_hf, image_folder, load_dataset
     from latentcc.models import load_model
 
     imgs = lambda t: image_folder(t / "imgs")  # noqa: E731
@@ -271,4 +349,42 @@ def cases() -> list[Case]:
              lambda t: load_model("mnist-cnn", 10, input_size=64),
              L, r"load_model\('mnist-cnn'\) got the unknown keyword argument\(s\) \['input_size'\]; this model "
                 r"takes \['pretrained', 'keep_head'\]"),
+        # --- round 3: labels checked at the door, ClassLabel order across splits, 16-bit transparency keys
+        Case("image-16bit-transparent-key", "image_folder of 8-bit and 16-bit gray PNGs with a tRNS colour key",
+             _works_trns, None, r"works: row 0 of the 8-bit image \[1\.0, 1\.0, 0\.2, 0\.2\], of the 16-bit image "
+             r"\[1\.0, 1\.0, 0\.2, 0\.2\]", _trns_setup),
+        Case("hf-classlabel-order-differs", "from_hf of a DatasetDict whose test ClassLabel lists ['dog', 'cat']",
+             _works_hf_classlabel_order, None, r"works: .*\[\('cat', 0\.2\), \('dog', 0\.8\)\]"),
+        Case("hf-classlabel-extra-name", "from_hf of a DatasetDict whose test ClassLabel has a name train lacks",
+             lambda t: from_hf(_hf_swapped(["cat", "bird"]), val_fraction=0.0),
+             L, r"the test split's ClassLabel in column 'label' has the names \['bird'\].*Fix: append those names"),
+        Case("labels-sparse-ids", "from_arrays(x, y * 10**9): 2 classes with ids 0 and 1e9",
+             lambda t: from_arrays(np.zeros((20, 4, 4), np.uint8), np.arange(20) % 2 * 10**9),
+             L, r"'y' parameter of from_arrays must be class ids 0\.\.K-1.*ids up to 1000000000 for 2 distinct "
+                r"labels.*Fix: y = np\.unique\(y, return_inverse=True\)\[1\]"),
+        Case("labels-uint64-huge", "from_arrays(x, uint64 labels near 2**63)",
+             lambda t: from_arrays(np.zeros((20, 4, 4), np.uint8), (np.arange(20) % 2).astype(np.uint64) + np.uint64(2**63)),
+             L, r"'y' parameter of from_arrays must be class ids 0\.\.K-1.*ids up to 9223372036854775809"),
+        Case("labels-fractional", "from_arrays(x, labels 0 / 0.5)",
+             lambda t: from_arrays(np.zeros((20, 4, 4), np.uint8), np.arange(20) % 2 * 0.5),
+             L, r"'y' parameter of from_arrays must be integer class ids.*fractional labels \[0\.5\] at positions "
+                r"\[1, 3, 5, 7, 9\]"),
+        Case("labels-nan", "from_arrays(x, labels with NaN)",
+             lambda t: from_arrays(np.zeros((20, 4, 4), np.uint8), np.where(np.arange(20) % 2, 1.0, np.nan)),
+             L, r"'y' parameter of from_arrays must be finite class ids.*10 non-finite labels at positions \[0, 2"),
+        Case("labels-negative", "from_arrays(x, labels -1 / 0)",
+             lambda t: from_arrays(np.zeros((20, 4, 4), np.uint8), np.arange(20) % 2 - 1),
+             L, r"'y' parameter of from_arrays must be class ids >= 0.*10 negative labels \[-1\].*Fix: drop"),
+        Case("labels-bool", "from_arrays(x, bool labels)", _works_bool_labels,
+             None, r"works: bool labels give classes \['False', 'True'\], counts \[10, 10\]"),
+        Case("hf-label-none", "from_hf with None in one row of the label column",
+             lambda t: from_hf(_hf_one("label", [None] + [i % 2 for i in range(1, 20)]), val_fraction=0.0),
+             L, r"'label_column' parameter of from_hf must be a class label for every sample.*None\) at rows \[0\] "
+                r"of the train split's column 'label'"),
+        Case("hf-label-fractional", "from_hf with a float label column 0 / 0.5",
+             lambda t: from_hf(_hf_one("label", [i % 2 * 0.5 for i in range(20)]), val_fraction=0.0),
+             L, r"'label_column' parameter of from_hf must be integer class ids.*fractional labels \[0\.5\] at rows"),
+        Case("hf-image-none", "from_hf with None in one row of the image column",
+             lambda t: from_hf(_hf_one("image", [None, *_hf_png([0.5] * 19)]), val_fraction=0.0),
+             L, r"1 rows of the image column 'image' hold no image \(None\): rows \[0\]\. Fix: drop those rows"),
     ]  # fmt: skip

@@ -827,3 +827,168 @@ def test_indexed_dataset_converts_tensors_that_are_not_storage() -> None:
         LatentccError, match=r"'data' parameter of IndexedDataset must be integer pixels in 0\.\.255"
     ):
         IndexedDataset(torch.full((4, 1, 2, 2), 300), [0, 1, 0, 1], classes=["a", "b"], kind="image")
+
+
+# ----------------------------------------------------------------------------- round 3: labels, ClassLabel order, tRNS
+
+
+def _transparent_key_folder(root: Path) -> Path:
+    """root/a (8-bit) and root/b (16-bit): the same gray 0.2 image, left half a transparent-colour key."""
+    from PIL import Image
+
+    a8 = np.full((4, 4), 51, np.uint8)
+    a8[:, :2] = 7
+    a16 = np.full((4, 4), 13107, np.uint16)  # 0.2 of 65535
+    a16[:, :2] = 1234
+    for cls, arr, key in (("a", a8, 7), ("b", a16, 1234)):
+        (root / cls).mkdir(parents=True)
+        Image.fromarray(arr).save(root / cls / "x.png", transparency=key)
+    return root
+
+
+def test_a_transparent_colour_key_is_white_at_every_bit_depth(tmp_path: Path) -> None:
+    s = image_folder(
+        _transparent_key_folder(tmp_path / "imgs"), grayscale=True, val_fraction=0.0, test_fraction=0.0
+    )
+    rows = {int(y): x[0].numpy() for x, y, _ in s.train}
+    for label in (0, 1):  # 8-bit and 16-bit read alike: the keyed half white, the rest 0.2
+        np.testing.assert_allclose(rows[label][:, :2], 1.0)
+        np.testing.assert_allclose(rows[label][:, 2:], 0.2, atol=1e-6)
+
+
+def test_lab_images_are_converted_to_srgb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls, lightness in (("a", 51), ("b", 204)):  # L* = 20 and 80, a* = b* = 0: a neutral gray
+        (tmp_path / cls).mkdir()
+        lab = np.dstack(
+            [np.full((4, 4), lightness, np.uint8), np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8)]
+        )
+        Image.fromarray(lab, "LAB").save(tmp_path / cls / "x.tif")
+    s = image_folder(tmp_path, val_fraction=0.0, test_fraction=0.0)
+    means = {int(y): x.numpy() for x, y, _ in s.train}
+    np.testing.assert_allclose(means[0], 48 / 255)  # sRGB of L* = 20, not the raw L*a*b* bytes
+    np.testing.assert_allclose(means[1], 198 / 255)
+
+
+@pytest.mark.parametrize(
+    ("labels", "pattern"),
+    [
+        (
+            np.arange(20) % 2 * 0.5,
+            r"'y' parameter of from_arrays must be integer class ids.*fractional labels \[0\.5\]",
+        ),
+        (
+            np.where(np.arange(20) % 2, 1.0, np.nan),
+            r"'y' parameter .* finite class ids.*10 non-finite labels at pos",
+        ),
+        (np.arange(20) % 2 - 1, r"'y' parameter .* class ids >= 0.*10 negative labels \[-1\].*x\[y >= 0\]"),
+        (
+            [None] + [1, 0] * 9 + [1],
+            r"'y' parameter .* a class label for every sample.*None\) at positions \[0\]",
+        ),
+        (np.arange(20) % 2 * 10**6, r"'y' parameter .*ids up to 1000000 for 2 distinct labels.*np\.unique"),
+        (np.arange(20) % 2 * 10**9, r"'y' parameter .*ids up to 1000000000 for 2 distinct labels"),
+        (
+            (np.arange(20) % 2).astype(np.uint64) + np.uint64(2**63),
+            r"'y' parameter .*ids up to 9223372036854775809",
+        ),
+    ],
+)
+def test_labels_are_checked_at_the_door(labels: object, pattern: str) -> None:
+    with pytest.raises(LatentccError, match=pattern):
+        from_arrays(np.zeros((20, 4, 4), np.uint8), labels)
+
+
+def test_bool_labels_are_classes_false_and_true() -> None:
+    y = np.arange(20) % 2 == 1
+    s = from_arrays(np.zeros((20, 4, 4), np.uint8), y, val_fraction=0.0, test_fraction=0.0)
+    assert s.classes == ["False", "True"]
+    assert s.summary()["class_counts"]["train"] == [10, 10]
+    s = make_splits(
+        np.zeros((20, 4, 4), np.uint8), y, ["no", "yes"], name="b", kind="image", test_fraction=0.0
+    )
+    assert s.summary()["class_counts"]["train"] + s.summary()["class_counts"]["val"] == [9, 9, 1, 1]
+
+
+def test_small_label_gaps_and_explicit_classes_are_still_allowed() -> None:
+    x = np.zeros((40, 4, 4), np.uint8)
+    assert len(from_arrays(x, np.repeat([0, 2, 4, 999], 10)).classes) == 1000  # 1000 classes: under the rule
+    s = from_arrays(x, np.repeat([0, 1, 2, 3000], 10), classes=[str(i) for i in range(3001)])
+    assert s.num_classes == 3001  # the caller named every class: no sparse-id refusal
+    with pytest.raises(
+        LatentccError, match=r"ids up to 3000 for 4 distinct labels: 3001 classes, 2997 of them"
+    ):
+        from_arrays(x, np.repeat([0, 1, 2, 3000], 10))
+
+
+def _hf_images(values: list[float]) -> list[dict[str, object]]:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for v in values:
+        buf = io.BytesIO()
+        Image.fromarray(np.full((4, 4), round(v * 255), np.uint8)).save(buf, "png")
+        out.append({"bytes": buf.getvalue(), "path": None})
+    return out
+
+
+def test_hf_test_split_classlabel_ids_follow_the_train_names() -> None:
+    datasets = pytest.importorskip("datasets")
+    y = [i % 2 for i in range(20)]
+    imgs = _hf_images([0.2 if t == 0 else 0.8 for t in y])  # cat 0.2, dog 0.8
+    feats = [datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=n)})
+             for n in (["cat", "dog"], ["dog", "cat"])]  # fmt: skip
+    dd = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict({"image": imgs, "label": y}, features=feats[0]),
+        test=datasets.Dataset.from_dict({"image": imgs, "label": [1 - t for t in y]}, features=feats[1]),
+    )
+    s = from_hf(dd, val_fraction=0.0)
+    assert s.classes == ["cat", "dog"]
+    for x, label, _ in s.test:  # test id 1 is "cat" in its own names: class 0 of train
+        assert round(float(x.mean()), 1) == (0.2 if label == 0 else 0.8)
+    extra = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "bird"])}
+    )
+    dd["test"] = datasets.Dataset.from_dict({"image": imgs, "label": y}, features=extra)
+    with pytest.raises(
+        LatentccError, match=r"test split's ClassLabel in column 'label' has the names \['bird'\]"
+    ):
+        from_hf(dd, val_fraction=0.0)
+
+
+@pytest.mark.parametrize(
+    ("labels", "pattern"),
+    [
+        ([True, False] * 10, None),
+        (
+            [0.0, 0.5] * 10,
+            r"'label_column' parameter of from_hf .*fractional labels \[0\.5\] at rows \[1, 3, 5",
+        ),
+        ([None] + [1, 0] * 9 + [1], r"None\) at rows \[0\] of the train split's column 'label'"),
+        ([0, 10**6] * 10, r"ids up to 1000000 for 2 distinct labels"),
+    ],
+)
+def test_hf_label_columns_are_checked_by_the_same_rule(labels: list[object], pattern: str | None) -> None:
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"image": _hf_images([0.5] * 20), "label": labels})
+    ds = ds.cast_column("image", datasets.Image())
+    if pattern is None:
+        assert from_hf(ds, val_fraction=0.0, test_fraction=0.0).classes == ["False", "True"]
+        return
+    with pytest.raises(LatentccError, match=pattern):
+        from_hf(ds, val_fraction=0.0, test_fraction=0.0)
+
+
+def test_hf_row_without_an_image_is_named() -> None:
+    datasets = pytest.importorskip("datasets")
+    imgs: list[object] = list(_hf_images([0.5] * 20))
+    imgs[3] = None
+    ds = datasets.Dataset.from_dict({"image": imgs, "label": [i % 2 for i in range(20)]})
+    ds = ds.cast_column("image", datasets.Image())
+    with pytest.raises(
+        LatentccError, match=r"1 rows of the image column 'image' hold no image \(None\): rows \[3\]"
+    ):
+        from_hf(ds, val_fraction=0.0, test_fraction=0.0)

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcc.data.base import SPLIT_KEYS, DatasetSplits, check_classes, check_keywords, make_splits
+from latentcc.data.base import (
+    SPLIT_KEYS,
+    DatasetSplits,
+    check_classes,
+    check_keywords,
+    label_ids,
+    make_splits,
+)
 from latentcc.data.pixels import pil_to_chw, unit_pixels
 from latentcc.errors import LatentccError, param_error, require
 
@@ -43,49 +50,58 @@ def _infer_kind(x: Any, func: str) -> str:
     )
 
 
-def labels_and_classes(y: Any, classes: Sequence[str] | None, func: str) -> tuple[np.ndarray, list[str]]:
+def labels_and_classes(
+    y: Any, classes: Sequence[str] | None, func: str, param: str = "y", **check: Any
+) -> tuple[np.ndarray, list[str]]:
     """(N,) int labels and class names from int labels or class-name strings.
 
     String labels map to positions in ``classes`` (default: the sorted unique names); int labels
-    default to classes "0".."max(y)".
+    default to classes "0".."max(y)", bool labels to "False", "True". Numeric labels are checked by
+    ``label_ids`` (``param`` and its ``check`` keywords, rows= / drop=, word its errors).
     """
-    arr = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if arr.dtype.kind in "USO" and arr.size and all(isinstance(v, str) for v in arr.tolist()):
-        names = (
-            check_classes(classes, func) if classes is not None else sorted({str(v) for v in arr.tolist()})
-        )
-        position = {c: i for i, c in enumerate(names)}
-        unknown = sorted({str(v) for v in arr.tolist()} - position.keys())
-        if unknown:
-            raise param_error(
-                "y",
-                func,
-                f"class names from classes={names}",
-                f"unknown names {unknown[:10]}",
-                "Fix: add them to classes.",
-            )
-        return np.asarray([position[str(v)] for v in arr.tolist()], dtype=np.int64), names
-    if classes is None and arr.ndim == 1:  # the classes come from y: say so when y cannot give two
-        if arr.size == 0:
-            raise param_error(
-                "y", func, "a non-empty array of labels (one per sample)", "0 labels",
-                "The dataset is empty: check the path, filter or subset that produced it.",
-            )  # fmt: skip
-        distinct = np.unique(arr) if arr.dtype.kind in "iufb" else arr[:2]  # others: make_splits checks
-        if distinct.size < 2:
-            raise param_error(
-                "y", func, "labels of at least 2 classes (classification needs two or more)",
-                f"all {arr.size} labels equal to {distinct.tolist()[0]!r}",
-                "Check the label column, or a subset that kept a single class.",
-            )  # fmt: skip
-    if classes is None:
-        top = (
-            int(arr.max())
-            if arr.size and np.issubdtype(arr.dtype, np.number) and np.all(np.isfinite(arr))
-            else 0
-        )
-        classes = [str(i) for i in range(max(top + 1, 0))]
-    return arr, list(classes)  # make_splits validates ranges and dtypes with its one message shape
+    arr: torch.Tensor | np.ndarray
+    if isinstance(y, torch.Tensor):
+        arr = y.detach().cpu()
+    else:
+        text = np.asarray(y)
+        if text.dtype.kind in "USO" and text.size and all(isinstance(v, str) for v in text.tolist()):
+            return _named_labels(text, classes, func, param)
+        arr = text
+    if arr.ndim != 1:
+        raise param_error(param, func, "a 1-D array of labels (one per sample)", f"shape {tuple(arr.shape)}")
+    if classes is not None:
+        return label_ids(arr, func, param, n_classes=len(classes), **check), list(classes)
+    boolean = arr.dtype == (torch.bool if isinstance(arr, torch.Tensor) else np.bool_)
+    ids = label_ids(arr, func, param, **check)
+    if ids.size == 0:
+        raise param_error(
+            param, func, "a non-empty array of labels (one per sample)", "0 labels",
+            "The dataset is empty: check the path, filter or subset that produced it.",
+        )  # fmt: skip
+    distinct = np.unique(ids)
+    if distinct.size < 2:
+        raise param_error(
+            param, func, "labels of at least 2 classes (classification needs two or more)",
+            f"all {ids.size} labels equal to {bool(distinct[0]) if boolean else int(distinct[0])!r}",
+            "Check the label column, or a subset that kept a single class.",
+        )  # fmt: skip
+    names = ["False", "True"] if boolean else [str(i) for i in range(int(ids.max()) + 1)]
+    return ids, names
+
+
+def _named_labels(
+    arr: np.ndarray, classes: Sequence[str] | None, func: str, param: str
+) -> tuple[np.ndarray, list[str]]:
+    """Class-name labels as positions in ``classes`` (default: the sorted unique names)."""
+    names = check_classes(classes, func) if classes is not None else sorted({str(v) for v in arr.tolist()})
+    position = {c: i for i, c in enumerate(names)}
+    unknown = sorted({str(v) for v in arr.tolist()} - position.keys())
+    if unknown:
+        raise param_error(
+            param, func, f"class names from classes={names}", f"unknown names {unknown[:10]}",
+            "Fix: add them to classes.",
+        )  # fmt: skip
+    return np.asarray([position[str(v)] for v in arr.tolist()], dtype=np.int64), names
 
 
 def from_arrays(
@@ -317,9 +333,15 @@ def _hf_inputs(ds: Any, datasets: Any, column: str, kind: str, hw: tuple[int, in
     if kind == "text":
         return [str(t) for t in ds[column]]
     if isinstance(ds.features[column], datasets.Image):
-        return _stack_images(
-            list(ds[column]), [f"row {i} of column '{column}'" for i in range(len(ds))], mode, hw
-        )
+        images = list(ds[column])
+        missing = [i for i, img in enumerate(images) if img is None]
+        if missing:  # a row without an image, not an unreadable file
+            raise LatentccError(
+                f"from_hf: {len(missing)} rows of the image column '{column}' hold no image (None): rows "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}. Fix: drop those rows first, e.g. "
+                f"ds = ds.filter(lambda r: r['{column}'] is not None)."
+            )
+        return _stack_images(images, [f"row {i} of column '{column}'" for i in range(len(ds))], mode, hw)
     arr = np.asarray(ds.with_format("numpy")[column][:])
     if arr.dtype == object:
         raise LatentccError(
@@ -394,12 +416,28 @@ def from_hf(
     label_feature = train.features[label_column]
     y_train = np.asarray(list(train[label_column]))
     y_test = np.asarray(list(test[label_column])) if test is not None else None
+    n_train = len(y_train)
+
+    def rows(pos: np.ndarray) -> str:  # positions in train + test -> each split's own row numbers
+        parts = {"train": pos[pos < n_train], "test": pos[pos >= n_train] - n_train}
+        return "; ".join(
+            f"rows {p[:5].tolist()}{' ...' if len(p) > 5 else ''} of the {split} split's column '{label_column}'"
+            for split, p in parts.items()
+            if len(p)
+        )
+
+    names: list[str] | None = None
     if isinstance(label_feature, datasets.ClassLabel):
         names = list(label_feature.names)
-    else:  # derive classes from all labels at once, so train and test agree
-        both = np.concatenate([y_train, y_test]) if y_test is not None else y_train
-        labels, names = labels_and_classes(both, None, func)
-        y_train, y_test = labels[: len(y_train)], (labels[len(y_train) :] if y_test is not None else None)
+        if test is not None and y_test is not None:
+            y_test = _to_train_classes(y_test, test.features[label_column], names, label_column, datasets)
+    # classes from all labels at once, so train and test agree (ClassLabel: its names, ids checked)
+    both = np.concatenate([y_train, y_test]) if y_test is not None else y_train
+    labels, names = labels_and_classes(
+        both, names, func, "label_column",
+        rows=rows, drop=f"ds = ds.filter(lambda r: r['{label_column}'] >= 0)",
+    )  # fmt: skip
+    y_train, y_test = labels[:n_train], (labels[n_train:] if y_test is not None else None)
 
     x_train = _hf_inputs(train, datasets, column, kind, hw, mode)
     if kind == "array":
@@ -419,6 +457,34 @@ def from_hf(
         func=func,
         **split_kw,
     )
+
+
+def _to_train_classes(
+    y: np.ndarray, feature: Any, names: list[str], column: str, datasets: Any
+) -> np.ndarray:
+    """A test split's ClassLabel ids as ids of the train split's classes, matched by name.
+
+    Each split of a DatasetDict carries its own ClassLabel: ids are positions in that split's names, so
+    a split listing ["dog", "cat"] beside a train split's ["cat", "dog"] would swap its labels if its ids
+    were used as they are. Ids outside the split's names (-1: unlabelled) are kept for the label check.
+    """
+    if not isinstance(feature, datasets.ClassLabel) or list(feature.names) == names:
+        return y
+    unknown = [n for n in feature.names if n not in names]
+    if unknown:
+        raise LatentccError(
+            f"from_hf: the test split's ClassLabel in column '{column}' has the names {unknown[:10]}, which the "
+            f"train split's ClassLabel {names[:20]} lacks, so its labels cannot be matched to the train classes. "
+            "Fix: append those names to the train split's ClassLabel (ds['train'] = ds['train'].cast_column("
+            f"'{column}', datasets.ClassLabel(names=train_names + extra_names)) keeps the train ids), or drop "
+            "the test rows of those classes."
+        )
+    position = {n: i for i, n in enumerate(names)}
+    to_train = np.asarray([position[n] for n in feature.names], dtype=np.int64)
+    if y.dtype.kind not in "iu":  # None / odd values: left to the label check, which names the rows
+        return y
+    known = (y >= 0) & (y < len(to_train))
+    return np.where(known, to_train[np.clip(y, 0, len(to_train) - 1)], y)
 
 
 def from_hf_disk(path: str | Path, **kw: Any) -> DatasetSplits:

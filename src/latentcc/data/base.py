@@ -332,42 +332,140 @@ def _check_finite(t: torch.Tensor, param: str, func: str) -> None:
         )
 
 
-def check_labels(y: Any, n: int, classes: Sequence[str], func: str, param: str = "y") -> np.ndarray:
-    """(N,) int64 labels in 0..K-1 with N == n, or a LatentccError naming the offending values."""
-    arr = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    if arr.ndim != 1 or len(arr) != n:
-        raise param_error(param, func, f"a 1-D array of {n} labels (one per sample)", f"shape {arr.shape}")
+# Integer labels are positions in the class list, so ids up to max(y) imply max(y) + 1 classes. Above
+# MAX_GAPPY_CLASSES implied classes, ids more than SPARSE_FACTOR times the number of distinct labels are
+# identifiers (1000000, 2**63), not positions: building that many (mostly empty) classes gives NaN class means or
+# exhausts memory, so they are refused. Small gaps (labels 0, 2, 4 -> 5 classes, 2 empty) stay allowed.
+MAX_GAPPY_CLASSES = 1000
+SPARSE_FACTOR = 10
+_REMAP = "y = np.unique(y, return_inverse=True)[1] makes ids 0..K-1 (pass the unique values as classes=)"
+
+
+def _positions(mask: np.ndarray, rows: Any = None) -> str:
+    """ "positions [3, 7, ...]" of the True entries of ``mask``; ``rows(pos)`` words them otherwise (HF rows)."""
+    pos = np.flatnonzero(mask)
+    if rows is not None:
+        return str(rows(pos))
+    return f"positions {pos[:5].tolist()}{' ...' if len(pos) > 5 else ''}"
+
+
+def label_ids(
+    y: Any,
+    func: str,
+    param: str = "y",
+    *,
+    n_classes: int | None = None,
+    rows: Any = None,
+    drop: str = "x[y >= 0], y[y >= 0]",
+) -> np.ndarray:
+    """(N,) int64 class ids from integer-valued labels, or a LatentccError naming ``param`` and the fix.
+
+    The one check every label path shares (``from_arrays``, ``from_hf``, ``make_splits``). Accepted: any integer
+    dtype, floats holding whole numbers (1.0 is class 1), bool (False is class 0, True class 1) and lists of
+    such numbers. Refused: None (an unlabelled sample), NaN / inf, fractions (0.5: a regression target, not a
+    class), negative ids (-1 marks unlabelled samples in many datasets), ids >= ``n_classes`` when the class
+    list is known, and without it (classes "0".."max(y)") ids implying more than ``MAX_GAPPY_CLASSES`` classes
+    and more than ``SPARSE_FACTOR`` times the distinct labels. ``rows(positions)`` may word the positions of
+    offending labels (default "positions [...]"); ``drop`` is the code that drops negative ids, for the fix.
+    """
+    if isinstance(y, torch.Tensor):
+        t = y.detach().cpu()
+        y = (
+            t.float()
+            if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64)
+            else t
+        )
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise param_error(param, func, "a 1-D array of labels (one per sample)", f"shape {arr.shape}")
+    if arr.dtype == object:
+        items = arr.tolist()
+        missing = np.array([v is None for v in items], dtype=bool)
+        if missing.any():
+            raise param_error(
+                param, func, "a class label for every sample",
+                f"{int(missing.sum())} missing labels (None) at {_positions(missing, rows)}",
+                "Fix: drop the unlabelled samples (or give each a class) before loading.",
+            )  # fmt: skip
+        odd = np.array(
+            [isinstance(v, str) or not isinstance(v, int | float | np.number) for v in items], bool
+        )
+        if odd.any():
+            first = items[int(np.flatnonzero(odd)[0])]
+            raise param_error(
+                param, func, "integer class ids, or class-name strings for every sample (not a mix)",
+                f"{type(first).__name__} {first!r} at {_positions(odd, rows)}",
+                "Fix: make every label a class name (str) or every label a class id (int).",
+            )  # fmt: skip
+        arr = np.asarray(items)  # numbers: int64, float64 or bool
+        if arr.dtype == object:  # python ints beyond 64 bits
+            raise param_error(param, func, "class ids 0..K-1", "integers beyond 64 bits", f"Fix: {_REMAP}.")
+    kind = arr.dtype.kind
+    if kind == "b":
+        arr = arr.astype(np.int64)  # a yes/no label: False is class 0, True class 1
+    elif kind == "f":
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise param_error(
+                param, func, "finite class ids (no NaN or inf)",
+                f"{int((~finite).sum())} non-finite labels at {_positions(~finite, rows)}",
+                "Fix: drop those samples or give each a class (NaN often marks an unlabelled sample).",
+            )  # fmt: skip
+        frac = arr != np.floor(arr)
+        if frac.any():
+            values = np.unique(arr[frac])
+            raise param_error(
+                param, func, "integer class ids (whole numbers; 1.0 is class 1)",
+                f"fractional labels {values[:5].tolist()} at {_positions(frac, rows)}",
+                "Labels are classes, not regression targets. Fix: if each value is a class, "
+                f"{_REMAP}.",
+            )  # fmt: skip
+    elif kind not in "iu":
+        raise param_error(
+            param, func, "integer class ids", f"an array of dtype {arr.dtype}", f"Fix: {_REMAP}."
+        )
     if arr.size == 0:
         return arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if (
-            np.issubdtype(arr.dtype, np.floating)
-            and np.all(np.isfinite(arr))
-            and np.all(arr == np.round(arr))
-        ):
-            arr = arr.astype(np.int64)
-        else:
-            raise param_error(
-                param,
-                func,
-                "integer class labels",
-                f"an array of dtype {arr.dtype}",
-                "Fix: map class names to 0..K-1 (e.g. np.unique(y, return_inverse=True)) and pass classes=.",
-            )
-    arr = arr.astype(np.int64)
-    k = len(classes)
-    bad = (arr < 0) | (arr >= k)
-    if bad.any():
-        offending = np.unique(arr[bad])
+    lo, hi = int(arr.min()), int(arr.max())  # python ints: uint64 ids above 2**63 must not wrap
+    if lo < 0:
+        neg = arr < 0
         raise param_error(
-            param,
-            func,
-            f"integer labels in 0..{k - 1} (one per class in classes, {k} given)",
-            f"{int(bad.sum())} labels outside that range: {offending[:10].tolist()}{' ...' if len(offending) > 10 else ''}",
-            "Fix: pass one class name per label value, or remap labels to 0..K-1 "
-            "(e.g. np.unique(y, return_inverse=True)).",
-        )
-    return arr
+            param, func, "class ids >= 0",
+            f"{int(neg.sum())} negative labels {np.unique(arr[neg])[:5].tolist()} at {_positions(neg, rows)}",
+            f"-1 usually marks an unlabelled sample. Fix: drop those samples ({drop}), or "
+            f"{_REMAP}.",
+        )  # fmt: skip
+    if n_classes is not None:
+        bad = arr >= n_classes
+        if bad.any():
+            offending = np.unique(arr[bad])
+            raise param_error(
+                param, func, f"integer labels in 0..{n_classes - 1} (one per class in classes, {n_classes} given)",
+                f"{int(bad.sum())} labels outside that range: {offending[:10].tolist()}"
+                f"{' ...' if len(offending) > 10 else ''}",
+                "Fix: pass one class name per label value, or remap labels to 0..K-1 "
+                "(e.g. np.unique(y, return_inverse=True)).",
+            )  # fmt: skip
+    elif hi + 1 > MAX_GAPPY_CLASSES:
+        distinct = int(np.unique(arr).size)
+        if hi + 1 > SPARSE_FACTOR * distinct:
+            raise param_error(
+                param, func,
+                f"class ids 0..K-1 (classes default to '0'..max(y), so ids are positions in the class list; "
+                f"at most {SPARSE_FACTOR}x the distinct labels once above {MAX_GAPPY_CLASSES} classes)",
+                f"ids up to {hi} for {distinct} distinct labels: {hi + 1} classes, "
+                f"{hi + 1 - distinct} of them empty",
+                f"Fix: {_REMAP}; or, if the ids are positions in a longer class list, pass that list as classes=.",
+            )  # fmt: skip
+    return arr.astype(np.int64)
+
+
+def check_labels(y: Any, n: int, classes: Sequence[str], func: str, param: str = "y") -> np.ndarray:
+    """(N,) int64 labels in 0..K-1 with N == n, or a LatentccError naming the offending values."""
+    shape = tuple(y.shape) if isinstance(y, torch.Tensor) else np.shape(np.asarray(y, dtype=object))
+    if len(shape) != 1 or shape[0] != n:
+        raise param_error(param, func, f"a 1-D array of {n} labels (one per sample)", f"shape {shape}")
+    return label_ids(y, func, param, n_classes=len(classes))
 
 
 def check_classes(classes: Any, func: str) -> list[str]:

@@ -7,11 +7,15 @@ mode is therefore read at its own range here:
 ======================================  ==========================================================
 Pillow mode                              how its values reach [0, 1]
 ======================================  ==========================================================
-1, L, P, RGB, RGBX, CMYK, YCbCr, LAB,    8-bit: converted to L or RGB by Pillow, then / 255 (stored
-HSV                                      as uint8)
+1, L, P, RGB, RGBX, CMYK, YCbCr, HSV     8-bit: converted to L or RGB by Pillow, then / 255 (stored
+                                         as uint8)
+LAB                                      8-bit CIE L*a*b* (a*, b* signed bytes, as TIFF CIELab):
+                                         converted to sRGB by Pillow, then as above (a* = b* = 0
+                                         is gray: L* = 20 / 80 -> 48 / 198)
 LA, PA, RGBA, RGBa, a transparency key   8-bit with alpha: composited onto white (as a browser
                                          shows them), then as above
-I;16, I;16L, I;16B, I;16N                16-bit unsigned: / 65535 (stored as float32)
+I;16, I;16L, I;16B, I;16N                16-bit unsigned: / 65535 (stored as float32); pixels equal
+                                         to a transparent-colour key (PNG tRNS) are white, as at 8 bits
 I (32-bit int)                           a TIFF: / (2**bits - 1) of its declared unsigned bits; a
                                          PNG or PNM (16-bit samples that Pillow widens): / 65535;
                                          signed TIFFs and other sources: refused (no fixed range)
@@ -75,7 +79,8 @@ def pil_to_chw(img: Any, mode: str, hw: tuple[int, int], where: str) -> np.ndarr
 def _deep_plane(img: Any, where: str) -> np.ndarray | None:
     """The (H, W) float64 values in [0, 1] of a 16-bit, 32-bit int or float image; None for 8-bit modes."""
     if img.mode in _UINT16:
-        return np.asarray(img).astype(np.float64) / UINT16_TOP  # np.asarray honours the byte order (I;16B)
+        values = np.asarray(img).astype(np.float64)  # np.asarray honours the byte order (I;16B)
+        return _key_to_white(img, values, values / UINT16_TOP)
     if img.mode == "I":
         top = _int_range(img, where)
         values = np.asarray(img).astype(np.float64)
@@ -85,7 +90,7 @@ def _deep_plane(img: Any, where: str) -> np.ndarray | None:
                 f"The image {where} has mode 'I' with values from {lo:g} to {hi:g}, outside its range 0..{top}. "
                 + _RESAVE
             )
-        return values / float(top)
+        return _key_to_white(img, values, values / float(top))
     if img.mode == "F":
         values = np.asarray(img).astype(np.float64)
         finite = bool(np.isfinite(values).all())
@@ -99,6 +104,20 @@ def _deep_plane(img: Any, where: str) -> np.ndarray | None:
             )
         return values
     return None
+
+
+def _key_to_white(img: Any, raw: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """``unit`` with the pixels whose ``raw`` value is the image's transparent-colour key set to white (1.0).
+
+    A grayscale PNG may name one sample value transparent (a tRNS chunk, ``info["transparency"]``) at any bit
+    depth. The 8-bit path composites such pixels onto white through Pillow's RGBA conversion; Pillow has no
+    such conversion for 16-bit images, so the key is applied here and every bit depth reads the same.
+    """
+    key = img.info.get("transparency")
+    if isinstance(key, int) and not isinstance(key, bool):  # a gray key; bytes/tuples belong to other modes
+        unit = unit.copy()
+        unit[raw == key] = 1.0
+    return unit
 
 
 def _range(values: np.ndarray) -> tuple[float, float]:
@@ -151,7 +170,9 @@ def _uint8_chw(img: Any, mode: str, hw: tuple[int, int], where: str) -> np.ndarr
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(white, rgba).convert("RGB")
         elif img.mode not in ("1", "L", "P", "RGB"):
-            img = img.convert("RGB")  # colour spaces (CMYK, YCbCr, LAB, HSV...): Pillow knows them via RGB
+            # colour spaces (CMYK, YCbCr, HSV, LAB...): Pillow converts them to RGB; LAB colour-managed (Pillow
+            # >= 9.3 gives the same sRGB as littleCMS; older ones refuse, caught below)
+            img = img.convert("RGB")
         img = img.convert(mode)
     except ValueError as e:  # "conversion from X to Y not supported"
         raise LatentccError(
