@@ -175,6 +175,26 @@ def _then(change: Any) -> Any:
     return setup
 
 
+def as_older_latentcc(run: Path) -> None:
+    """Make ``run``'s checkpoints as an older latentcc wrote them: without the checksum of config.json.
+
+    Tests that edit config.json to stand for a run of an older latentcc (a setting it did not have)
+    need this too: the checkpoints of such a run hold no checksum, while an edit of a current run's
+    config.json is refused as an edit.
+    """
+    import hashlib
+    import json
+
+    for state in (run / "checkpoints").glob("epoch-*/state.json"):
+        tree = json.loads(state.read_text())
+        tree["__dict__"] = [kv for kv in tree["__dict__"] if kv[0] != "config_sha256"]
+        state.write_text(json.dumps(tree))
+        manifest = state.parent / "MANIFEST.json"
+        sums = json.loads(manifest.read_text())
+        sums["state.json"] = hashlib.sha256(state.read_bytes()).hexdigest()
+        manifest.write_text(json.dumps(sums))
+
+
 # ----------------------------------------------------------------------------- triggers
 
 
@@ -320,6 +340,50 @@ def _resume_with(**kw: Any) -> Any:
     return trigger
 
 
+def _cli(*argv: str) -> Any:
+    """A `latentcc` command as main runs it, but raising its error (main prints it and exits 2)."""
+
+    def trigger(tmp: Path) -> None:
+        from latentcc.cli import _dispatch, build_parser
+
+        _dispatch(build_parser().parse_args([a.replace("TMP", str(tmp)) for a in argv]))
+
+    return trigger
+
+
+def _files(*names: str) -> Any:
+    """A setup that writes each name under tmp (a trailing / makes a folder)."""
+
+    def setup(tmp: Path) -> None:
+        for name in names:
+            path = tmp / name
+            if name.endswith("/"):
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text('{"train": {"epochs": 2}}\n')
+
+    return setup
+
+
+def _edit_epochs(tmp: Path) -> None:
+    import json
+
+    path = tmp / "run" / "config.json"
+    record = json.loads(path.read_text())
+    record["train"]["epochs"] = 3
+    path.write_text(json.dumps(record))
+
+
+def _reproduce_docs_in_run(tmp: Path) -> None:
+    from latentcc.reproduce import run_reproduction
+
+    run_reproduction("nc-transfer", size="ci", seeds=[0], out_dir=tmp / "X", docs=tmp / "R" / "doc.md")
+
+
+_TINY = ("--data", "digits", "--max-samples", "100", "--no-progress")
+
+
 def cases() -> list[Case]:
     L, C = LatentccError, CheckpointError
     busy = (r"'out_dir' parameter of fit must be a folder no other process is writing to.*It is in use by pid \d+ "
@@ -398,4 +462,39 @@ def cases() -> list[Case]:
         Case("resume-config-section-not-object", "resume a run whose config.json says \"train\": \"oops\"",
              lambda t: _fit(t, resume=True), C, rf"config.json is corrupt \(its 'train' is a str in the run's record, "
              rf"where latentcc writes a section of settings\).*{fix}", _then(_put("config.json", '{"train": "oops"}'))),
+        Case("probe-out-holds-outputs", "latentcc probe --out P a second time (P holds profile.json, report.html)",
+             _cli("probe", "--out", "TMP/P", "--metrics", "nc", *_TINY), L,
+             r"'--out' parameter of latentcc probe must be a new or empty folder .*It already holds probe outputs "
+             r"\(latentcc probe\): profile.json, report.html.*nothing was written. Fix: choose another --out",
+             _files("P/profile.json", "P/report.html")),
+        Case("transfer-layers-out-is-a-run", "latentcc transfer-layers --out R, R a finished finetune run folder",
+             _cli("transfer-layers", "--out", "TMP/R", *_TINY), L,
+             r"'--out' parameter of latentcc transfer-layers must be a new or empty folder .*a run \(latentcc "
+             r"finetune\): config.json, results.json", _files("R/config.json", "R/results.json")),
+        Case("finetune-out-holds-seed-runs", "latentcc finetune --out R, R a finished `--seeds 0,1` folder",
+             _cli("finetune", "--out", "TMP/R", "--epochs", "1", *_TINY), L,
+             r"already holds runs of several seeds \(latentcc finetune --seeds\): seed-0, seed-1.*Fix: continue those "
+             r"runs with --resume --seeds 0,1", _files("R/seed-0/config.json", "R/seed-1/config.json")),
+        Case("finetune-seeds-into-a-run", "latentcc finetune --seeds 0,1 --out R, R a finished single run",
+             _cli("finetune", "--out", "TMP/R", "--seeds", "0,1", "--epochs", "1", *_TINY), L,
+             r"already holds a run \(latentcc finetune\): config.json, results.json.*Fix: continue that run with "
+             r"--resume \(without --seeds\)", _files("R/config.json", "R/results.json")),
+        Case("resume-seeds-of-a-single-run", "latentcc finetune --out R --resume --seeds 0, R a killed single run",
+             _cli("finetune", "--out", "TMP/R", "--resume", "--seeds", "0"), L,
+             r"'--seeds' parameter of latentcc finetune --resume must be left out when --out holds a single run.*a "
+             r"fresh run would start in .*R/seed-0.*Fix: resume it without --seeds", _files("R/config.json")),
+        Case("resume-seed-runs-without-seeds", "latentcc finetune --out R --resume, R a killed `--seeds 0,1` folder",
+             _cli("finetune", "--out", "TMP/R", "--resume"), L,
+             r"'--seeds' parameter of latentcc finetune --resume must be given when --out holds runs per seed.*Fix: "
+             r"resume them with --resume --seeds 0,1", _files("R/seed-0/config.json", "R/seed-1/config.json")),
+        Case("reproduce-docs-in-a-run-folder", "latentcc reproduce nc-transfer --out X --docs R/doc.md, R a run folder",
+             _reproduce_docs_in_run, L, r"'docs' parameter of run_reproduction must be a Markdown file in a docs folder"
+             r".*holds a run \(latentcc finetune\): checkpoints, config.json.*nothing was written",
+             _files("R/config.json", "R/checkpoints/")),
+        Case("demo-lcc-schedule-checked-first", "latentcc demo --out D --data digits --epochs 1 --seeds 0 (LCC warmup 1)",
+             _cli("demo", "--out", "TMP/D", "--epochs", "1", "--seeds", "0", *_TINY), L,
+             r"'warmup' parameter of LCCConfig must be smaller than the number of epochs, 1"),
+        Case("resume-config-edited", "edit train.epochs 2 -> 3 in config.json of a killed run, resume with epochs=3",
+             lambda t: _fit(t, resume=True, epochs=3), C, r"config.json was edited after the run started \(changed: "
+             r"train\).*Fix: restore config.json as the run wrote it", _then(_edit_epochs)),
     ]  # fmt: skip

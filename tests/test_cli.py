@@ -1,6 +1,7 @@
 """The command line: flags generated from the configs, clear errors with exit code 2, runs that resume."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -57,7 +58,9 @@ def test_finetune_resume_and_refusals(tmp_path, capsys):
     assert saved["data"]["max_samples"] == 1000 and saved["model"]["model"] == "mnist-cnn"
     capsys.readouterr()
     assert main(["finetune", "--out", str(out), *FAST]) == 2  # refuses to overwrite
-    assert "refusing to overwrite" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds a run (latentcc finetune): best.safetensors, checkpoints, config.json" in err
+    assert "Fix: continue that run with --resume (without --seeds)" in err
     # --resume alone reuses the run's own config.json (a finished run: nothing left to train)
     assert main(["finetune", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())] == [1]
@@ -67,6 +70,14 @@ def test_finetune_resume_and_refusals(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Cannot resume" in err and "train.epochs: 1 -> 2" in err
     assert (out / "config.json").read_text() == before
+    # F3: config.json edited by hand was read back as the run's settings and resumed; now refused
+    edited = json.loads(before)
+    edited["train"]["lr"] *= 10
+    (out / "config.json").write_text(json.dumps(edited))
+    assert main(["finetune", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json was edited after the run started (changed: train)" in err
+    assert json.loads((out / "config.json").read_text()) == edited  # nothing recorded
 
 
 def test_same_seed_same_run(tmp_path):
@@ -177,3 +188,115 @@ def test_lcc_and_probe_configs_refuse_absurd_values():
             cls(**{field: value})
     assert LCCConfig(leiden_iterations=-1, seed=2**32 - 1).seed == 2**32 - 1  # the bounds themselves are fine
     assert TrainConfig(batch_size=2**31 - 1, epochs=10**6).batch_size == 2**31 - 1
+
+
+TINY = ["--data", "digits", "--max-samples", "100", "--no-progress"]
+
+
+def _files(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("command", "held", "says"),
+    [
+        (["probe", "--metrics", "nc"], "profile.json", r"probe outputs \(latentcc probe\): profile.json"),
+        (["transfer-layers"], "transfer_layers.csv", r"layer-wise transfer tables .*: transfer_layers.csv"),
+        (["probe", "--metrics", "nc"], "config.json", r"a run \(latentcc finetune\): config.json"),
+        (["transfer-layers"], "seed-3/", r"runs of several seeds .*: seed-3"),
+        (["finetune", "--epochs", "1", "--no-tensorboard"], "summary.json", r"a demo report .*: summary.json"),
+        (["finetune", "--epochs", "1", "--no-tensorboard"], "seed-0/", r"Fix: continue those runs with "
+         r"--resume --seeds 0,"),
+    ],
+)  # fmt: skip
+def test_every_command_refuses_a_folder_that_holds_latentcc_outputs(tmp_path, capsys, command, held, says):
+    """F8/F9: a second probe/transfer-layers --out P replaced P's outputs; finetune wrote beside seed-*/."""
+    out = tmp_path / "out"
+    (out / held.rstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    if held.endswith("/"):
+        (out / held).mkdir()
+    else:
+        (out / held).write_text("{}\n")
+    (out / "notes.txt").write_text("mine\n")
+    before = _files(out)
+    assert main([command[0], "--out", str(out), *TINY, *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"'--out' parameter of latentcc [a-z-]+ must be a new or empty folder .*" + says, err), (
+        err
+    )
+    assert (
+        "nothing was written" in err
+        and _files(out) == before
+        and sorted(out.iterdir()) == sorted([out / held.rstrip("/"), out / "notes.txt"])
+    )
+
+
+def test_a_folder_of_other_files_is_accepted(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["transfer-layers", "--out", str(out), *TINY]) == 0
+    assert (out / "transfer_layers.json").is_file() and (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_resume_refuses_seeds_that_do_not_match_the_folder(tmp_path, capsys):
+    """F10/F11: --seeds on a single run started a fresh run in R/seed-0; no --seeds on seed folders said
+    'Nothing to resume... Start without --resume'. Both now name the layout and the fix, before any write."""
+    single, multi, empty = tmp_path / "single", tmp_path / "multi", tmp_path / "empty"
+    single.mkdir()
+    (single / "config.json").write_text('{"train": {"epochs": 2}}\n')
+    for s in (0, 2):
+        (multi / f"seed-{s}").mkdir(parents=True)
+    empty.mkdir()
+    before = {d: sorted(d.rglob("*")) for d in (single, multi, empty)}
+    assert main(["finetune", "--out", str(single), "--resume", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "'--seeds' parameter of latentcc finetune --resume must be left out when --out holds a single run"
+        in err
+    )
+    assert f"{single}/seed-0" in err and "Fix: resume it without --seeds" in err
+    assert main(["finetune", "--out", str(multi), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "must be given when --out holds runs per seed" in err
+        and "Fix: resume them with --resume --seeds 0,2" in err
+    )
+    assert main(["finetune", "--out", str(empty), "--resume", "--seeds", "0,1"]) == 2
+    assert "Nothing to resume in" in capsys.readouterr().err
+    assert {d: sorted(d.rglob("*")) for d in (single, multi, empty)} == before
+
+
+def test_demo_checks_the_lcc_schedule_before_the_baseline_runs(tmp_path, capsys):
+    """F13: warmup >= epochs failed at the first LCC run, after the baseline had trained into the folder."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *TINY, "--epochs", "1", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "'warmup' parameter of LCCConfig must be smaller than the number of epochs, 1" in err
+    assert not out.exists()  # not even the folder
+    assert (
+        main(["demo", "--out", str(out), *TINY, "--epochs", "2", "--seeds", "0", "--lcc-layers", "nope"]) == 2
+    )
+    assert "nope" in capsys.readouterr().err and not out.exists()
+
+
+def test_reproduce_docs_inside_a_run_folder_is_refused_before_the_reproduction_runs(tmp_path):
+    """F12: --docs R/doc.md wrote doc.md and reproductions/ into the run folder R (after waiting for its lock)."""
+    from latentcc.errors import LatentccError
+    from latentcc.reproduce import run_reproduction
+
+    run = tmp_path / "R"
+    run.mkdir()
+    (run / "config.json").write_text("{}\n")
+    (run / "checkpoints").mkdir()
+    with pytest.raises(LatentccError, match=r"'docs' parameter of run_reproduction must be a Markdown file in a "
+                       r"docs folder.*holds a run \(latentcc finetune\): checkpoints, config.json"):  # fmt: skip
+        run_reproduction("nc-transfer", size="ci", seeds=[0], out_dir=tmp_path / "X", docs=run / "doc.md")
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.json"]
+    assert not (tmp_path / "X").exists()  # refused before the run, not after minutes of it
+    (tmp_path / "X").mkdir()
+    (tmp_path / "X" / "result.json").write_text("{}\n")
+    with pytest.raises(
+        LatentccError, match=r"'out_dir' parameter of run_reproduction .*a reproduction .*result.json"
+    ):
+        run_reproduction("nc-transfer", size="ci", seeds=[0], out_dir=tmp_path / "X")

@@ -22,7 +22,7 @@ from latentcc.train.fingerprint import (
     model_fingerprint,
     run_fingerprint,
 )
-from reliability_runs import _fit, _interrupted_run, _model, _splits
+from reliability_runs import _fit, _interrupted_run, _model, _splits, as_older_latentcc
 
 
 def _changes(a, b) -> list[str]:
@@ -161,6 +161,7 @@ def test_resume_of_a_run_without_fingerprint_warns_and_continues(tmp_path):
     old = json.loads(path.read_text())
     del old["fingerprint"]  # written by an older latentcc
     path.write_text(json.dumps(old))
+    as_older_latentcc(tmp_path / "run")  # whose checkpoints hold no checksum of config.json either
     with pytest.warns(RuntimeWarning, match="records no fingerprint.*cannot check"):
         res = _fit(tmp_path, resume=True)
     assert res.best_epoch >= 1 and "fingerprint" not in json.loads(path.read_text())  # not claimed afterwards
@@ -498,3 +499,70 @@ def test_cli_resume_of_a_record_with_a_section_that_is_not_an_object(tmp_path, c
         CheckpointError, match=r"different settings \(model: 'resnet18' in the run, 'vit' now\)"
     ):
         check_same_run(path, mine, {**mine, "model": "vit"}, None)
+
+
+def _edit_config(run: Path, edit) -> None:
+    path = run / "config.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record, indent=2))
+
+
+def test_resume_refuses_a_config_json_edited_after_the_run_started(tmp_path):
+    """F3: config.json edited by hand (epochs 2 -> 3 with a matching resume, a deleted fingerprint.training)
+    was resumed and recorded as the run's settings; the checkpoint's checksum of it now refuses the resume."""
+    _interrupted_run(tmp_path)
+    run = tmp_path / "run"
+    good = (run / "config.json").read_text()
+    edits = [
+        (lambda r: r["train"].update(epochs=3), 3, r"\(changed: train\)"),
+        (lambda r: r["fingerprint"].pop("training"), 2, r"\(changed: fingerprint\)"),
+    ]
+    for edit, epochs, changed in edits:
+        _edit_config(run, edit)
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        with pytest.raises(
+            CheckpointError, match=r"config\.json was edited after the run started " + changed
+        ):
+            _fit(tmp_path, resume=True, epochs=epochs)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing changed
+        (run / "config.json").write_text(good)
+    res = _fit(tmp_path, resume=True)  # the file as the run wrote it (re-indented: same record) resumes
+    assert len(res.history) == 2
+
+
+def test_the_config_checksum_is_kept_across_resumes_and_an_older_checkpoint_resumes_with_a_warning(tmp_path):
+    from latentcc.train.checkpoint import latest_checkpoint, peek_state
+    from latentcc.train.resume import config_digest
+
+    class StopAt:
+        def __init__(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def on_epoch_start(self, ctx) -> None:
+            pass
+
+        def on_epoch_end(self, ctx) -> None:
+            if ctx.epoch == self.epoch:  # after the checkpoint of the epoch before
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, epochs=3, callbacks=[StopAt(1)])
+    run = tmp_path / "run"
+    first = json.loads((run / "config.json").read_text())
+    recorded = peek_state(latest_checkpoint(run / "checkpoints"), "config_sha256")
+    assert recorded == config_digest(first) and set(recorded) == {"", *first}
+    with pytest.raises(
+        KeyboardInterrupt
+    ):  # resumed, and its own checkpoint (epoch 2) written before the stop
+        _fit(tmp_path, resume=True, epochs=3, callbacks=[StopAt(2)])
+    latest = latest_checkpoint(run / "checkpoints")
+    assert latest.name == "epoch-0002" and peek_state(latest, "config_sha256") == recorded
+    as_older_latentcc(run)
+    assert peek_state(latest_checkpoint(run / "checkpoints"), "config_sha256") is None
+    with pytest.warns(RuntimeWarning, match=r"records no checksum of config\.json.*older latentcc"):
+        res = _fit(tmp_path, resume=True, epochs=3)
+    assert len(res.history) == 3
+    after = json.loads((run / "config.json").read_text())
+    assert config_digest(after) == recorded  # the resume entries are not part of the first record's checksum
+    assert len(after["resumes"]) == 2

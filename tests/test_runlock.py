@@ -324,3 +324,32 @@ def test_a_rewritten_file_keeps_its_mode_whatever_the_umask(tmp_path):
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (shared, private, tmp_path / "new.md", link)}
     assert modes == {"shared.md": 0o664, "private.key": 0o600, "new.md": 0o600, "link.md": 0o664}
     assert private.read_bytes() == b"b" and link.read_bytes() == b"c"
+
+
+def test_check_new_output_names_what_a_folder_holds_and_accepts_other_files(tmp_path):
+    from latentcc.errors import LatentccError
+    from latentcc.runlock import check_new_output, folder_outputs
+
+    check_new_output(tmp_path / "new", func="f", param="out", fix="x")  # absent: fine
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / ".latentcc.lock").write_text("{}")  # a lock record is no output
+    (tmp_path / "log.txt").write_text("")
+    check_new_output(tmp_path, func="f", param="out", fix="x")
+    (tmp_path / "lcc" / "seed-0").mkdir(parents=True)
+    for i in range(7):
+        (tmp_path / f"seed-{i}").mkdir()
+    (tmp_path / "report.html").write_text("")
+    assert folder_outputs(tmp_path) == [
+        ("runs of several seeds (latentcc finetune --seeds)", [f"seed-{i}" for i in range(7)]),
+        ("probe outputs (latentcc probe)", ["report.html"]),
+        ("a demo report (latentcc demo)", ["lcc/seed-0"]),
+    ]
+    with pytest.raises(LatentccError) as e:
+        check_new_output(tmp_path, func="latentcc probe", param="--out", fix="choose another --out.")
+    assert str(e.value) == (
+        f"The '--out' parameter of latentcc probe must be a new or empty folder (or one without latentcc outputs). "
+        f"Got {str(tmp_path)!r} instead. It already holds runs of several seeds (latentcc finetune --seeds): "
+        "seed-0, seed-1, seed-2, seed-3, seed-4 and 2 more; probe outputs (latentcc probe): report.html; a demo "
+        "report (latentcc demo): lcc/seed-0. Writing there would replace or mix with them, so nothing was "
+        "written. Fix: choose another --out."
+    )

@@ -229,6 +229,9 @@ def test_resume_of_a_run_recorded_before_a_setting_existed(tmp_path, digits_spli
     saved = json.loads(path.read_text())
     del saved["train"]["drop_last"]  # as written by a latentcc without that setting
     path.write_text(json.dumps(saved))
+    from reliability_runs import as_older_latentcc
+
+    as_older_latentcc(tmp_path)  # whose checkpoints hold no checksum of config.json either
     with pytest.raises(CheckpointError, match=r"train\.drop_last: False -> True"):
         fit(
             tiny_mlp(),

@@ -37,6 +37,9 @@ _FILE_SECTIONS = (*(s for s, _, _ in SECTIONS), *_RUN_ONLY_SECTIONS)
 # The demo compares baseline and LCC fine-tuning of every parameter: no transfer-method flags.
 _DEMO_SECTIONS = tuple(s for s in SECTIONS if s[0] != "method")
 
+# How to avoid replacing a folder's outputs (probe, transfer-layers): another folder, or the old one moved away.
+_FIX_OUT = "choose another --out (a new or empty folder), or move the old outputs away first."
+
 # `latentcc probe`: ProbeConfig owns --max-samples (per split); the data's own subsetting is not exposed.
 PROBE_SECTIONS = (("model", ModelConfig, ""), ("data", DataConfig, ""), ("probe", ProbeConfig, ""))
 _PROBE_EXCLUDE: dict[str, tuple[str, ...]] = {"model": (), "data": ("max_samples",), "probe": ()}
@@ -221,6 +224,8 @@ def _finetune(ns: argparse.Namespace) -> None:
     from latentcc.runlock import FolderLock
 
     out = Path(ns.out)
+    if ns.resume:  # before the settings are read back from the run (a mismatch would read the wrong ones)
+        _check_resume_layout(out, ns.seeds)
     if ns.resume and ns.config is None:  # resume with the run's own settings; typed flags still override
         from latentcc.train.resume import find_run_config
 
@@ -232,6 +237,8 @@ def _finetune(ns: argparse.Namespace) -> None:
     splits = load_data(d)
     if not ns.seeds:
         with FolderLock(out, func="latentcc finetune", param="--out"):  # held across fit and what follows it
+            if not ns.resume:
+                _check_new_run_folder(out)
             res = finetune(m, d, t, out_dir=out, resume=ns.resume, splits=splits, lcc=lcc, method=method)
             summary = _with_lcc_test(res, splits, lcc, t, out)
         print(format_table([{"method": method.method, **summary}]))
@@ -241,6 +248,10 @@ def _finetune(ns: argparse.Namespace) -> None:
     rows = []
     # the parent folder too: a second `--seeds` run into it would redo finished seeds and race on the rest
     with FolderLock(out, func="latentcc finetune", param="--out"):
+        if ns.resume:
+            _check_resume_layout(out, ns.seeds)  # again under the lock: another process may have written it
+        else:
+            _check_new_run_folder(out)
         for seed in ns.seeds:
             folder = out / f"seed-{seed}"
             if ns.resume and (folder / "results.json").is_file():
@@ -265,6 +276,65 @@ def _finetune(ns: argparse.Namespace) -> None:
         mean, half = mean_ci(accs)
         print(f"test top-1 over {len(accs)} seeds: {mean:.4f} (95% CI ± {half:.4f})")
     print(f"run folders: {out}/seed-*")
+
+
+def _seed_folders(out: Any) -> list[int]:
+    """The seeds of ``out``'s seed-<s>/ run folders (a `finetune --seeds` folder), sorted."""
+    try:
+        names = [p.name for p in out.glob("seed-*") if p.is_dir()]
+    except OSError:
+        return []
+    return sorted(int(n[5:]) for n in names if n[5:].isdigit())
+
+
+def _check_new_run_folder(out: Any) -> None:
+    """A new run (no --resume) goes into a folder without latentcc outputs; a run in it is resumed, not mixed."""
+    from latentcc.runlock import check_new_output
+
+    seeds = _seed_folders(out)
+    if seeds:
+        fix = (
+            f"continue those runs with --resume --seeds {','.join(map(str, seeds))}, or choose another --out."
+        )
+    elif (out / "checkpoints" / "latest.json").is_file() or (out / "results.json").is_file():
+        fix = "continue that run with --resume (without --seeds), or choose another --out."
+    elif (out / "config.json").is_file():  # stopped before its first checkpoint: --resume has nothing to load
+        fix = (
+            "that run stopped before its first checkpoint, so it cannot be resumed: choose another --out, or "
+            "delete the folder to start it again."
+        )
+    else:
+        fix = "choose another --out (a new or empty folder)."
+    check_new_output(out, func="latentcc finetune", param="--out", fix=fix)
+
+
+def _check_resume_layout(out: Any, seeds: tuple[int, ...] | None) -> None:
+    """Refuse a --resume whose --seeds does not match the folder: a single run (config.json) is resumed
+    without --seeds, runs per seed (seed-<s>/) with --seeds; otherwise a fresh run would start beside them."""
+    found = _seed_folders(out)
+    try:
+        single = (out / "config.json").is_file()
+    except OSError:  # unreadable: the resume's own checks name the file and the fix
+        return
+    listed = ",".join(map(str, found))
+    if seeds and single:
+        raise param_error(
+            "--seeds", "latentcc finetune --resume", "left out when --out holds a single run", ",".join(map(str, seeds)),
+            f"{out} holds one run (its config.json), not one run per seed in seed-<s>/; with --seeds a fresh "
+            f"run would start in {out}/seed-{seeds[0]} and {out} itself would never be resumed. Fix: resume it "
+            "without --seeds (its seed is in its config.json).",
+        )  # fmt: skip
+    if not seeds and found:
+        raise param_error(
+            "--seeds", "latentcc finetune --resume", "given when --out holds runs per seed (seed-<s>/)", None,
+            f"{out} holds the runs of seeds {listed} ({', '.join(f'seed-{s}/' for s in found)}). Fix: resume "
+            f"them with --resume --seeds {listed}.",
+        )  # fmt: skip
+    if seeds and not found:
+        raise CheckpointError(
+            f"Nothing to resume in {out}: it holds no seed-<s>/ run folders. Start without --resume "
+            f"(--seeds {','.join(map(str, seeds))} --out {out})."
+        )
 
 
 def _with_lcc_test(res: Any, splits: Any, lcc: LCCConfig, t: TrainConfig, folder: Any) -> dict[str, Any]:
@@ -296,10 +366,17 @@ def _probe(ns: argparse.Namespace) -> None:
 
     from latentcc.config import config_from_dict
     from latentcc.finetune import load_data, prepare_model
-    from latentcc.probing import check_knn_k, check_settings_used, load_groups, profile
+    from latentcc.probing import (
+        check_checkpoint_settings,
+        check_knn_k,
+        check_settings_used,
+        load_groups,
+        load_run_weights,
+        profile,
+    )
     from latentcc.progress import log_to
     from latentcc.report.probe_report import summary_lines, write_probe_report
-    from latentcc.runlock import FolderLock, new_folder
+    from latentcc.runlock import FolderLock, check_new_output, new_folder
     from latentcc.seeding import seed_everything
 
     file_values: dict[str, dict] = {}
@@ -320,6 +397,7 @@ def _probe(ns: argparse.Namespace) -> None:
         file_values = (
             read_config_file(ckpt / "config.json", _FILE_SECTIONS) if (ckpt / "config.json").is_file() else {}
         )
+        check_checkpoint_settings(ckpt, file_values, vars(ns))  # --model/--data the weights cannot fit
     m, d, pc = _probe_configs(ns, _PROBE_EXCLUDE, file_values)
     check_settings_used(pc, groups=bool(ns.groups), func="latentcc probe")  # before data, model and latents
     check_extras("latentcc probe", probe=pc, models=[m.model], data=[d.data])
@@ -330,13 +408,12 @@ def _probe(ns: argparse.Namespace) -> None:
     seed_everything(pc.seed)  # the model's fresh head is random: same --seed, same head, same numbers
     model = prepare_model(m, splits, method).model
     if ckpt is not None:
-        from latentcc.train.checkpoint import load_weights
-
-        load_weights(ckpt / "best.safetensors", model)
+        load_run_weights(ckpt, model, model_name=m.model, data_name=d.data)
     groups = load_groups(ns.groups) if ns.groups else None
     out = Path(ns.out) if ns.out else new_folder(Path("runs") / "probe", time.strftime("%Y%m%d-%H%M%S"))
     # one process per report folder, locked before minutes of work; the folder also keeps the run's log.txt
     with FolderLock(out, func="probe", param="out"):
+        check_new_output(out, func="latentcc probe", param="--out", fix=_FIX_OUT)
         with log_to(out / "log.txt"):  # progress lines, also when stderr is a log or a pipe
             prof = profile(model, splits, groups=groups, view_layers=ns.view_layers, config=pc)
         prof.params.update({"model": m.model, "data": d.data, "checkpoint": str(ckpt) if ckpt else None})
@@ -359,7 +436,7 @@ def _transfer_layers(ns: argparse.Namespace) -> None:
     from latentcc.probing import profile, summarize
     from latentcc.progress import log_to
     from latentcc.report.table import format_table
-    from latentcc.runlock import FolderLock, new_folder
+    from latentcc.runlock import FolderLock, check_new_output, new_folder
     from latentcc.seeding import seed_everything
 
     m, d, pc = _probe_configs(ns, _TRANSFER_EXCLUDE, defaults={"probe": {"metrics": _TRANSFER_METRICS}})
@@ -370,6 +447,7 @@ def _transfer_layers(ns: argparse.Namespace) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(ns.out) if ns.out else new_folder(Path("runs") / "transfer-layers", stamp)
     with FolderLock(out, func="transfer-layers", param="out"):  # one process per output folder
+        check_new_output(out, func="latentcc transfer-layers", param="--out", fix=_FIX_OUT)
         with log_to(out / "log.txt"):  # progress lines, also when stderr is a log or a pipe
             prof = profile(model, splits, config=pc)
         prof.to_csv(out / "transfer_layers.csv")

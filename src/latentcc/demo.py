@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from latentcc.report.curves import plot_compare
 from latentcc.report.latent_map import pca_2d, plot_latent_maps
 from latentcc.report.stats import conclusion, mean_ci, paired_difference
 from latentcc.report.table import format_table
-from latentcc.runlock import FolderLock, new_folder
+from latentcc.runlock import FolderLock, check_new_output, new_folder
 from latentcc.seeding import seed_everything
 
 METHODS = ("baseline", "lcc")
@@ -58,16 +59,43 @@ def run_demo(
     """
     t0 = time.perf_counter()
     check_extras("The demo", lcc=lcfg, models=[mcfg.model], data=[dcfg.data])  # before any training
+    splits = load_data(dcfg)
+    _check_lcc_runs(mcfg, tcfg, lcfg, splits)  # before the folder is made and the baseline runs train
     out = Path(out_dir) if out_dir else new_folder(Path("runs") / "demo", time.strftime("%Y%m%d-%H%M%S"))
     with FolderLock(out, func="run_demo"):  # one process per demo folder, for all of its writes
-        return _run_demo(mcfg, dcfg, tcfg, lcfg, seeds=seeds, out=out, map_samples=map_samples, t0=t0)
+        check_new_output(
+            out, func="run_demo", param="out_dir",
+            fix="choose another output folder (--out), a new or empty one, or move the old outputs away first.",
+        )  # fmt: skip
+        return _run_demo(mcfg, dcfg, tcfg, lcfg, splits, seeds=seeds, out=out, map_samples=map_samples, t0=t0)
+
+
+def _check_lcc_runs(mcfg: ModelConfig, tcfg: TrainConfig, lcfg: LCCConfig, splits: Any) -> None:
+    """Every check ``fit`` makes before an LCC run (schedule, layers, batches, labels), made before the first run.
+
+    The baseline runs come first and make none of the LCC checks: a setting only LCC refuses (e.g. warmup
+    >= epochs) would otherwise fail after the baseline trained, leaving a half-written demo folder.
+    """
+    from latentcc.correction import LatentClusterCorrection
+    from latentcc.train.checks import preflight
+    from latentcc.train.loop import resolve_device
+
+    device = resolve_device(tcfg.device, func="TrainConfig")
+    with warnings.catch_warnings():  # the runs issue (and record) their own warnings
+        warnings.simplefilter("ignore")
+        seed_everything(tcfg.seed)
+        model = build_model(mcfg, splits).to(device)
+        preflight(
+            model, splits.train, tcfg, lcc=LatentClusterCorrection(lcfg), optimizer=None, scheduler=None,
+            device=device, num_classes=splits.num_classes, has_val=len(splits.val) > 0,
+        )  # fmt: skip
 
 
 def _run_demo(
-    mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, lcfg: LCCConfig, *, seeds: tuple[int, ...], out: Path,
+    mcfg: ModelConfig, dcfg: DataConfig, tcfg: TrainConfig, lcfg: LCCConfig, splits: Any, *, seeds: tuple[int, ...],
+    out: Path,
     map_samples: int, t0: float,
 ) -> dict[str, Any]:  # fmt: skip
-    splits = load_data(dcfg)
     settings = _settings(mcfg, tcfg, lcfg, splits, seeds)
     print(settings)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}

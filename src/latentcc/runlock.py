@@ -324,6 +324,65 @@ def new_folder(parent: str | os.PathLike[str], name: str) -> Path:
     raise FileExistsError(errno.EEXIST, f"no free folder name {name}-N in {base}")
 
 
+# What latentcc commands write into an output folder, grouped by what it shows the folder holds. A
+# command refuses a folder holding any of them (check_new_output): writing there would replace files
+# (a second `probe --out P` rewrote profile.json and the report) or mix runs (a run beside seed-*/).
+_OUTPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "a run (latentcc finetune)",
+        ("config.json", "results.json", "checkpoints", "best.safetensors", "metrics.json"),
+    ),
+    ("runs of several seeds (latentcc finetune --seeds)", ("seed-*",)),
+    ("probe outputs (latentcc probe)", ("profile.json", "profile.csv", "report.html")),
+    (
+        "layer-wise transfer tables (latentcc transfer-layers)",
+        ("transfer_layers.json", "transfer_layers.csv"),
+    ),
+    ("a demo report (latentcc demo)", ("summary.json", "summary.md", "baseline/seed-*", "lcc/seed-*")),
+    ("a reproduction (latentcc reproduce)", ("result.json", "result.md")),
+)
+
+
+def folder_outputs(folder: str | os.PathLike[str]) -> list[tuple[str, list[str]]]:
+    """What latentcc outputs ``folder`` holds: [(what, [names found])], empty for a new or foreign folder."""
+    base = Path(folder)
+    if not base.is_dir():
+        return []
+    found = []
+    for what, patterns in _OUTPUTS:
+        names = sorted({p.relative_to(base).as_posix() for pat in patterns for p in base.glob(pat)})
+        if names:
+            found.append((what, names))
+    return found
+
+
+def describe_outputs(found: list[tuple[str, list[str]]]) -> str:
+    """``found`` (from :func:`folder_outputs`) in words: "a run (...): config.json, checkpoints; ..."."""
+    return "; ".join(
+        f"{what}: {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
+        for what, names in found
+    )
+
+
+def check_new_output(folder: str | os.PathLike[str], *, func: str, param: str, fix: str) -> None:
+    """Refuse ``folder`` as an output folder if it already holds latentcc outputs, naming them and ``fix``.
+
+    The one rule of every command that writes an output folder, called while holding the folder's
+    lock (so no other process adds outputs between the check and the writes). An empty folder, or
+    one holding other files only, is accepted.
+    """
+    found = folder_outputs(folder)
+    if found:
+        raise param_error(
+            param,
+            func,
+            "a new or empty folder (or one without latentcc outputs)",
+            str(folder),
+            f"It already holds {describe_outputs(found)}. Writing there would replace or mix with them, so "
+            f"nothing was written. Fix: {fix}",
+        )
+
+
 # errors of a filesystem without (directory) locks, not of a lock that someone holds
 _UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL, errno.EBADF}
 

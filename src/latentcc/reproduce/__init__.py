@@ -9,6 +9,7 @@ docs/reproductions.md (one section per claim, between markers). Nothing is tuned
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from latentcc.errors import param_error
 from latentcc.reproduce.base import SIZES, ClaimResult, update_docs
-from latentcc.runlock import FolderLock, new_folder
+from latentcc.runlock import FolderLock, check_new_output, describe_outputs, folder_outputs, new_folder
 
 # name -> (module, one-line description); modules are imported only when run
 REPRODUCTIONS: dict[str, tuple[str, str]] = {
@@ -56,7 +57,13 @@ def run_reproduction(
         else new_folder(Path("runs") / "reproduce" / name, time.strftime("%Y%m%d-%H%M%S"))
     )
     module = importlib.import_module(f"latentcc.reproduce.{REPRODUCTIONS[name][0]}")
+    if docs is not None:  # at the door too: a refused docs folder would otherwise waste the whole run
+        _check_docs_folder(Path(docs), out)
     with FolderLock(out, func="run_reproduction"):  # one process per output folder, for all of its writes
+        check_new_output(
+            out, func="run_reproduction", param="out_dir",
+            fix="choose another output folder (--out), a new or empty one, or move the old outputs away first.",
+        )  # fmt: skip
         t0 = time.perf_counter()
         result: ClaimResult = module.run(size, seeds, out)
         result.size, result.seeds, result.wall_time_s = size, seeds, time.perf_counter() - t0
@@ -71,11 +78,33 @@ def _update_docs(doc: Path, name: str, result: ClaimResult, out: Path) -> None:
     fig_dir = doc.parent / "reproductions"
     # the docs file is read, edited and rewritten: one reproduction at a time (others wait their turn)
     with FolderLock(doc.parent, func="run_reproduction", param="docs", wait_s=120):
+        _check_docs_folder(doc, out)  # again under its lock: a run may have started there since
         fig_dir.mkdir(parents=True, exist_ok=True)
         for f in result.figures:
             shutil.copyfile(out / f, fig_dir / f"{name}-{f}")
         result.figures = [f"{name}-{f}" for f in result.figures]
         update_docs(doc, result, "reproductions")
+
+
+def _check_docs_folder(doc: Path, out: Path) -> None:
+    """Refuse a docs file inside another command's output folder (a run, a probe report...).
+
+    The docs update writes the file and ``reproductions/`` beside it: inside a run folder they would mix
+    with the run's files (and a run that later starts there would be refused because of them). The
+    reproduction's own output folder is fine.
+    """
+    folder = doc.parent
+    if folder.is_dir() and out.is_dir() and os.path.samefile(folder, out):
+        return
+    found = folder_outputs(folder)
+    if found:
+        raise param_error(
+            "docs", "run_reproduction", "a Markdown file in a docs folder, not in a folder of latentcc outputs",
+            str(doc),
+            f"{folder} holds {describe_outputs(found)}; the docs update would write {doc.name} and reproductions/ "
+            "among them, so nothing was written. Fix: give --docs a file in a docs folder (e.g. "
+            "docs/reproductions.md).",
+        )  # fmt: skip
 
 
 __all__ = ["DEFAULT_SEEDS", "REPRODUCTIONS", "ClaimResult", "run_reproduction"]

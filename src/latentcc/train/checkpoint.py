@@ -205,6 +205,23 @@ def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
     return unflatten_state(json.loads(_read_text(path / "state.json")), tensors)
 
 
+def peek_state(path: Path, key: str) -> Any:
+    """Top-level entry ``key`` of checkpoint ``path``'s state.json (no tensors), or None if absent or unreadable.
+
+    Read before :func:`load_checkpoint` (which verifies every file and loads the weights) so a check can
+    refuse a resume before the model changes; a corrupt state.json is reported by that verification.
+    """
+    try:
+        tree = json.loads((path / "state.json").read_text())
+        entries = dict(tree["__dict__"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        return unflatten_state(entries.get(key), {})
+    except (KeyError, TypeError, ValueError):
+        return entries.get(key)  # not latentcc's shape: returned raw, and the caller calls it corrupt
+
+
 def load_weights(path: Path, model: nn.Module) -> None:
     """Load a safetensors weight file strictly, with a message that says which model it does not fit."""
     _check_readable(path)  # a permission problem is not a corrupt file
@@ -220,11 +237,43 @@ def load_weights(path: Path, model: nn.Module) -> None:
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0:3]
+        # torch's text is a wall of every key; name the model and a few keys of each kind instead
+        what = _misfit(weights, model) or str(e).splitlines()[0]
         raise CheckpointError(
-            f"{path} does not fit this model ({' '.join(first)}). It was saved from another architecture or number "
-            "of classes: use the same --model and --data as the run that wrote it."
+            f"{path} does not fit this model ({type(model).__name__}: {what}). It was "
+            "saved from another architecture or number of classes: use the same --model and --data as the run "
+            "that wrote it (a run folder's config.json names them)."
         ) from e
+
+
+def _misfit(weights: dict[str, Any], model: nn.Module) -> str:
+    """Which tensors of ``weights`` the model lacks, which it needs but misses, and which differ in size."""
+    own = model.state_dict()
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    sizes = [
+        f"{k}: {list(weights[k].shape)} in the file, {list(own[k].shape)} in the model"
+        for k in own
+        if k in weights and weights[k].shape != own[k].shape
+    ]
+    parts = [f"size mismatch for {few(sizes)}"] if sizes else []
+    if missing:
+        parts.append(
+            f"{len(missing)} {_weights(missing)} of the model missing from the file ({few(missing)})"
+        )
+    if unexpected:
+        parts.append(
+            f"{len(unexpected)} {_weights(unexpected)} in the file not in the model ({few(unexpected)})"
+        )
+    return "; ".join(parts)
+
+
+def _weights(keys: list[str]) -> str:
+    return "weight" if len(keys) == 1 else "weights"
 
 
 def unreadable_error(path: Path, e: OSError) -> CheckpointError:

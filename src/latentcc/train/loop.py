@@ -45,7 +45,13 @@ from latentcc.errors import CheckpointError, LatentccError, param_error
 from latentcc.progress import format_seconds, log_to, message, track
 from latentcc.runlock import locks_folder
 from latentcc.seeding import rng_state, seed_everything, set_rng_state
-from latentcc.train.checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from latentcc.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    peek_state,
+    save_checkpoint,
+)
 from latentcc.train.checks import (
     NO_VAL_NOTE,
     epoch_steps,
@@ -57,7 +63,14 @@ from latentcc.train.checks import (
 from latentcc.train.fingerprint import run_fingerprint
 from latentcc.train.logger import MetricsLogger
 from latentcc.train.metrics import topk_correct
-from latentcc.train.resume import check_resume_access, check_same_run, read_run_config, resume_record
+from latentcc.train.resume import (
+    check_config_unedited,
+    check_resume_access,
+    check_same_run,
+    config_digest,
+    read_run_config,
+    resume_record,
+)
 
 
 class Splits(Protocol):
@@ -334,6 +347,7 @@ def fit(
 
     start_epoch, best_val, best_epoch, best_val_loss, history = 0, -1.0, 0, math.inf, []
     best_state: dict[str, torch.Tensor] | None = None  # in-memory best weights when there is no run folder
+    config_sha: dict[str, str] | None = None  # of config.json's first record, kept in every checkpoint
     run_config: dict[str, Any] = {"train": config_to_dict(cfg), **(extra_config or {})}
     if corr is not None:
         run_config["lcc"] = config_to_dict(corr.config)
@@ -351,6 +365,11 @@ def fit(
                 )
             saved = read_run_config(run_dir / "config.json")
             check_same_run(run_dir / "config.json", saved, run_config, fingerprint)
+            # an edited config.json passes check_same_run when the settings match the edit (the CLI reads
+            # them back from it): the checksum recorded at the run's start tells
+            config_sha = check_config_unedited(
+                run_dir / "config.json", saved, peek_state(latest, "config_sha256")
+            )
             record = resume_record(saved, run_config, _provenance())  # the run's first record stays
             state = load_checkpoint(latest, model)  # verifies checksums before touching anything
             opt.load_state_dict(state["optimizer"])
@@ -374,6 +393,8 @@ def fit(
             run_dir
         )  # half-written files of a killed run (its checkpoints' are pruned on save)
         atomic_write_json(run_dir / "config.json", record)
+        if config_sha is None:
+            config_sha = config_digest(record)
 
     logger = MetricsLogger(run_dir, history=history, tensorboard=cfg.tensorboard) if run_dir else None
     hist: list[dict[str, Any]] = logger.history if logger else list(history)
@@ -526,6 +547,7 @@ def fit(
                     "rng_tensors": rng_t,
                     "rng": rng_meta,
                     "lcc": corr.state_dict() if corr is not None else None,
+                    "config_sha256": config_sha,
                 }
                 save_checkpoint(ckpt_root, f"epoch-{epoch + 1:04d}", model, state, keep=cfg.keep_checkpoints)
     except ValueError as e:  # a raw error preflight could not foresee (e.g. BatchNorm on a 1-sample batch)

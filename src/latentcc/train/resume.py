@@ -258,6 +258,64 @@ def _defaults(section: str) -> dict[str, Any]:
     return dict(json.loads(json.dumps(config_to_dict(default), default=str)))
 
 
+def config_digest(record: dict[str, Any]) -> dict[str, str]:
+    """sha256 of config.json's first record (``resumes`` left out: a resume appends there), as stored.
+
+    ``{"": whole record, section: that section}``, over canonical JSON (sorted keys, no spaces) of the
+    record as it reads back from config.json, so the digest of the record fit writes equals the digest
+    of the file read back. The per-section digests let a refusal name what was edited.
+    """
+    import hashlib
+
+    from latentcc.atomic import _strict_json
+
+    stored = json.loads(json.dumps(_strict_json(record), allow_nan=False, default=str))  # as written
+    first = {k: v for k, v in stored.items() if k != "resumes"}
+
+    def sha(obj: Any) -> str:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    return {"": sha(first), **{k: sha(v) for k, v in first.items()}}
+
+
+def check_config_unedited(saved_path: Path, saved: dict[str, Any], recorded: Any) -> dict[str, str] | None:
+    """Refuse a resume of a run whose config.json was edited after it started; return the digest to keep.
+
+    ``recorded``: the digest the latest checkpoint holds (:func:`config_digest` at the run's start).
+    ``check_same_run`` compares the settings of the resume with config.json, and the CLI reads its
+    settings back from config.json: an edited file (lcc.weight 0.01 -> 10, epochs 6 -> 8, a deleted
+    fingerprint) would pass both and silently continue another computation. A checkpoint written
+    before latentcc recorded the digest is resumed with a warning (and the digest of the file as it is
+    now is recorded from then on).
+    """
+    now = config_digest(saved)
+    if recorded is None:
+        warnings.warn(
+            f"The checkpoint of {saved_path.parent} records no checksum of {saved_path.name} (it was written by an "
+            f"older latentcc): the resume cannot check that {saved_path.name} was not edited after the run started.",
+            RuntimeWarning,
+            stacklevel=4,  # past fit and its folder-lock wrapper, to the caller,
+        )
+        return now
+    if not isinstance(recorded, dict) or not isinstance(recorded.get(""), str):
+        raise CheckpointError(
+            f"Cannot resume {saved_path.parent}: its latest checkpoint's record of {saved_path.name}'s checksum is "
+            "not the one latentcc writes. Restore the run from a copy, or start a new run in another folder."
+        )
+    if recorded[""] == now[""]:
+        return {k: v for k, v in recorded.items() if isinstance(v, str)}
+    sections = sorted(k for k in set(recorded) | set(now) if k and recorded.get(k) != now.get(k))
+    which = f" (changed: {', '.join(sections)})" if sections else ""
+    raise CheckpointError(
+        f"Cannot resume {saved_path.parent}: {saved_path} was edited after the run started{which}. It no longer "
+        "matches the checksum its checkpoints recorded, so the resume would continue a different computation "
+        "than the epochs already trained (and record settings the run did not use). Fix: restore "
+        f"{saved_path.name} as the run wrote it (settings that may differ on resume, e.g. --device or "
+        "--num-workers, are given as flags, not by editing the file), or start a new run in another folder."
+    )
+
+
 def resume_record(
     saved: dict[str, Any], run_config: dict[str, Any], provenance: dict[str, Any]
 ) -> dict[str, Any]:
