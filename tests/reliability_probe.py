@@ -95,6 +95,23 @@ def _run_folder(tmp: Path) -> None:
     (tmp / "run" / "best.safetensors").write_bytes(b"weights")
 
 
+def _trained_run(tmp: Path) -> None:
+    """A run folder as `latentcc finetune --model mnist-cnn --data digits` leaves it (weights stand-in)."""
+    _run_folder(tmp)
+    (tmp / "run" / "config.json").write_text(
+        json.dumps({"model": {"model": "mnist-cnn"}, "data": {"data": "digits"}})
+    )
+
+
+def _run_without_config(tmp: Path) -> None:
+    """A run folder of copied weights only: a safetensors file of some other model, no config.json."""
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp / "run").mkdir()
+    save_file({"encoder.weight": torch.zeros(3, 4)}, str(tmp / "run" / "best.safetensors"))
+
+
 def _profile(**kw: object) -> object:
     import latentcc
 
@@ -148,4 +165,23 @@ def cases() -> list[Case]:
              refused + r"The 'pretrained' parameter of latentcc probe must be left unset with --checkpoint: the run's "
              r"trained weights replace every weight.*Got '--no-pretrained' instead.*Fix: drop --no-pretrained",
              _run_folder),
+        Case("probe-checkpoint-other-model", "latentcc probe --checkpoint RUN --model efficientnet-lite0 (RUN trained "
+             "with mnist-cnn)", lambda t: _probe_cli(t, ["--checkpoint", str(t / "run"), "--model",
+                                                        "efficientnet-lite0"]), None,
+             refused + r"The 'model' parameter of latentcc probe must be the model the run was trained with when "
+             r"--checkpoint is given \('mnist-cnn', from .*config\.json\)\. Got 'efficientnet-lite0' instead\. The "
+             r"run's weights fit only that model's architecture\. Fix: drop --model \(the run's model is used\), "
+             r"pass --model mnist-cnn", _trained_run),
+        Case("probe-checkpoint-other-data", "latentcc probe --checkpoint RUN --data cifar10 (RUN trained on digits)",
+             lambda t: _probe_cli(t, ["--checkpoint", str(t / "run"), "--data", "cifar10"]), None,
+             refused + r"The 'data' parameter of latentcc probe must be the data the run was trained with .*"
+             r"\('digits', .*Got 'cifar10' instead\..*Fix: drop --data \(the run's data is used\), pass --data "
+             r"digits", _trained_run),
+        Case("probe-checkpoint-no-config-misfit", "latentcc probe --checkpoint RUN (weights of another model, no "
+             "config.json)", lambda t: _probe_cli(t, ["--checkpoint", str(t / "run"), "--max-samples", "50"]), None,
+             r"works: exit 2, no folder created: latentcc probe: error: .*best\.safetensors does not fit this model "
+             r"\(ImageClassifier: \d+ weights of the model missing from the file \(net\.[^;]* and \d+ more\); 1 "
+             r"weight in the file not in the model \(encoder\.weight\)\)\..*use the same --model and --data as "
+             r"the run that wrote it.*The model here is 'mnist-cnn' built for 'digits'; .*run has no config\.json "
+             r"naming the run's own", _run_without_config),
     ]  # fmt: skip

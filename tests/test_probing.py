@@ -523,3 +523,86 @@ def test_cli_probe_refuses_inert_flags_before_loading_anything(tmp_path, capsys)
         assert main([*base, *args]) == 2
         assert re.search(match, capsys.readouterr().err)
         assert not (tmp_path / "out").exists()  # no report folder for a refused run
+
+
+def _run_with_config(tmp_path, model="mnist-cnn", data="digits", weights=b"not safetensors"):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": {"model": model}, "data": {"data": data}}))
+    (run / "best.safetensors").write_bytes(weights)
+    return run
+
+
+def test_cli_probe_checkpoint_refuses_a_model_or_data_the_run_was_not_trained_with(tmp_path, capsys):
+    from latentcc.cli import main
+
+    run = _run_with_config(tmp_path)
+    base = ["probe", "--checkpoint", str(run), "--no-progress", "--out", str(tmp_path / "out")]
+    runs = [
+        (["--model", "efficientnet-lite0"],
+         r"The 'model' parameter of latentcc probe must be the model the run was trained with when --checkpoint "
+         r"is given \('mnist-cnn', from .*config\.json\)\. Got 'efficientnet-lite0' instead\..*Fix: drop --model "
+         r"\(the run's model is used\), pass --model mnist-cnn"),
+        (["--data", "cifar10"], r"'data' parameter .*\('digits', from .*Got 'cifar10' instead.*pass --data digits"),
+        (["--model", "mnist-cnn", "--data", "fashion-mnist"], r"'data' parameter .*Got 'fashion-mnist'"),
+    ]  # fmt: skip
+    for args, match in runs:
+        assert main([*base, *args]) == 2
+        err = capsys.readouterr().err
+        assert re.search(match, err) and "Missing key" not in err
+        assert not (tmp_path / "out").exists()
+    # the run's own model and data pass the check: the next door is the weights file (not safetensors here)
+    assert main([*base, "--model", "mnist-cnn", "--data", "digits"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable safetensors file" in err and "parameter of latentcc probe" not in err
+
+
+def test_checkpoint_settings_same_folder_spelled_two_ways(tmp_path, monkeypatch):
+    from latentcc.probing import check_checkpoint_settings
+
+    (tmp_path / "hf-model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    saved = {"model": {"model": str(tmp_path / "hf-model")}, "data": "not a section"}
+    check_checkpoint_settings(tmp_path, saved, {"model": "./hf-model", "data": "digits"})  # no error
+    with pytest.raises(LatentccError, match=r"Got 'other' instead"):
+        check_checkpoint_settings(tmp_path, saved, {"model": "other"})
+
+
+def test_load_weights_names_the_keys_that_do_not_fit_not_torchs_wall(tmp_path):
+    from safetensors.torch import save_file
+
+    from latentcc.errors import CheckpointError
+    from latentcc.train.checkpoint import load_weights
+
+    path = tmp_path / "best.safetensors"
+    trained = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4))
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    other = nn.Sequential(nn.Linear(64, 12), nn.ReLU(), nn.Linear(12, 4), nn.Linear(4, 4))
+    with pytest.raises(CheckpointError) as e:
+        load_weights(path, other)
+    msg = str(e.value)
+    assert "does not fit this model (Sequential: " in msg and "Missing key" not in msg
+    assert "size mismatch for 3.weight: [4, 16] in the file, [4, 4] in the model; " in msg
+    assert "4 weights of the model missing from the file (0.weight, 0.bias, 2.weight and 1 more)" in msg
+    assert "2 weights in the file not in the model (1.bias, 1.weight)" in msg
+    assert msg.endswith("use the same --model and --data as the run that wrote it (a run folder's config.json "
+                        "names them).")  # fmt: skip
+
+
+def test_load_run_weights_without_config_names_the_model_built(tmp_path):
+    from safetensors.torch import save_file
+
+    from latentcc.errors import CheckpointError
+    from latentcc.probing import load_run_weights
+
+    (tmp_path / "run").mkdir()
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "run" / "best.safetensors"))
+    model = nn.Linear(3, 2)
+    with pytest.raises(CheckpointError) as e:
+        load_run_weights(tmp_path / "run", model, model_name="efficientnet-lite0", data_name="digits")
+    assert re.search(r"The model here is 'efficientnet-lite0' built for 'digits'; .*run has no config\.json "
+                     r"naming the run's own, so pass the --model and --data it was trained with\.$", str(e.value))  # fmt: skip
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError) as e:
+        load_run_weights(tmp_path / "run", model, model_name="m", data_name="d")
+    assert str(e.value).endswith("The model here is 'm' built for 'd'.")

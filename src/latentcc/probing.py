@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from latentcc.atomic import atomic_write_json, atomic_write_text
 from latentcc.config import ProbeConfig
-from latentcc.errors import LatentccError, param_error
+from latentcc.errors import CheckpointError, LatentccError, param_error
 from latentcc.latents import Latents, collect_latents
 from latentcc.layers import all_layers, resolve_layers
 from latentcc.progress import Progress
@@ -343,6 +343,74 @@ def check_settings_used(cfg: ProbeConfig, *, groups: bool = False, func: str = "
             "Fix: gc_estimator='hutchinson' or 'outputs' (--gc-estimator) for a randomized estimate, or drop "
             "gc_draws (--gc-draws).",
         )  # fmt: skip
+
+
+# A run's weights fit only the architecture and class count it was trained with: what --model and --data pick.
+_RUN_SETTINGS = (("model", "model", "--model"), ("data", "data", "--data"))
+
+
+def check_checkpoint_settings(
+    run: str | Path, run_values: Mapping[str, Any], given: Mapping[str, Any], *, func: str = "latentcc probe"
+) -> None:
+    """Refuse a typed ``--model`` or ``--data`` that differs from the ones the run at ``run`` was trained with.
+
+    ``run_values`` is the run's config.json ({"model": {"model": ...}, "data": {"data": ...}}), ``given``
+    the flags the user typed (``vars(ns)``: config flags are only set when typed). Without this check the
+    run's weights would meet a model of another architecture or head size, and the user would read torch's
+    list of missing keys instead of the conflict of flags that caused it. Runs without config.json have
+    nothing to compare: ``load_weights`` says which weights do not fit.
+    """
+    for section, name, flag in _RUN_SETTINGS:
+        values = run_values.get(section)
+        saved = values.get(name) if isinstance(values, Mapping) else None
+        if name not in given or saved is None or _same_setting(str(saved), str(given[name])):
+            continue
+        why = (
+            "The run's weights fit only that model's architecture."
+            if section == "model"
+            else "The run's model has a head for that data's classes, and its weights were fitted to that data."
+        )
+        raise param_error(
+            name, func, f"the {section} the run was trained with when --checkpoint is given ({saved!r}, from "
+            f"{Path(run) / 'config.json'})", given[name],
+            f"{why} Fix: drop {flag} (the run's {section} is used), pass {flag} {saved}, or drop --checkpoint to "
+            f"probe {given[name]!r} without the run's weights.",
+        )  # fmt: skip
+
+
+def load_run_weights(run: str | Path, model: nn.Module, *, model_name: str, data_name: str) -> None:
+    """Load the run's best weights into ``model``, or say which --model and --data the model was built from.
+
+    ``load_weights`` knows the file and the module, not the flags: the name the user typed is what they can
+    change, and a run without config.json (whose --model/--data nothing could check up front) needs it most.
+    """
+    from latentcc.train.checkpoint import load_weights
+
+    run = Path(run)
+    try:
+        load_weights(run / "best.safetensors", model)
+    except CheckpointError as e:
+        # unreadable or corrupt (load_weights' own words): nothing the flags could change
+        if "does not fit this model" not in str(e):
+            raise
+        unchecked = (
+            f"; {run} has no config.json naming the run's own, so pass the --model and --data it was trained with"
+            if not (run / "config.json").is_file()
+            else ""
+        )
+        raise CheckpointError(
+            f"{e} The model here is {model_name!r} built for {data_name!r}{unchecked}."
+        ) from e
+
+
+def _same_setting(a: str, b: str) -> bool:
+    """Same model or data name, or the same local folder spelled two ways (relative, absolute, a link)."""
+    if a == b:
+        return True
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def check_knn_k(cfg: ProbeConfig, data: Any, *, func: str = "profile") -> None:
