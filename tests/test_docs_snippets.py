@@ -86,8 +86,9 @@ def test_snippet_runs_as_written(doc, line, code, tmp_path, monkeypatch, warm_im
     t0 = time.perf_counter()
     exec(compiled, {"__name__": "__main__"})
     took = time.perf_counter() - t0
-    # a few seconds each on 2 busy cores; the bound catches a snippet that trains on a full dataset
-    assert took < 20, (
+    # seconds each on a quiet machine; the (generous, load-tolerant) bound catches a snippet that trains on a
+    # full dataset, which takes minutes
+    assert took < 90, (
         f"{doc}:{line} took {took:.1f} s; docs snippets must stay quick (small data, few epochs)"
     )
 
