@@ -370,3 +370,25 @@ def test_float64_targets_meet_float32_z_cast_once_and_round_trip(tmp_path) -> No
     assert back.vectors.dtype == torch.float64 and torch.equal(back.vectors, t.vectors)
     assert back.scale == t.scale
     assert float(lcc_loss(z32.double(), idx, back)) == float(lcc_loss(z32.double(), idx, t))
+
+
+def test_float32_targets_of_subnormal_latents_keep_a_finite_exact_loss():
+    """A fixed scale beyond float32's exponent range (latents ~1e-39) is clamped, never inf: the loss is
+    finite and equals the same distances computed in float64."""
+    from latentcc.lcc import lcc_loss
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 25)
+    x = rng.normal(size=(100, 6))
+    x[np.arange(100), y] += 3
+    x32 = (x * 1e-39).astype(np.float32)
+    t = lcc_targets(x32, y, np.roll(y, 7), k=3)
+    z = torch.tensor(x32, requires_grad=True)
+    loss = lcc_loss(z, torch.arange(100), t)
+    loss.backward()
+    slot = t.slot.cpu()
+    rows = slot >= 0
+    diff = torch.tensor(x32).double()[rows] - t.vectors.double()[slot[rows]]
+    ref = float(diff.norm(dim=1).mean() / np.sqrt(6))
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    assert float(loss.detach()) == pytest.approx(ref, rel=1e-5)

@@ -498,3 +498,16 @@ def test_float_inputs_to_an_embedding_are_explained():
     with pytest.raises(LatentccError, match=r"integer token ids for a model that starts with an nn.Embedding\. "
                        r"Got 'inputs of dtype torch.float32'.*'indices'.*Fix: return the ids as an int64"):  # fmt: skip
         fit(Bag(), _small(), config=SMALL)
+
+
+def test_a_corrupt_state_json_is_reported_as_corrupt_not_as_an_older_checkpoint(tmp_path, digits_splits):
+    import warnings
+
+    cfg = TrainConfig(epochs=2, progress=False, tensorboard=False)
+    fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path)
+    state = latest_checkpoint(tmp_path / "checkpoints") / "state.json"
+    state.write_text(state.read_text()[:40])  # truncated
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "written by an older latentcc" warning first
+        with pytest.raises(CheckpointError, match="sha256"):
+            fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path, resume=True)

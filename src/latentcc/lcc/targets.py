@@ -82,8 +82,11 @@ class LCCTargets:
         its range, or non-zero values that would become 0) raise instead of giving an inf or 0 loss.
         """
         want = torch.float64 if dtype == torch.float64 else torch.float32
+        # z - t is computed in float32 for every z but float64: there a scale beyond float32's exponent
+        # range would itself round to inf or 0, so it is clamped (still exact: a power of two)
+        scale = self.scale if want == torch.float64 else min(max(self.scale, 2.0**-120), 2.0**120)
         if self.vectors.dtype == want or (want == torch.float64 and self.vectors.dtype == torch.float32):
-            return self.vectors, self.scale  # float32 -> float64 promotion is exact
+            return self.vectors, scale  # float32 -> float64 promotion is exact
         got = self._cast.get(want)
         if got is None:
             cast = self.vectors.to(want)
@@ -98,8 +101,6 @@ class LCCTargets:
                     "Fix: train the layer in float64 (as its latents were collected), or rescale the "
                     "layer's output (e.g. a normalisation layer) so its latents fit float32.",
                 )
-            # a scale beyond float32's exponent range would itself round to inf or 0 there
-            scale = self.scale if 2.0**-120 <= self.scale <= 2.0**120 else 1.0
             got = self._cast[want] = (cast, scale)
         return got
 

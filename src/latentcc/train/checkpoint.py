@@ -197,20 +197,26 @@ def verify_checkpoint(path: Path) -> None:
             )
 
 
-def load_checkpoint(path: Path, model: nn.Module) -> dict[str, Any]:
-    """Verify and load checkpoint ``path`` into ``model`` (in place); return the saved ``state``."""
-    verify_checkpoint(path)
+def load_checkpoint(path: Path, model: nn.Module, *, verified: bool = False) -> dict[str, Any]:
+    """Verify and load checkpoint ``path`` into ``model`` (in place); return the saved ``state``.
+
+    ``verified``: :func:`verify_checkpoint` already passed on ``path`` (e.g. in :func:`peek_state`).
+    """
+    if not verified:
+        verify_checkpoint(path)
     load_weights(path / "model.safetensors", model)
     tensors = load_file(str(path / "state.safetensors"))
     return unflatten_state(json.loads(_read_text(path / "state.json")), tensors)
 
 
 def peek_state(path: Path, key: str) -> Any:
-    """Top-level entry ``key`` of checkpoint ``path``'s state.json (no tensors), or None if absent or unreadable.
+    """Top-level entry ``key`` of checkpoint ``path``'s state.json (no tensors), or None if absent.
 
-    Read before :func:`load_checkpoint` (which verifies every file and loads the weights) so a check can
-    refuse a resume before the model changes; a corrupt state.json is reported by that verification.
+    Read before :func:`load_checkpoint` so a check can refuse a resume before the model changes. The
+    checkpoint is verified first (a CheckpointError for a corrupt or truncated one, rather than a check
+    that reads "absent" from it); pass ``verified=True`` to the :func:`load_checkpoint` that follows.
     """
+    verify_checkpoint(path)
     try:
         tree = json.loads((path / "state.json").read_text())
         entries = dict(tree["__dict__"])

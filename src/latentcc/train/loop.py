@@ -371,7 +371,7 @@ def fit(
                 run_dir / "config.json", saved, peek_state(latest, "config_sha256")
             )
             record = resume_record(saved, run_config, _provenance())  # the run's first record stays
-            state = load_checkpoint(latest, model)  # verifies checksums before touching anything
+            state = load_checkpoint(latest, model, verified=True)  # peek_state verified its checksums
             opt.load_state_dict(state["optimizer"])
             if sched is not None and state.get("scheduler") is not None:
                 sched.load_state_dict(state["scheduler"])
