@@ -197,7 +197,7 @@ class LCCConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which parameters train, and how (``latentcc.methods.apply_method``); definitions: ALGORITHMS.md §3-4."""
+    """Which parameters train, and how (``latentcc.methods.apply_method``); definitions: docs/methods.md."""
 
     method: Literal["ft", "lp", "layer_ft", "scl_ft", "gc_reg"] = _f(
         "ft",

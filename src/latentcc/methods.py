@@ -1,6 +1,6 @@
 """Transfer methods: which parameters fine-tune, and what is added to the model or the loss.
 
-Definitions: ALGORITHMS.md §3 (LP, Layer-FT, SCL-FT) and §4 (GC regularisation).
+Definitions: docs/methods.md (LP, Layer-FT, SCL-FT, GC regularisation).
 
 ==========  ==================================================================================
 ``ft``        every parameter trains (full fine-tuning)

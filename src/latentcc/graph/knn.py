@@ -4,7 +4,7 @@
 union-symmetrised, unweighted (or UMAP-style fuzzy) sparse adjacency matrix that community detection
 runs on. The graph is built by index arithmetic into CSR arrays, never edge by edge.
 
-Backends (see KNN_COMMUNITY_BENCH.md for the measurements behind the defaults):
+Backends (docs/benchmarks.md has the measurements behind the defaults):
 
 - ``"faiss"``: exact ``IndexFlatL2``; the CPU default up to ``EXACT_MAX_N`` points (deterministic).
 - ``"hnsw"``: faiss ``IndexHNSWFlat`` (M=32), approximate; multi-threaded inserts are not bit-reproducible.
@@ -179,7 +179,7 @@ def knn_graph(
     duplicate entries, sorted indices. Unweighted (every entry 1.0) by default, as in the LCC paper.
 
     ``weighted=True`` gives UMAP-style fuzzy weights, which separate classes better when there are many
-    (KNN_COMMUNITY_BENCH.md): with d the Euclidean distance (sqrt of the squared L2 that
+    (in our k-NN/community benchmarks): with d the Euclidean distance (sqrt of the squared L2 that
     :func:`knn_search` returns; 1 - cos for ``metric="cosine"``), ``w_ij = exp(-(d_ij - rho_i) / sigma_i)``
     where ``rho_i`` is i's nearest distance and ``sigma_i`` the mean of its k distances minus ``rho_i``;
     then the fuzzy union ``w + w^T - w * w^T``. Weights lie in (0, 1], the nearest neighbour gets 1.
