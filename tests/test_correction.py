@@ -14,6 +14,7 @@ from latentcc import LCCConfig
 from latentcc.config import TrainConfig
 from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
 from latentcc.errors import LatentccError
+from latentcc.integrations.fit import LCCHook
 from latentcc.train import evaluate, fit
 
 CFG = TrainConfig(epochs=3, batch_size=32, lr=1e-2, progress=False, tensorboard=False)
@@ -64,16 +65,25 @@ def test_loss_is_zero_with_grad_before_first_refresh_and_layer_errors(digits_spl
         LCCConfig(layers=("2",), interval=0)
 
 
-def test_fit_with_lcc_logs_the_correction_and_cc_vs_mc_accuracy(tmp_path, digits_splits):
-    res = fit(tiny_mlp(), digits_splits, config=CFG, out_dir=tmp_path, lcc=LCC)
+@pytest.mark.parametrize("diagnostic", [False, True])
+def test_fit_with_lcc_logs_the_correction_and_its_cost(tmp_path, digits_splits, diagnostic):
+    lcc = dataclasses.replace(LCC, diagnostic=diagnostic)
+    res = fit(tiny_mlp(), digits_splits, config=CFG, out_dir=tmp_path, lcc=lcc)
     h = res.history
     assert "lcc/2/clusters" not in h[0] and h[0]["train_lcc"] == 0.0  # warmup epoch: plain fine-tuning
+    assert "lcc_overhead" not in h[0] and "lcc/time_diagnostic_s" not in h[0]  # no refresh, no targets yet
     for row in h[1:]:
         assert row["train_lcc"] > 0 and row["lcc/2/clusters"] >= 2 and 0 < row["lcc/2/mc_fraction"] < 1
         assert row["train_ce"] == pytest.approx(row["train_loss"] - LCC.weight * row["train_lcc"])
         assert row["lcc/2/orphan_classes"] >= 0
-        assert row["lcc_overhead"] > 0
-        assert 0 <= row["val_2/cc_top1"] <= 1 and 0 <= row["val_2/mc_top1"] <= 1
+        # the documented quantity: refresh / (epoch - refresh - diagnostic), from the logged columns
+        diag = row.get("lcc/time_diagnostic_s", 0.0)
+        want = row["lcc/time_refresh_s"] / (row["epoch_time_s"] - row["lcc/time_refresh_s"] - diag)
+        assert row["lcc_overhead"] == round(want, 4) and row["lcc_overhead"] > 0
+        # the validation CC/MC diagnostic runs (and is timed apart) only when switched on
+        assert ("lcc/time_diagnostic_s" in row) is diagnostic and ("val_2/cc_top1" in row) is diagnostic
+        if diagnostic:
+            assert 0 <= row["val_2/cc_top1"] <= 1 and 0 <= row["val_2/mc_top1"] <= 1 and diag > 0
     assert res.test.top1 > 0.8
     assert "lcc/2/clusters" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
 
@@ -226,7 +236,13 @@ def test_preflight_leaves_batchnorm_statistics_and_the_rng_untouched():
     cfg = dataclasses.replace(TAB, batch_size=19, drop_last=True)
     assert (
         preflight(
-            model, _tab().train, cfg, lcc=lcc, optimizer=None, scheduler=None, device=torch.device("cpu")
+            model,
+            _tab().train,
+            cfg,
+            terms=[LCCHook(lcc)],
+            optimizer=None,
+            scheduler=None,
+            device=torch.device("cpu"),
         )
         == []
     )
@@ -265,7 +281,7 @@ def test_preflight_reads_samples_without_advancing_any_global_rng():
     random.seed(3)
     np.random.seed(3)  # noqa: NPY002
     before = rng_state()
-    preflight(model, train, TAB, lcc=LatentClusterCorrection(TAB_LCC), optimizer=None, scheduler=None,
+    preflight(model, train, TAB, terms=[LCCHook(TAB_LCC)], optimizer=None, scheduler=None,
               device=torch.device("cpu"))  # fmt: skip
     after = rng_state()
     assert train.reads == 2  # the pre-flight did read (and augment) two samples

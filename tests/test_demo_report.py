@@ -289,10 +289,18 @@ def _fake_run(seed: int, lcc: bool):
     from types import SimpleNamespace
 
     acc = (LCC if lcc else BASE)[seed]
-    history = [{"epoch": e, "val_top1": acc - 0.1 / e, **({"lcc_overhead": 0.2} if lcc and e > 1 else {})}
+    diag = {
+        "lcc/time_diagnostic_s": 0.1,
+        "val_net.fc_layers.1/cc_top1": 0.95,
+        "val_net.fc_layers.1/mc_top1": 0.7,
+    }
+    history = [{"epoch": e, "val_top1": acc - 0.1 / e, **({"lcc_overhead": 9.0, **diag} if lcc and e > 1 else {})}
                for e in (1, 2, 3)]  # fmt: skip
     return SimpleNamespace(test=SimpleNamespace(top1=acc, correct=None), model=object(), best_val_top1=acc - 0.01,
-                           best_epoch=3, wall_time_s=2.0, history=history)  # fmt: skip
+                           best_epoch=3, wall_time_s=LCC_WALL[seed] if lcc else 2.0, history=history)  # fmt: skip
+
+
+LCC_WALL = [2.4, 2.3, 2.6]  # baseline 2.0 s; the LCC runs' diagnostic takes 2 x 0.1 s: overheads .1, .05, .2
 
 
 def test_demo_summary_is_titled_strict_json_with_numbers_and_a_conclusion(tmp_path, monkeypatch, capsys):
@@ -325,8 +333,14 @@ def test_demo_summary_is_titled_strict_json_with_numbers_and_a_conclusion(tmp_pa
     assert base["method"] == "baseline" and base["seeds"] == 3 and base["lcc_overhead"] is None
     assert base["test_top1_mean"] == pytest.approx(0.81) and base["test_top1_std"] == pytest.approx(0.01)
     assert base["test_top1_ci95_half"] == pytest.approx(stats.t.ppf(0.975, 2) * 0.01 / np.sqrt(3))
-    assert lcc["lcc_overhead"] == pytest.approx(0.2) and lcc["cc_mc_gap"] == pytest.approx(0.3)
-    assert lcc["mc_fraction"] == 0.25 and lcc["time_per_run_s"] == 2.0
+    # the paired wall clock (t_lcc - t_diagnostic - t_base) / t_base per seed, not the per-epoch column (9.0)
+    per_seed = [r["lcc_overhead"] for r in saved["runs"]["lcc"]]
+    assert per_seed == pytest.approx([0.1, 0.05, 0.2]) and lcc["lcc_overhead"] == pytest.approx(0.35 / 3)
+    assert lcc["lcc_overhead_std"] == pytest.approx(np.std([0.1, 0.05, 0.2], ddof=1))
+    assert lcc["diagnostic_s"] == pytest.approx(0.2) and lcc["val_mc_top1"] == pytest.approx(0.7)
+    assert lcc["cc_mc_gap"] == pytest.approx(0.3)
+    assert lcc["mc_fraction"] == 0.25 and lcc["time_per_run_s"] == pytest.approx(2.4333333)
+    assert "+11.7% ± 7.6%" in (tmp_path / "summary.md").read_text()  # the table shows mean ± std
     diff = saved["difference"]
     assert diff["per_seed"] == pytest.approx([0.035, 0.04, 0.035]) and diff["n"] == 3
     lo, hi = stats.t.interval(

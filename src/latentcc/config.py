@@ -153,6 +153,16 @@ class LCCConfig:
         "MC samples of classes that own no cluster: no target (paper) or their class neighbours' centroid",
     )
     warm_start: bool = _f(True, "start each correction epoch's partition from the previous one")
+    latent_source: Literal["train_pass", "eval_pass"] = _f(
+        "train_pass",
+        "latents clustered at each refresh: those the training steps since the last refresh captured (no extra "
+        "pass; unwritten rows get an eval pass), or an eval-mode pass over the training set (the paper)",
+    )
+    diagnostic: bool = _f(
+        False,
+        "each epoch, cluster the validation split's latents and log top-1 of correctly clustered vs "
+        "misclustered samples (val_<layer>/cc_top1, mc_top1), timed apart as lcc/time_diagnostic_s",
+    )
     seed: int = _f(0, "seed of PCA, approximate k-NN and community detection")
 
     def __post_init__(self) -> None:
@@ -193,6 +203,7 @@ class LCCConfig:
         )
         _check_choice(self.metric, "metric", f, ("l2", "cosine"))
         _check_choice(self.orphan_policy, "orphan_policy", f, ("skip", "class_centroid"))
+        _check_choice(self.latent_source, "latent_source", f, ("train_pass", "eval_pass"))
 
 
 @dataclass(frozen=True)
@@ -355,7 +366,7 @@ DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"model": "mnist-cnn"},
     "data": {"data": "animal-mnist"},
     "train": {"epochs": 3, "batch_size": 64, "lr": 1e-3},
-    "lcc": {"layers": ("net.fc_layers.1",)},
+    "lcc": {"layers": ("net.fc_layers.1",), "diagnostic": True},
 }
 DEMO_SEEDS = (0, 1, 2)
 # `latentcc demo --full`: a longer, stronger run (more seeds and epochs).

@@ -2,15 +2,16 @@
 
     lcc = LatentClusterCorrection(LCCConfig(layers=("fc_layers.1",), weight=1e-2))
     for epoch in range(epochs):
-        if lcc.should_refresh(epoch):
-            lcc.refresh(model, train_dataset)          # once per correction epoch (k-NN, Leiden, targets)
+        lcc.begin_epoch(model, train_dataset, epoch)   # refreshes when scheduled (k-NN, Leiden, targets)
         for x, y, idx in loader:
             with lcc.capture(model) as z:              # the named layers' outputs of *your* forward
                 logits = model(x)
-            loss = F.cross_entropy(logits, y) + lcc.weighted_loss(z, idx)
+            loss = F.cross_entropy(logits, y) + lcc.weighted_loss(z, idx, y)
 
 The math lives in ``latentcc.lcc`` (functions on arrays and tensors); this class only holds the
-per-layer targets and the previous partition (for warm starts) between epochs. Under DDP (an initialised
+per-layer targets, the previous partition (for warm starts) and, with ``latent_source="train_pass"`` (the
+default), the buffer of latents the steps captured, which the next refresh clusters instead of running an
+eval pass over the training set (docs/algorithms.md, LCC step 9). Under DDP (an initialised
 process group with world_size > 1) ``refresh`` runs on every rank and ``latentcc.distributed`` splits the
 work: each rank collects its shard, rank 0 clusters once, every rank receives the same targets
 (docs/distributed.md).
@@ -30,10 +31,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from latentcc.config import LCCConfig
-from latentcc.distributed import broadcast_epoch_start, collect_sharded, unwrap, world
+from latentcc.distributed import (
+    broadcast_epoch_start,
+    collect_sharded,
+    index_loader,
+    raise_if_any_failed,
+    unwrap,
+    world,
+)
 from latentcc.errors import LatentccError, param_error
 from latentcc.latents import Latents, collect_latents, projection_matrix
 from latentcc.layers import capture, pool_latent, resolve_layers
+from latentcc.lcc.buffer import LatentBuffer
 from latentcc.lcc.epoch import EpochStart, cluster_latents, epoch_start
 from latentcc.lcc.loss import lcc_loss
 from latentcc.lcc.targets import LCCTargets
@@ -61,6 +70,8 @@ class LatentClusterCorrection:
         self._modules: dict[str, nn.Module] | None = None
         self._model_id: int | None = None
         self._proj: dict[str, torch.Tensor] = {}
+        # latent_source="train_pass": what the training steps captured since the last refresh
+        self.buffer: LatentBuffer | None = None
 
     # ---------------------------------------------------------------- schedule
     def should_refresh(self, epoch: int) -> bool:
@@ -96,6 +107,36 @@ class LatentClusterCorrection:
         for note in notes:
             warnings.warn(note, UserWarning, stacklevel=2)
         return notes
+
+    def begin_epoch(
+        self,
+        model: nn.Module,
+        data: Dataset[Any] | DataLoader[Any],
+        epoch: int,
+        *,
+        batch_size: int = 256,
+        num_workers: int = 0,
+        device: torch.device | str | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """What every training loop calls at the start of each 0-based ``epoch`` (fit, Lightning, HF Trainer).
+
+        Refreshes the targets when the schedule says so (:meth:`should_refresh`), or at the first epoch past
+        warmup when there are none (a run resumed from a checkpoint without them); with
+        ``latent_source="train_pass"`` it also makes sure the buffer the steps write into exists, sized for
+        ``data``. Returns the refresh's statistics (``{}`` when no refresh ran).
+        """
+        if self.config.latent_source == "train_pass":
+            n = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
+            if self.buffer is None or self.buffer.num_samples != n:
+                dev = _device_of(model) if device is None else torch.device(device)
+                self.buffer = LatentBuffer(n, dev)
+        if self.should_refresh(epoch) or (not self.active and epoch >= self.config.warmup):
+            return self.refresh(
+                model, data, epoch=epoch, batch_size=batch_size, num_workers=num_workers, device=device,
+                progress=progress,
+            )  # fmt: skip
+        return {}
 
     @property
     def active(self) -> bool:
@@ -144,8 +185,28 @@ class LatentClusterCorrection:
         c = self.config
         rank, size = world()
         kw: dict[str, Any] = dict(pool=c.pool, dim=c.dim, device=device, seed=c.seed)
+        stats: dict[str, Any] = {}
         lat: Latents | None
-        if size == 1:
+        if self.buffer is not None and c.latent_source == "train_pass":
+            buffer = self.buffer
+
+            def collect_rows(rows: np.ndarray) -> Latents | None:  # the rows no step wrote: an eval pass
+                part, error = None, None
+                try:
+                    if rows.size:
+                        loader = index_loader(data, rows, batch_size=batch_size, num_workers=num_workers)
+                        part = collect_latents(model, loader, names, indices=rows, progress=progress, **kw)
+                except Exception as e:
+                    error = e
+                if size > 1:
+                    raise_if_any_failed(error, "collecting the latents of unwritten rows")
+                elif error is not None:
+                    raise error
+                return part
+
+            lat, counts = buffer.assemble(collect_rows)
+            stats |= counts
+        elif size == 1:
             loader = (
                 data
                 if isinstance(data, DataLoader)
@@ -158,8 +219,8 @@ class LatentClusterCorrection:
                 progress=progress and rank == 0, **kw,
             )  # fmt: skip
         t_collect = time.perf_counter() - t0
-        dev = next(model.parameters()).device if device is None else torch.device(device)
-        stats: dict[str, Any] = {"time_collect_s": round(t_collect, 4)}
+        dev = _device_of(model) if device is None else torch.device(device)
+        stats["time_collect_s"] = round(t_collect, 4)
         for name in names:
             prev = self.last.get(name)
 
@@ -174,6 +235,8 @@ class LatentClusterCorrection:
             self.targets[name] = res.targets.to(dev)
             stats |= {f"{name}/{k}": v for k, v in res.stats().items()}
         self.refreshed_epoch = epoch
+        if self.buffer is not None:
+            self.buffer.reset()  # the next refresh sees only what the steps from now on write
         stats["time_refresh_s"] = round(time.perf_counter() - t0, 4)
         return stats
 
@@ -184,28 +247,45 @@ class LatentClusterCorrection:
         with capture(unwrap(model), self._resolve(model)) as out:  # a DDP wrapper's module runs the layers
             yield out
 
-    def loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean over layers of ``lcc_loss`` for this batch (unweighted); 0 with grad before the first refresh.
 
         Pure tensor ops on the latents' device: pooling, an optional fixed projection, a gather and a
-        norm per layer. ``idx`` (B,) are the batch's dataset indices (moved to the device here).
+        norm per layer. ``idx`` (B,) are the batch's dataset indices (moved to the device here). With
+        ``latent_source="train_pass"`` the batch's detached latents (and its labels ``y``, (B,) class ids,
+        when given: rows without them are collected again at the refresh) are also written into the buffer
+        the next refresh clusters: a copy on the device, no host sync (not under ``torch.no_grad``).
         Raises (see :meth:`check_captured`) when a layer did not run or cannot be trained by the loss.
         """
         checked = self.check_captured(z_by_layer, len(idx))
-        zs = {name: pool_latent(z, self.config.pool) for name, z in checked.items()}
+        zs = {name: self._space(name, pool_latent(z, self.config.pool)) for name, z in checked.items()}
         if not self.targets:
             first, *rest = zs.values()
-            zero = first.sum() * 0.0
+            out = first.sum() * 0.0
             for z in rest:
-                zero = zero + z.sum() * 0.0
-            return zero
-        terms = []
-        for name, z in zs.items():
-            if self.config.dim is not None and z.shape[1] > self.config.dim:
-                z = z @ self._projection(name, z)
-            t = self.targets[name]
-            terms.append(lcc_loss(z, idx.to(t.slot.device, non_blocking=True), t))
-        return torch.stack(terms).mean()
+                out = out + z.sum() * 0.0
+        else:
+            terms = []
+            for name, z in zs.items():
+                t = self.targets[name]
+                terms.append(lcc_loss(z, idx.to(t.slot.device, non_blocking=True), t))
+            out = torch.stack(terms).mean()
+        # after the loss, which checks idx against the targets' N; only in training (autograd on): a call
+        # under torch.no_grad (e.g. on validation batches) must not write validation rows into the buffer
+        if self.buffer is not None and torch.is_grad_enabled():
+            self.buffer.write(zs, idx, y)
+        return out
+
+    def _space(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        """A pooled (B, D) latent in the space of the collected ones: the fixed projection when ``dim`` < D."""
+        if self.config.dim is not None and z.shape[1] > self.config.dim:
+            # projected in float32 (float64 for a float64 layer) as collect_latents does: a half-precision
+            # product would put the buffer's rows and the loss in a slightly different space
+            z = z.to(torch.float64 if z.dtype == torch.float64 else torch.float32)
+            return z @ self._projection(name, z)
+        return z
 
     def check_captured(
         self, z_by_layer: Mapping[str, torch.Tensor], batch_size: int
@@ -241,9 +321,11 @@ class LatentClusterCorrection:
                 )  # fmt: skip
         return zs
 
-    def weighted_loss(self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+    def weighted_loss(
+        self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``config.weight * loss(...)``: the term to add to the task loss."""
-        return self.config.weight * self.loss(z_by_layer, idx)
+        return self.config.weight * self.loss(z_by_layer, idx, y)
 
     def _projection(self, name: str, z: torch.Tensor) -> torch.Tensor:
         p = self._proj.get(name)
@@ -254,9 +336,11 @@ class LatentClusterCorrection:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Targets and partitions (tensors / plain numbers only: safe for safetensors + JSON checkpoints)."""
+        """Targets, partitions and the train-pass buffer (tensors / plain numbers only: safe for safetensors + JSON
+        checkpoints)."""
         return {
             "refreshed_epoch": self.refreshed_epoch,
+            "buffer": self.buffer.state_dict() if self.buffer is not None else None,
             "layers": {
                 n: {
                     "targets": self.targets[n].state_dict(),
@@ -268,6 +352,8 @@ class LatentClusterCorrection:
 
     def load_state_dict(self, state: Mapping[str, Any], *, device: torch.device | str = "cpu") -> None:
         self.refreshed_epoch = state.get("refreshed_epoch")
+        buf = state.get("buffer")
+        self.buffer = LatentBuffer.from_state_dict(buf, device) if buf else None
         self.targets, self.last = {}, {}
         for name, s in state.get("layers", {}).items():
             t = LCCTargets.from_state_dict(s["targets"]).to("cpu")  # state may come from a GPU
@@ -275,6 +361,11 @@ class LatentClusterCorrection:
             self.targets[name] = t.to(device)
             cc = ~t.mc_mask.numpy()
             self.last[name] = EpochStart(t, clusters, np.asarray(t.owners), cc)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _not_run_message(missing: list[str], names: list[str], z_by_layer: Mapping[str, torch.Tensor]) -> str:

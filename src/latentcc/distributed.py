@@ -75,6 +75,16 @@ def shard_loader(
     ``data`` is a Dataset (yielding ``(x, y, idx)`` with idx = position) or a DataLoader, whose dataset,
     batch size, collate_fn, workers and pin_memory are kept (its sampler is replaced by the shard).
     """
+    n = _sized(data, world_size)
+    idx = np.arange(rank, n, world_size, dtype=np.int64)
+    return index_loader(data, idx, batch_size=batch_size, num_workers=num_workers), idx
+
+
+def index_loader(
+    data: Dataset[Any] | DataLoader[Any], indices: np.ndarray, *, batch_size: int, num_workers: int
+) -> DataLoader[Any]:
+    """An unshuffled loader over the samples ``indices`` of ``data`` (a Dataset, or a DataLoader whose dataset,
+    batch size, collate_fn, workers and pin_memory are kept while its sampler is replaced)."""
     if isinstance(data, DataLoader):
         ds = data.dataset
         kw: dict[str, Any] = dict(
@@ -83,6 +93,11 @@ def shard_loader(
         )  # fmt: skip
     else:
         ds, kw = data, dict(batch_size=batch_size, num_workers=num_workers)
+    return DataLoader(ds, sampler=indices.tolist(), **kw)
+
+
+def _sized(data: Dataset[Any] | DataLoader[Any], world_size: int) -> int:
+    ds = data.dataset if isinstance(data, DataLoader) else data
     if isinstance(ds, IterableDataset) or not hasattr(ds, "__len__"):
         raise param_error(
             "data", "LatentClusterCorrection.refresh (distributed)", "a sized map-style dataset",
@@ -94,8 +109,7 @@ def shard_loader(
             "data", "LatentClusterCorrection.refresh (distributed)",
             f"at least world_size = {world_size} samples (one per rank)", f"{n} samples",
         )  # fmt: skip
-    idx = np.arange(rank, n, world_size, dtype=np.int64)
-    return DataLoader(ds, sampler=idx.tolist(), **kw), idx
+    return n
 
 
 def collect_sharded(

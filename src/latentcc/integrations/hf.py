@@ -82,7 +82,10 @@ class LCCTrainerMixin(_Base):
             raise LatentccError(f"{type(self).__name__}: the batch has no 'idx'. {_NO_IDX}")
         with self.lcc.capture(cast(nn.Module, self.model)) as z:
             out: Any = super().compute_loss(model, inputs, **kw)
-        l_lcc = self.lcc.loss(z, idx)
+        labels = inputs.get(
+            self.label_names[0] if self.label_names else "labels"
+        )  # rows of the train-pass buffer
+        l_lcc = self.lcc.loss(z, idx, labels if isinstance(labels, torch.Tensor) else None)
         self._lcc_sum, self._lcc_n = self._lcc_sum + l_lcc.detach(), self._lcc_n + 1  # no host sync
         if return_outputs:
             return out[0] + self.lcc.config.weight * l_lcc, out[1]
@@ -95,7 +98,8 @@ class LCCTrainerMixin(_Base):
         super().log(logs, *args, **kwargs)
 
     def lcc_refresh(self, epoch: int) -> dict[str, Any]:
-        """Recompute the targets now (the callback calls this at each correction epoch's start)."""
+        """The start of ``epoch`` for LCC (the callback calls this every epoch): ``LatentClusterCorrection.begin_epoch``
+        refreshes the targets when scheduled (or, after a resume, when there are none past warmup)."""
         net, bs = cast(nn.Module, self.model), self.args.per_device_eval_batch_size
         data: Any = self.lcc_data
         if data is None:
@@ -103,10 +107,11 @@ class LCCTrainerMixin(_Base):
         # the latent pass calls model(x); a pre-hook turns a dict x into model(**x) for the HF forward
         hook = net.register_forward_pre_hook(_dict_as_kwargs, with_kwargs=True)
         try:
-            stats = self.lcc.refresh(net, data, epoch=epoch, batch_size=bs, device=self.args.device)
+            stats = self.lcc.begin_epoch(net, data, epoch, batch_size=bs, device=self.args.device)
         finally:
             hook.remove()
-        self.log({f"lcc/{k}": float(v) for k, v in stats.items() if isinstance(v, int | float)})
+        if stats:
+            self.log({f"lcc/{k}": float(v) for k, v in stats.items() if isinstance(v, int | float)})
         return stats
 
     def _lcc_collate(self, features: list[dict[str, Any]]) -> tuple[dict[str, Any], Any, Any]:
@@ -132,10 +137,9 @@ class _LCCRefresh(TrainerCallback):
         self.trainer.lcc.check_schedule(epochs, epochs_param="TrainingArguments num_train_epochs")
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        epoch, lcc = round(state.epoch or 0), self.trainer.lcc  # state.epoch is a float: 0.9999.. -> 1
-        # HF checkpoints do not carry the targets: after a resume, rebuild them at the first epoch past warmup
-        if lcc.should_refresh(epoch) or (not lcc.active and epoch >= lcc.config.warmup):
-            self.trainer.lcc_refresh(epoch)
+        # state.epoch is a float: 0.9999.. -> 1. HF checkpoints do not carry the targets: after a resume,
+        # begin_epoch rebuilds them at the first epoch past warmup
+        self.trainer.lcc_refresh(round(state.epoch or 0))
 
 
 class LCCTrainer(LCCTrainerMixin, Trainer):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.utils.data import Dataset
 
 from latentcc.batch import unpack_batch
@@ -71,16 +72,19 @@ class LCCCallback(Callback):
 
         def training_step(batch: Any, *args: Any, **kwargs: Any) -> Any:
             try:
-                idx: Any = unpack_batch(batch, need_index=True)[2]  # never None here
+                _, y, maybe_idx = unpack_batch(batch, need_index=True)
             except LatentccError as e:
                 raise LatentccError(
                     f"LCCCallback: {e} Or pass auto_loss=False and add the loss yourself."
                 ) from e
+            idx: Any = maybe_idx  # never None with need_index
             with lcc.capture(pl_module) as z:
                 out: Any = original(batch, *args, **kwargs)
             if out is None:  # the user skipped this batch
                 return out
-            l_lcc = lcc.loss(z, idx)
+            l_lcc = lcc.loss(
+                z, idx, y if isinstance(y, torch.Tensor) else None
+            )  # y: rows of the train-pass buffer
             pl_module.log("lcc/loss", l_lcc.detach(), batch_size=len(idx))
             if isinstance(out, dict):
                 return {**out, "loss": out["loss"] + lcc.config.weight * l_lcc}
@@ -107,9 +111,6 @@ class LCCCallback(Callback):
             self.lcc.load_state_dict(self.lcc.state_dict(), device=pl_module.device)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        epoch = trainer.current_epoch
-        if not self.lcc.should_refresh(epoch):
-            return
         data = (
             self.train_data
             if self.train_data is not None
@@ -119,11 +120,12 @@ class LCCCallback(Callback):
             raise LatentccError(
                 "LCCCallback could not find the training dataset; pass it: LCCCallback(config, train_data=...)."
             )
-        stats = self.lcc.refresh(
-            pl_module, data, epoch=epoch, batch_size=self.batch_size, device=pl_module.device
+        stats = self.lcc.begin_epoch(  # the refresh when scheduled (and the train-pass buffer), as in fit
+            pl_module, data, trainer.current_epoch, batch_size=self.batch_size, device=pl_module.device
         )
-        nums = {f"lcc/{k}": float(v) for k, v in stats.items() if isinstance(v, int | float)}
-        pl_module.log_dict(nums, on_step=False, on_epoch=True)
+        if stats:
+            nums = {f"lcc/{k}": float(v) for k, v in stats.items() if isinstance(v, int | float)}
+            pl_module.log_dict(nums, on_step=False, on_epoch=True)
 
     def state_dict(self) -> dict[str, Any]:
         return self.lcc.state_dict()

@@ -2,8 +2,9 @@
 
 Everything here runs once, before the first epoch (and before the run folder is written). What only running
 the model can show comes from one example forward on two training samples (eval mode, so BatchNorm statistics
-and dropout are untouched; autograd on): that the LCC layers run, return a usable tensor and depend on a
-parameter that trains, which BatchNorm layers see one value per channel per sample, and that the model is a
+and dropout are untouched; autograd on), with every loss term's ``forward`` context around it as in training:
+what each term checks on it (``check_forward``: LCC's layers run, return a usable tensor and depend on a
+parameter that trains), which BatchNorm layers see one value per channel per sample, and that the model is a
 classifier of the data: its output holds logits (batch, classes), one column per class of the data, and the
 labels are integer class ids in range (a head of the wrong width would otherwise train and report a wrong
 accuracy, or fail mid-run with a raw IndexError). Reading the two samples (a random augmentation draws from
@@ -13,9 +14,10 @@ restored, so a run is the same with or without it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -34,7 +36,6 @@ from latentcc.batch import (
     unpack_batch,
 )
 from latentcc.config import TrainConfig
-from latentcc.correction import LatentClusterCorrection
 from latentcc.errors import LatentccError, param_error
 from latentcc.methods import eval_mode
 from latentcc.seeding import rng_state, set_rng_state
@@ -56,7 +57,7 @@ def preflight(
     train: Dataset[Any],
     cfg: TrainConfig,
     *,
-    lcc: LatentClusterCorrection | None,
+    terms: Sequence[Any] = (),
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     device: torch.device,
@@ -78,12 +79,13 @@ def preflight(
             "Dropping the incomplete last batch would drop every batch, and nothing would train. Fix: "
             f"drop_last=False (--no-drop-last) or a batch_size of at most {n}.",
         )  # fmt: skip
-    notes = lcc.check_schedule(cfg.epochs, epochs_param="TrainConfig.epochs, --epochs") if lcc else []
+    # a loss term (LCC) refuses a schedule in which it never acts, and may warn about inert settings
+    notes = [note for t in terms if hasattr(t, "check_schedule") for note in t.check_schedule(cfg.epochs)]
     single = _single_sample_batch(n, cfg)
     bns: dict[str, nn.Module] = (
         {name: m for name, m in model.named_modules() if isinstance(m, _BatchNorm)} if single else {}
     )
-    _example_forward(model, train, lcc, bns, n, cfg, device, num_classes)
+    _example_forward(model, train, terms, bns, n, cfg, device, num_classes)
     if not has_val:
         # stacklevel: past fit and its folder-lock wrapper, to the caller's line
         warnings.warn(f"fit: {NO_VAL_NOTE} (nothing to select the best epoch on).", UserWarning, stacklevel=4)
@@ -181,7 +183,7 @@ def _single_sample_batch(n: int, cfg: TrainConfig) -> bool:
 def _example_forward(
     model: nn.Module,
     train: Dataset[Any],
-    lcc: LatentClusterCorrection | None,
+    terms: Sequence[Any],
     bns: dict[str, nn.Module],
     n: int,
     cfg: TrainConfig,
@@ -208,21 +210,12 @@ def _example_forward(
             x, y, idx = unpack_batch(default_collate([train[i] for i in range(min(2, n))]))
             check_labels(y, min(2, n), func="fit")  # integer class ids, one per sample: before the model runs
             x = to_device(x, device, input_dtype(model))
-            if lcc is None:
+            with contextlib.ExitStack() as stack:  # every loss term around the forward, as in training
+                captured = [stack.enter_context(t.forward(model)) for t in terms]
                 out = run_model(model, x, "fit")
-            else:
-                with lcc.capture(model) as z:
-                    out = run_model(model, x, "fit")
-                missing = [name for name in lcc.layer_names(model) if name not in z]
-                if missing:
-                    raise param_error(
-                        "layers", "LCCConfig", "layers that run in the model's forward pass", missing,
-                        f"They did not run when fit passed {len(y)} training sample(s) through the model (in eval "
-                        "mode), so there would be nothing to correct. Pick layers on the forward path "
-                        "(see latentcc.list_layers(model)).",
-                    )  # fmt: skip
-                # each layer ran, gave a (batch, ...) tensor and depends on a parameter that trains
-                lcc.check_captured(z, len(y))
+            for t, c in zip(terms, captured, strict=True):
+                if hasattr(t, "check_forward"):  # e.g. LCC: its layers ran and depend on a trained parameter
+                    t.check_forward(c, len(y), model)
             _check_classifier(out, y, idx, num_classes)
     finally:
         set_rng_state(*saved)

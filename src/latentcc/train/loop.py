@@ -40,8 +40,9 @@ from latentcc.batch import (
     unpack_batch,
 )
 from latentcc.config import LCCConfig, TrainConfig, config_to_dict
-from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
+from latentcc.correction import LatentClusterCorrection
 from latentcc.errors import CheckpointError, LatentccError, param_error
+from latentcc.integrations.fit import LCCHook
 from latentcc.progress import format_seconds, log_to, message, track
 from latentcc.runlock import locks_folder
 from latentcc.seeding import rng_state, seed_everything, set_rng_state
@@ -61,6 +62,7 @@ from latentcc.train.checks import (
     task_loss,
 )
 from latentcc.train.fingerprint import run_fingerprint
+from latentcc.train.hooks import EpochContext, PenaltyTerm, Step, call_hooks
 from latentcc.train.logger import MetricsLogger
 from latentcc.train.metrics import topk_correct
 from latentcc.train.resume import (
@@ -77,23 +79,6 @@ class Splits(Protocol):
     train: Dataset[Any]
     val: Dataset[Any]
     test: Dataset[Any]
-
-
-@dataclass
-class EpochContext:
-    """What callbacks see: the live objects of the loop (mutable on purpose)."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    epoch: int
-    run_dir: Path | None
-    device: torch.device
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-class Callback(Protocol):
-    def on_epoch_start(self, ctx: EpochContext) -> None: ...
-    def on_epoch_end(self, ctx: EpochContext) -> None: ...
 
 
 @dataclass
@@ -278,7 +263,7 @@ def fit(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[Any] = (),
     extra_config: dict[str, Any] | None = None,
     lcc: LatentClusterCorrection | LCCConfig | None = None,
     penalty: Callable[[nn.Module, Any, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -292,13 +277,16 @@ def fit(
     (seed, epoch); RNG, optimizer and scheduler states are restored).
 
     ``lcc`` (an :class:`LCCConfig` or a :class:`LatentClusterCorrection`) adds Latent Cluster
-    Correction: at each correction epoch's start the training set's latents are clustered and targets
-    computed; each step adds ``weight * lcc_loss`` of the captured layers to the task loss. Batches
-    must then carry sample indices, ``(x, y, idx)``.
+    Correction through :class:`latentcc.integrations.fit.LCCHook`: at each correction epoch's start the
+    training set's latents are clustered and targets computed; each step adds ``weight * lcc_loss`` of the
+    captured layers to the task loss. Batches must then carry sample indices, ``(x, y, idx)``.
 
     ``penalty(model, x, y, logits) -> scalar`` (optional; e.g. the GC regulariser of
     ``latentcc.methods.apply_method``) is added to each training step's loss and logged per epoch as
     ``train_penalty`` (its mean per sample, as added). ``x`` is the batch input on the device.
+
+    ``callbacks``: objects with any of the hook methods of :mod:`latentcc.train.hooks` (``on_epoch_start``,
+    ``on_validation``, ``on_epoch_end``); one with ``forward``/``__call__``/``name``/``weight`` is a loss term.
 
     Before the first epoch, settings that would do nothing or fail mid-run raise, naming the fix (see
     ``latentcc.train.checks``: LCC that never runs or cannot train its layers, TrainConfig fields your own
@@ -307,10 +295,98 @@ def fit(
     """
     cfg = config or TrainConfig()
     t0 = time.perf_counter()
+    terms = _loss_terms(lcc, penalty, callbacks)
+    loop = _setup(model, data, cfg, out_dir, resume, optimizer, scheduler, loss_fn, callbacks, terms)
+    # what the run starts from, before anything changes the model: recorded at the start, checked on resume
+    fingerprint = (  # the caller's loss/penalty/optimizer/scheduler too, before a resume loads their states
+        run_fingerprint(
+            model, data, loss_fn=loss_fn, penalty=penalty, optimizer=optimizer, scheduler=scheduler
+        )
+        if loop.run_dir is not None
+        else None
+    )
+    seed_everything(cfg.seed)
+    model.to(loop.device)
+    loop.optimizer = optimizer or _make_optimizer(model, cfg)
+    loop.scheduler = scheduler
+    if scheduler is None and cfg.scheduler == "cosine":
+        steps = cfg.epochs * loop.steps_per_epoch
+        loop.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(loop.optimizer, T_max=steps)
+    # settings that would do nothing or fail mid-run raise now, before any file is written
+    notes = preflight(
+        model, data.train, cfg, terms=terms, optimizer=optimizer, scheduler=scheduler, device=loop.device,
+        num_classes=loop.num_classes, has_val=len(data.val) > 0,  # type: ignore[arg-type]
+    )  # fmt: skip
+    run_config: dict[str, Any] = {"train": config_to_dict(cfg), **(extra_config or {})}
+    lcc_hook = next((t for t in terms if isinstance(t, LCCHook)), None)
+    if lcc_hook is not None:
+        run_config["lcc"] = config_to_dict(lcc_hook.lcc.config)
+    if notes:
+        run_config["warnings"] = notes
+    state = _open_run(loop, run_config, fingerprint, resume)
+    _train(loop, state)
+    return _finish(loop, state, t0)
+
+
+@dataclass
+class _Loop:
+    """The live objects of one ``fit`` call."""
+
+    model: nn.Module
+    data: Splits
+    cfg: TrainConfig
+    device: torch.device
+    run_dir: Path | None
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    terms: list[Any]  # loss terms (LCC, penalty)
+    hooks: list[Any]  # the caller's callbacks, then the loss terms: what each epoch calls
+    steps_per_epoch: int
+    num_classes: int | None
+    in_dtype: torch.dtype | None
+    optimizer: torch.optim.Optimizer = field(init=False)
+    scheduler: Any = None
+
+    @property
+    def eval_kw(self) -> dict[str, Any]:
+        c = self.cfg
+        return dict(batch_size=c.eval_batch_size, device=self.device, topk=c.topk, num_classes=self.num_classes,
+                    num_workers=c.num_workers)  # fmt: skip
+
+
+@dataclass
+class _State:
+    """What a checkpoint restores: where the run is and the best epoch so far."""
+
+    start_epoch: int = 0
+    best_val: float = -1.0
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_weights: dict[str, torch.Tensor] | None = None  # in memory, when there is no run folder
+    config_sha: dict[str, str] | None = None  # of config.json's first record, kept in every checkpoint
+
+
+def _loss_terms(lcc: Any, penalty: Any, callbacks: Sequence[Any]) -> list[Any]:
+    """fit's loss terms: LCC (from ``lcc=``), then the penalty, then callbacks that are loss terms."""
+    terms: list[Any] = [LCCHook(lcc)] if lcc is not None else []
+    if penalty is not None:
+        terms.append(PenaltyTerm(penalty))
+    terms += [cb for cb in callbacks if callable(getattr(cb, "forward", None)) and hasattr(cb, "weight")]
+    names = [t.name for t in terms]
+    if len(set(names)) != len(names):
+        raise param_error("callbacks", "fit", "loss terms with distinct names", names,
+                          "Pass LCC either as lcc= or as an LCCHook callback, not both.")  # fmt: skip
+    return terms
+
+
+def _setup(
+    model: nn.Module, data: Splits, cfg: TrainConfig, out_dir: str | Path | None, resume: bool,
+    optimizer: Any, scheduler: Any, loss_fn: Any, callbacks: Sequence[Any], terms: list[Any],
+) -> _Loop:  # fmt: skip
+    """Checks of the arguments that need no model run; the device and the run folder (created, not written)."""
     device = resolve_device(cfg.device, func="TrainConfig")
     check_materialised(model, "fit")  # a model on 'meta' fails in model.to() with a raw error otherwise
     run_dir = ensure_writable_dir(out_dir) if out_dir is not None else None
-    ckpt_root = run_dir / "checkpoints" if run_dir else None
     if resume and run_dir is None:
         raise param_error(
             "resume", "fit", "used together with out_dir", resume, "Pass the folder of the run to resume."
@@ -318,240 +394,103 @@ def fit(
     n_train = len(data.train)  # type: ignore[arg-type]
     if n_train == 0:
         raise param_error("data", "fit", "a training split with at least one sample", 0)
-    # what the run starts from, before anything changes the model: recorded at the start, checked on resume
-    fingerprint = (  # the caller's loss/penalty/optimizer/scheduler too, before a resume loads their states
-        run_fingerprint(
-            model, data, loss_fn=loss_fn, penalty=penalty, optimizer=optimizer, scheduler=scheduler
-        )
-        if run_dir is not None
-        else None
-    )
-
-    seed_everything(cfg.seed)
-    model.to(device)
-    opt = optimizer or _make_optimizer(model, cfg)
-    steps_per_epoch = epoch_steps(n_train, cfg)
-    sched = scheduler
-    if sched is None and cfg.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
-    criterion = loss_fn or nn.CrossEntropyLoss()
-    corr = LatentClusterCorrection(lcc) if isinstance(lcc, LCCConfig) else lcc
-    num_classes = _num_classes(data)
-    has_val = len(data.val) > 0  # type: ignore[arg-type]
-    # settings that would do nothing or fail mid-run raise now, before any file is written
-    notes = preflight(
-        model, data.train, cfg, lcc=corr, optimizer=optimizer, scheduler=scheduler, device=device,
-        num_classes=num_classes, has_val=has_val,
+    hooks = [*callbacks, *(t for t in terms if t not in callbacks)]
+    return _Loop(
+        model, data, cfg, device, run_dir, loss_fn or nn.CrossEntropyLoss(), terms, hooks,
+        epoch_steps(n_train, cfg), _num_classes(data), input_dtype(model),
     )  # fmt: skip
-    in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. a float64 model)
 
-    start_epoch, best_val, best_epoch, best_val_loss, history = 0, -1.0, 0, math.inf, []
-    best_state: dict[str, torch.Tensor] | None = None  # in-memory best weights when there is no run folder
-    config_sha: dict[str, str] | None = None  # of config.json's first record, kept in every checkpoint
-    run_config: dict[str, Any] = {"train": config_to_dict(cfg), **(extra_config or {})}
-    if corr is not None:
-        run_config["lcc"] = config_to_dict(corr.config)
-    if notes:
-        run_config["warnings"] = notes
-    if ckpt_root is not None and run_dir is not None:
-        record = {**run_config, "fingerprint": fingerprint, "provenance": _provenance()}
-        if resume:
-            check_resume_access(run_dir)  # another user's run: refused now, not at the first checkpoint
-        latest = latest_checkpoint(ckpt_root)
-        if resume:
-            if latest is None:
-                raise CheckpointError(
-                    f"Nothing to resume in {run_dir}: it holds no checkpoint. Start without --resume."
-                )
-            saved = read_run_config(run_dir / "config.json")
-            check_same_run(run_dir / "config.json", saved, run_config, fingerprint)
-            # an edited config.json passes check_same_run when the settings match the edit (the CLI reads
-            # them back from it): the checksum recorded at the run's start tells
-            config_sha = check_config_unedited(
-                run_dir / "config.json", saved, peek_state(latest, "config_sha256")
-            )
-            record = resume_record(saved, run_config, _provenance())  # the run's first record stays
-            state = load_checkpoint(latest, model, verified=True)  # peek_state verified its checksums
-            opt.load_state_dict(state["optimizer"])
-            if sched is not None and state.get("scheduler") is not None:
-                sched.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng_tensors"], state["rng"])
-            if corr is not None and state.get("lcc"):
-                corr.load_state_dict(state["lcc"], device=device)
-            start_epoch, history = state["epoch"], state["history"]
-            best_val, best_epoch, best_val_loss = (
-                state["best_val"],
-                state["best_epoch"],
-                state["best_val_loss"],
-            )
-        elif latest is not None or (run_dir / "results.json").exists():
+
+def _open_run(loop: _Loop, run_config: dict[str, Any], fingerprint: Any, resume: bool) -> _State:
+    """The run folder: a new run's config.json (settings, fingerprint, provenance), or the checked resume."""
+    state = _State()
+    run_dir = loop.run_dir
+    if run_dir is None:
+        return state
+    record = {**run_config, "fingerprint": fingerprint, "provenance": _provenance()}
+    if resume:
+        check_resume_access(run_dir)  # another user's run: refused now, not at the first checkpoint
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    if resume:
+        if latest is None:
             raise CheckpointError(
-                f"{run_dir} already holds a run; refusing to overwrite it. Pass resume=True (--resume) to continue it, "
-                "or choose another output folder."
+                f"Nothing to resume in {run_dir}: it holds no checkpoint. Start without --resume."
             )
-        remove_stale_temps(
-            run_dir
-        )  # half-written files of a killed run (its checkpoints' are pruned on save)
-        atomic_write_json(run_dir / "config.json", record)
-        if config_sha is None:
-            config_sha = config_digest(record)
+        saved = read_run_config(run_dir / "config.json")
+        check_same_run(run_dir / "config.json", saved, run_config, fingerprint)
+        # an edited config.json passes check_same_run when the settings match the edit (the CLI reads
+        # them back from it): the checksum recorded at the run's start tells
+        state.config_sha = check_config_unedited(
+            run_dir / "config.json", saved, peek_state(latest, "config_sha256")
+        )
+        record = resume_record(saved, run_config, _provenance())  # the run's first record stays
+        _restore(loop, state, load_checkpoint(latest, loop.model, verified=True))  # peek_state verified it
+    elif latest is not None or (run_dir / "results.json").exists():
+        raise CheckpointError(
+            f"{run_dir} already holds a run; refusing to overwrite it. Pass resume=True (--resume) to continue it, "
+            "or choose another output folder."
+        )
+    remove_stale_temps(run_dir)  # half-written files of a killed run (its checkpoints' are pruned on save)
+    atomic_write_json(run_dir / "config.json", record)
+    if state.config_sha is None:
+        state.config_sha = config_digest(record)
+    return state
 
-    logger = MetricsLogger(run_dir, history=history, tensorboard=cfg.tensorboard) if run_dir else None
-    hist: list[dict[str, Any]] = logger.history if logger else list(history)
-    eval_kw = dict(
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        topk=cfg.topk,
-        num_classes=num_classes,
-        num_workers=cfg.num_workers,
+
+def _restore(loop: _Loop, state: _State, saved: dict[str, Any]) -> None:
+    """Optimizer, scheduler, RNG, loss-term states and the run's progress from a checkpoint's state."""
+    loop.optimizer.load_state_dict(saved["optimizer"])
+    if loop.scheduler is not None and saved.get("scheduler") is not None:
+        loop.scheduler.load_state_dict(saved["scheduler"])
+    set_rng_state(saved["rng_tensors"], saved["rng"])
+    # loss-term states by name; checkpoints written before terms existed kept LCC's under "lcc"
+    term_states = saved.get("terms") or ({"lcc": saved["lcc"]} if saved.get("lcc") else {})
+    for t in loop.terms:
+        if term_states.get(t.name) and hasattr(t, "load_state_dict"):
+            t.load_state_dict(term_states[t.name], device=loop.device)
+    state.start_epoch, state.history = saved["epoch"], saved["history"]
+    state.best_val, state.best_epoch, state.best_val_loss = (
+        saved["best_val"],
+        saved["best_epoch"],
+        saved["best_val_loss"],
     )
+
+
+def _train(loop: _Loop, state: _State) -> None:
+    """Every remaining epoch: hooks, training, validation, best-epoch selection, metrics and a checkpoint."""
+    cfg, run_dir = loop.cfg, loop.run_dir
+    logger = MetricsLogger(run_dir, history=state.history, tensorboard=cfg.tensorboard) if run_dir else None
+    state.history = logger.history if logger else list(state.history)
     logfile = contextlib.ExitStack()  # progress lines, epoch summaries -> <run>/log.txt (appended on resume)
     try:
         if run_dir is not None:
             logfile.enter_context(log_to(run_dir / "log.txt"))
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(state.start_epoch, cfg.epochs):
             te = time.perf_counter()
-            ctx = EpochContext(model, opt, epoch, run_dir, device)
-            for cb in callbacks:
-                cb.on_epoch_start(ctx)
-            lcc_row: dict[str, Any] = {}
-            if corr is not None and corr.should_refresh(epoch):  # runs once per correction epoch
-                lcc_row = corr.refresh(
-                    model, data.train, epoch=epoch, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
-                    device=device, progress=cfg.progress,
-                )  # fmt: skip
-            model.train()
-            # the epoch's data order depends only on (seed, epoch): a resumed run sees the same batches
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            loader = DataLoader(
-                data.train,
-                batch_size=cfg.batch_size,
-                shuffle=True,
-                generator=gen,
-                num_workers=cfg.num_workers,
-                drop_last=cfg.drop_last,
+            ctx = EpochContext(
+                loop.model, loop.optimizer, epoch, run_dir, loop.device, data=loop.data, config=cfg
             )
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            lcc_sum = torch.zeros((), device=device, dtype=torch.float64)
-            pen_sum = torch.zeros((), device=device, dtype=torch.float64)
-            n_correct = torch.zeros((), device=device, dtype=torch.long)
-            n_seen = 0
-            # a bar on a terminal, plain lines in logs/CI; counts steps, never syncs. islice, not `break`:
-            # the epoch's progress then ends (with its last line) when the epoch does
-            batches = track(
-                itertools.islice(read_batches(loader, "the training split of fit"), steps_per_epoch),
-                f"epoch {epoch + 1}/{cfg.epochs}",
-                total=steps_per_epoch,
-                enabled=cfg.progress,
-            )
-            role = f"a training batch of epoch {epoch + 1}"  # names the batch if its labels are refused
-            for batch in batches:
-                x, y, idx = unpack_batch(batch, need_index=corr is not None)
-                x, y = to_device(x, device, in_dtype), to_labels(y, device)
-                if corr is None:
-                    logits = logits_of(run_model(model, x, "fit"), "fit")
-                    loss = task_loss(criterion, logits, y, idx, func="fit", role=role)
-                else:
-                    with corr.capture(model) as z:
-                        logits = logits_of(run_model(model, x, "fit"), "fit")
-                    l_lcc = corr.loss(z, idx)  # type: ignore[arg-type]
-                    loss = (
-                        task_loss(criterion, logits, y, idx, func="fit", role=role)
-                        + corr.config.weight * l_lcc
-                    )
-                    lcc_sum += l_lcc.detach().double() * len(y)
-                if penalty is not None:  # a method's extra loss term (e.g. GC regularisation)
-                    l_pen = penalty(model, x, y, logits)
-                    loss = loss + l_pen
-                    pen_sum += l_pen.detach().double() * len(y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                loss_sum += loss.detach().double() * len(y)
-                n_correct += (logits.detach().argmax(1) == y).sum()
-                n_seen += len(y)
-            train_loss = float(loss_sum) / max(n_seen, 1)  # sync point: once per epoch
-            if not math.isfinite(train_loss):
-                raise nonfinite_loss_error(train_loss, epoch + 1, model)
-            val = evaluate(model, data.val, desc="val", **eval_kw)  # type: ignore[arg-type]
-            # per sample: the task loss, the (unweighted) LCC term and the penalty as it was added
-            lcc_mean, pen_mean = float(lcc_sum) / max(n_seen, 1), float(pen_sum) / max(n_seen, 1)
-            extra_cols: dict[str, float] = {}
-            if corr is not None or penalty is not None:
-                w_lcc = corr.config.weight if corr is not None else 0.0
-                extra_cols["train_ce"] = train_loss - w_lcc * lcc_mean - pen_mean
-            if corr is not None:
-                extra_cols["train_lcc"] = lcc_mean
-            if penalty is not None:
-                extra_cols["train_penalty"] = pen_mean
-            row: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": train_loss,
-                **extra_cols,
-                "train_top1": float(n_correct) / max(n_seen, 1),
-                "val_loss": val.loss,
-                "val_top1": val.top1,
-                f"val_top{val.k}": val.topk,
-                "lr": opt.param_groups[0]["lr"],
-            }
-            if corr is not None:
-                row |= {f"lcc/{k}": v for k, v in lcc_row.items()}
-                if corr.active and val.n:
-                    row |= {
-                        f"val_{k}": v
-                        for k, v in cc_mc_accuracy(
-                            model,
-                            data.val,
-                            val.correct,
-                            corr.config,
-                            device=device,
-                            batch_size=cfg.eval_batch_size,
-                        ).items()
-                    }
-            improved = (
-                val.n == 0 or val.top1 > best_val or (val.top1 == best_val and val.loss < best_val_loss)
-            )
-            if improved:
-                best_val, best_epoch, best_val_loss = (val.top1 if val.n else -1.0), epoch + 1, val.loss
-                if run_dir is not None:
-                    _save_best(run_dir, model, epoch + 1, val.top1)
-                else:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            ctx.metrics = row
-            for cb in callbacks:
-                cb.on_epoch_end(ctx)
-            row["epoch_time_s"] = round(time.perf_counter() - te, 3)
-            if lcc_row:  # LCC epoch-start work relative to the rest of the epoch (training + validation)
-                t_lcc = lcc_row["time_refresh_s"]
-                row["lcc_overhead"] = round(t_lcc / max(row["epoch_time_s"] - t_lcc, 1e-9), 4)
+            call_hooks(
+                loop.hooks, "on_epoch_start", ctx
+            )  # e.g. the LCC refresh: adds its columns to ctx.metrics
+            ctx.metrics = _train_epoch(loop, epoch) | ctx.metrics
+            val = evaluate(loop.model, loop.data.val, desc="val", **loop.eval_kw)  # type: ignore[arg-type]
+            ctx.metrics |= {"val_loss": val.loss, "val_top1": val.top1, f"val_top{val.k}": val.topk,
+                            "lr": loop.optimizer.param_groups[0]["lr"]}  # fmt: skip
+            call_hooks(loop.hooks, "on_validation", ctx, val)  # e.g. the LCC CC/MC diagnostic
+            _select_best(loop, state, val, epoch)
+            ctx.metrics["epoch_time_s"] = round(time.perf_counter() - te, 3)
+            call_hooks(loop.hooks, "on_epoch_end", ctx)
+            row = ctx.metrics
             if logger is not None:
                 logger.log_epoch(row)
             else:
-                hist.append(row)
+                state.history.append(row)
             message(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{name} {row[k]:.4g}" for k, name in _EPOCH_LINE.items())
                     + f", {format_seconds(row['epoch_time_s'])}", enabled=cfg.progress)  # fmt: skip
-            if ckpt_root is not None:
-                rng_t, rng_meta = rng_state()
-                state = {
-                    "epoch": epoch + 1,
-                    "history": hist,
-                    "best_val": best_val,
-                    "best_epoch": best_epoch,
-                    "best_val_loss": best_val_loss,
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "rng_tensors": rng_t,
-                    "rng": rng_meta,
-                    "lcc": corr.state_dict() if corr is not None else None,
-                    "config_sha256": config_sha,
-                }
-                save_checkpoint(ckpt_root, f"epoch-{epoch + 1:04d}", model, state, keep=cfg.keep_checkpoints)
+            _checkpoint(loop, state, epoch)
     except ValueError as e:  # a raw error preflight could not foresee (e.g. BatchNorm on a 1-sample batch)
-        clear = explain_step_error(e, cfg, n_train)
+        clear = explain_step_error(e, cfg, len(loop.data.train))  # type: ignore[arg-type]
         if clear is None:
             raise
         raise clear from e
@@ -560,18 +499,115 @@ def fit(
         if logger is not None:
             logger.close()
 
-    # test on the best-on-val weights, never the last ones
+
+def _train_epoch(loop: _Loop, epoch: int) -> dict[str, Any]:
+    """One pass over the training split; returns the epoch's training columns (one host sync, at the end)."""
+    model, cfg, dev, terms = loop.model, loop.cfg, loop.device, loop.terms
+    model.train()
+    # the epoch's data order depends only on (seed, epoch): a resumed run sees the same batches
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    loader = DataLoader(loop.data.train, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                        num_workers=cfg.num_workers, drop_last=cfg.drop_last)  # fmt: skip
+    loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+    term_sums = [torch.zeros((), device=dev, dtype=torch.float64) for _ in terms]
+    n_correct = torch.zeros((), device=dev, dtype=torch.long)
+    n_seen = 0
+    # a bar on a terminal, plain lines in logs/CI; counts steps, never syncs. islice, not `break`:
+    # the epoch's progress then ends (with its last line) when the epoch does
+    batches = track(
+        itertools.islice(read_batches(loader, "the training split of fit"), loop.steps_per_epoch),
+        f"epoch {epoch + 1}/{cfg.epochs}", total=loop.steps_per_epoch, enabled=cfg.progress,
+    )  # fmt: skip
+    role = f"a training batch of epoch {epoch + 1}"  # names the batch if its labels are refused
+    need_index = any(t.needs_index for t in terms)
+    for batch in batches:
+        x, y, idx = unpack_batch(batch, need_index=need_index)
+        x, y = to_device(x, dev, loop.in_dtype), to_labels(y, dev)
+        with (
+            contextlib.ExitStack() as stack
+        ):  # each loss term around the one forward (LCC captures its layers)
+            captured = [stack.enter_context(t.forward(model)) for t in terms]
+            logits = logits_of(run_model(model, x, "fit"), "fit")
+        loss = task_loss(loop.criterion, logits, y, idx, func="fit", role=role)
+        step = Step(model, x, y, idx, logits)
+        for i, (t, c) in enumerate(zip(terms, captured, strict=True)):
+            value = t(c, step)
+            loss = loss + t.weight * value
+            term_sums[i] += value.detach().double() * len(y)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        loop.optimizer.step()
+        if loop.scheduler is not None:
+            loop.scheduler.step()
+        loss_sum += loss.detach().double() * len(y)
+        n_correct += (logits.detach().argmax(1) == y).sum()
+        n_seen += len(y)
+    n = max(n_seen, 1)
+    train_loss = float(loss_sum) / n  # sync point: once per epoch
+    if not math.isfinite(train_loss):
+        raise nonfinite_loss_error(train_loss, epoch + 1, model)
+    # per sample: the task loss alone, and each term unweighted (train_<name>)
+    means = {f"train_{t.name}": float(s) / n for t, s in zip(terms, term_sums, strict=True)}
+    row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
+    if terms:
+        row["train_ce"] = train_loss - sum(t.weight * means[f"train_{t.name}"] for t in terms)
+    return row | means | {"train_top1": float(n_correct) / n}
+
+
+def _select_best(loop: _Loop, state: _State, val: EvalResult, epoch: int) -> None:
+    """Keep the epoch's weights if its validation top-1 is the best so far (ties: the lower loss)."""
+    if not (
+        val.n == 0
+        or val.top1 > state.best_val
+        or (val.top1 == state.best_val and val.loss < state.best_val_loss)
+    ):
+        return
+    state.best_val, state.best_epoch, state.best_val_loss = (val.top1 if val.n else -1.0), epoch + 1, val.loss
+    if loop.run_dir is not None:
+        _save_best(loop.run_dir, loop.model, epoch + 1, val.top1)
+    else:
+        state.best_weights = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
+
+
+def _checkpoint(loop: _Loop, state: _State, epoch: int) -> None:
+    """The end-of-epoch checkpoint a resume continues from (nothing without a run folder)."""
+    if loop.run_dir is None:
+        return
+    rng_t, rng_meta = rng_state()
+    saved = {
+        "epoch": epoch + 1,
+        "history": state.history,
+        "best_val": state.best_val,
+        "best_epoch": state.best_epoch,
+        "best_val_loss": state.best_val_loss,
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
+        "rng_tensors": rng_t,
+        "rng": rng_meta,
+        "terms": {t.name: t.state_dict() for t in loop.terms if hasattr(t, "state_dict")},
+        "config_sha256": state.config_sha,
+    }
+    save_checkpoint(loop.run_dir / "checkpoints", f"epoch-{epoch + 1:04d}", loop.model, saved,
+                    keep=loop.cfg.keep_checkpoints)  # fmt: skip
+
+
+def _finish(loop: _Loop, state: _State, t0: float) -> FitResult:
+    """Test on the best-on-val weights (never the last ones); results.json and the training curves."""
+    model, run_dir = loop.model, loop.run_dir
     if run_dir is not None:
         load_weights(run_dir / "best.safetensors", model)
-    elif best_state is not None and best_epoch != cfg.epochs:
-        model.load_state_dict(best_state)
-    n_test = len(data.test)  # type: ignore[arg-type]
-    test = evaluate(model, data.test, desc="test", **eval_kw) if n_test else None  # type: ignore[arg-type]
+    elif state.best_weights is not None and state.best_epoch != loop.cfg.epochs:
+        model.load_state_dict(state.best_weights)
+    has_val = len(loop.data.val) > 0  # type: ignore[arg-type]
+    n_test = len(loop.data.test)  # type: ignore[arg-type]
+    test = evaluate(model, loop.data.test, desc="test", **loop.eval_kw) if n_test else None  # type: ignore[arg-type]
     result = FitResult(
-        best_epoch,
-        best_val if has_val else None,  # no validation split: no best-on-val accuracy to report
+        state.best_epoch,
+        state.best_val if has_val else None,  # no validation split: no best-on-val accuracy to report
         test,
-        hist,
+        state.history,
         run_dir,
         time.perf_counter() - t0,
         sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -582,7 +618,7 @@ def fit(
         atomic_write_json(run_dir / "results.json", result.summary())
         from latentcc.report.curves import plot_training_curves
 
-        plot_training_curves(hist, run_dir / "training_curve.png")
+        plot_training_curves(state.history, run_dir / "training_curve.png")
     return result
 
 
