@@ -4,7 +4,7 @@ Stacks (every stage timed once with time.perf_counter; every (stack, setting) ru
 its peak RSS is its own):
 
 - ``ours``: latentcc's defaults (``LCCConfig``): PCA to ``graph_dim`` (128) for the graph only -> ``knn_search``
-  (backend "auto": exact faiss up to 200k points, IVF above) -> CSR graph from the neighbour array -> seeded
+  (backend "auto": exact faiss up to 30k points, above it IVF calibrated to recall@k >= 0.95) -> CSR graph from the neighbour array -> seeded
   igraph Leiden -> plurality matching -> targets precomputed for every MC sample -> ``lcc_loss`` per step.
 - ``ours-exact512``: the same without PCA: exact faiss k-NN on the full latents (bound by N^2 D multiply-adds).
 - ``reference``: the original implementation: faiss ``IndexFlatL2`` searched in query batches of 256 -> a
@@ -203,7 +203,7 @@ def run_ours(x: np.ndarray, y: np.ndarray, a: argparse.Namespace, reduce: bool) 
     (idx, dist), sec["knn"] = timed(knn_search, xg, cfg.k, metric=cfg.metric, backend=backend, seed=cfg.seed)
     weights = np.sqrt(dist) if cfg.weighted else None  # as knn_graph does for metric="l2"
     graph, sec["graph"] = timed(knn_graph_from_indices, idx, len(x), distances=weights)
-    exact_max_n = getattr(knn_module, "EXACT_MAX_N", 200_000)  # where "auto" switches from exact to IVF
+    exact_max_n = knn_module.EXACT_MAX_N  # where "auto" switches from exact to IVF
     resolved = backend if backend != "auto" else ("faiss" if len(x) <= exact_max_n else "ivf")
     # epoch_start keeps only the graph; so do we (the neighbour ids stay only for the recall check below)
     del dist, weights

@@ -4,7 +4,7 @@ A synthetic 1M-sample dataset (100-class Gaussian mixture in 32-d, float32 input
 an MLP whose 128-d hidden layer is collected with ``collect_latents(..., memory_budget=128 MiB)``: the
 (1M, 128) latents exceed the budget and are written to ONE memory-mapped file (float32: 488 MiB;
 ``--dtype float16``: 244 MiB). ``epoch_start`` then runs from that array with LCCConfig's defaults
-(PCA to 128 = none here, IVF k-NN above 200k samples, Leiden, matching, targets). Each dtype runs in a
+(PCA to 128 = none here, calibrated IVF k-NN above 30k samples, Leiden, matching, targets). Each dtype runs in a
 fresh subprocess so its peak RSS (ru_maxrss) is its own. Target (issue 7): <= 6 GiB RSS.
 
     python benchmarks/million.py                 # float32 and float16, ~6-8 min

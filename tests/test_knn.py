@@ -105,7 +105,7 @@ def test_approximate_backends_recall():
 def test_ivf_is_seeded_and_refills_short_lists():
     x, _ = gaussian_mixture(
         800, 8, 5, seed=4
-    )  # nlist = 20, nprobe = 16: k = N-1 cannot be served by 16 lists
+    )  # k = N-1: the calibrated scan covers every list, so IVF falls back to the exact search
     k = len(x) - 1
     a, _ = knn_search(x, k, backend="ivf", seed=5)
     exact, _ = knn_search(x, k, backend="faiss")
@@ -336,3 +336,33 @@ def test_blocked_faiss_search_equals_one_shot_search(monkeypatch):
     np.testing.assert_allclose(dist, np.take_along_axis(d2, ref, axis=1), rtol=1e-4, atol=1e-5)
     assert (idx == ref).mean() > 0.999  # index ties (the duplicate pair) may order differently
     assert idx[5, 0] == 2000 and idx[2000, 0] == 5
+
+
+def test_default_ivf_recall_is_calibrated_and_reproducible(monkeypatch):
+    """Above EXACT_MAX_N, "auto" runs the IVF scan whose nprobe is measured to reach recall@k 0.96 on a
+    sample: on the whole set its recall against exact faiss must be >= 0.95, its neighbours identical
+    from call to call (seeded k-means, fixed matmul shapes), and it must really be approximate (the scan
+    did not fall back to exact)."""
+    import latentcc.graph.knn as knn_module
+
+    monkeypatch.setattr(knn_module, "EXACT_MAX_N", 1000)  # the 8000-point set below is "large"
+    calls: list[bool] = []
+    ivf = knn_module._ivf_search
+    monkeypatch.setattr(knn_module, "_ivf_search", lambda *a: calls.append((r := ivf(*a)) is not None) or r)
+    x, _ = gaussian_mixture(8000, 16, 20, seed=11, spread=1.0)  # overlapping: recall 1.0 would test nothing
+    exact, exact_d = knn_search(x, 10, backend="faiss")
+    a, da = knn_search(x, 10, seed=0)
+    b, db = knn_search(x, 10, seed=0)
+    assert calls == [True, True]  # both calls scanned lists (no exact fallback)
+    r = knn_recall(a, exact)
+    assert 0.95 <= r < 1.0, r
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(da, db)
+    assert not (a == np.arange(len(x))[:, None]).any() and (np.diff(da, axis=1) >= 0).all()
+    # distances are the true squared distances of the ids returned
+    true = ((x[a] - x[:, None, :]).astype(np.float64) ** 2).sum(-1)
+    np.testing.assert_allclose(da, true, rtol=1e-4, atol=1e-4)
+    # where a true neighbour was found, its distance equals the exact search's
+    np.testing.assert_allclose(
+        da[:, 0][a[:, 0] == exact[:, 0]], exact_d[:, 0][a[:, 0] == exact[:, 0]], rtol=1e-5
+    )
