@@ -62,7 +62,7 @@ class PartitionProbe:
             return collect_latents(ctx.model, DataLoader(ctx.data.train, batch_size=256, sampler=rows.tolist()),
                                    names, indices=rows, pool=c.pool, dim=c.dim)  # fmt: skip
 
-        train, _ = lcc.buffer.assemble(eval_rows)  # no side effect on the buffer
+        train, _ = lcc.buffer.assemble(eval_rows, names)  # the refresh that follows gets the same rows
         full = collect_latents(
             ctx.model, DataLoader(ctx.data.train, batch_size=256), names, pool=c.pool, dim=c.dim
         )
@@ -108,22 +108,33 @@ def one_run(kind: str, seed: int, a: argparse.Namespace, splits: Any, out: Path)
 
 
 def step_cost(
-    n: int = 50_000, d: int = 512, c: int = 100, batch: int = 256, reps: int = 200
+    n: int = 50_000, d: int = 512, c: int = 100, batch: int = 256, reps: int = 200, label_noise: float = 0.1
 ) -> dict[str, float]:
     """Median ms per training step of ``LatentClusterCorrection.loss`` (forward + backward) at batch x d, with
-    targets of an N-sample mixture: ``eval_pass`` (the loss alone) vs ``train_pass`` (the loss + the buffer copy).
-    One thread, as a 256-row step does not gain from a second one."""
+    targets of an N-sample mixture: ``eval_pass`` (the loss alone) vs ``train_pass`` (the loss + the buffer copy),
+    then each ``LCCConfig.loss`` variant (``loss_<variant>``, the loss alone, on one partition's targets for that
+    variant; timed round-robin, step by step, so the variants share the machine's state). One thread, as a
+    256-row step does not gain from a second one.
+
+    ``label_noise``: the fraction of samples given a random class. The mixture's clusters are clean, so without
+    it no sample is misclustered, there are no targets and every step takes the loss's no-target shortcut; the
+    cost of a step does not depend on how many of its rows have a target, only on there being some.
+    ``targets_<variant>`` in the result counts them."""
     import torch
 
+    from latentcc.config import LCC_LOSSES
     from latentcc.correction import LatentClusterCorrection
     from latentcc.lcc.buffer import LatentBuffer
     from latentcc.lcc.epoch import epoch_start
+    from latentcc.lcc.targets import lcc_targets
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     y = rng.integers(0, c, n)
     x = ((rng.standard_normal((c, d)) * 0.3)[y] + rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
-    targets = epoch_start(x, y, LCCConfig(layers=("z",), k=10, graph_dim=32), name="z").targets
+    y = np.where(rng.random(n) < label_noise, rng.integers(0, c, n), y)
+    es = epoch_start(x, y, LCCConfig(layers=("z",), k=10, graph_dim=32), name="z")
+    targets = es.targets
     out = {}
     for source in ("eval_pass", "train_pass"):
         lcc = LatentClusterCorrection(LCCConfig(layers=("z",), latent_source=source))  # type: ignore[arg-type]
@@ -143,6 +154,27 @@ def step_cost(
             if r >= 5:
                 times.append(time.perf_counter() - t)
         out[source] = 1e3 * float(np.median(times))
+    # the loss variants: same partition, each variant's own targets (k_target = k = 10, tangent_dim 2)
+    variants = {}
+    for v in LCC_LOSSES:
+        lcc = LatentClusterCorrection(LCCConfig(layers=("z",), latent_source="eval_pass", loss=v))  # type: ignore[arg-type]
+        lcc.targets["z"] = lcc_targets(x, y, es.clusters, k=10, owners=es.owners, loss=v)
+        out[f"targets_{v}"] = float(lcc.targets["z"].num_with_target)
+        variants[v] = lcc
+    batches = [rng.choice(n, batch, replace=False) for _ in range(16)]
+    zs = [torch.from_numpy(x[i]).requires_grad_(True) for i in batches]
+    ids = [torch.from_numpy(i) for i in batches]
+    vtimes: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(reps + 5):
+        i = r % len(batches)
+        for v, lcc in variants.items():
+            zs[i].grad = None
+            t = time.perf_counter()
+            lcc.loss({"z": zs[i]}, ids[i]).backward()
+            if r >= 5:
+                vtimes[v].append(time.perf_counter() - t)
+    for v, ts in vtimes.items():
+        out[f"loss_{v}"] = 1e3 * float(np.median(ts))
     return out
 
 
@@ -160,6 +192,12 @@ def main(argv: list[str] | None = None) -> None:
         ms = step_cost()
         print(f"per-step LCC loss fwd+bwd, batch 256 x 512, N=50k, 1 thread: eval_pass {ms['eval_pass']:.3f} ms, "
               f"train_pass (loss + buffer copy) {ms['train_pass']:.3f} ms")  # fmt: skip
+        print(
+            f"(samples with a target: {int(ms['targets_paper'])} of 50000; all_samples {int(ms['targets_all_samples'])})"
+        )
+        paper = ms["loss_paper"]
+        print("per-step LCC loss variants, same setting (loss alone, median ms; ratio to paper): " + ", ".join(
+            f"{k[5:]} {v:.3f} ms ({v / paper:.2f}x)" for k, v in ms.items() if k.startswith("loss_")))  # fmt: skip
         return
     seeds = [int(s) for s in a.seeds.split(",")]
     splits = load_data(DataConfig(**DEMO_DEFAULTS["data"]))

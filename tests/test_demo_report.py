@@ -315,6 +315,7 @@ def test_demo_summary_is_titled_strict_json_with_numbers_and_a_conclusion(tmp_pa
     curves = {}
     monkeypatch.setattr(demo, "load_data", lambda d: splits)
     monkeypatch.setattr(demo, "_check_lcc_runs", lambda *a: None)  # fake splits: no model to check
+    monkeypatch.setattr(demo, "_warm_up", lambda *a: None)  # nor to warm up
     monkeypatch.setattr(
         demo, "finetune", lambda m, d, t, *, out_dir, splits, lcc: _fake_run(t.seed, lcc is not None)
     )

@@ -184,7 +184,9 @@ def test_a_repeated_index_in_one_batch_gets_the_mean_of_its_rows(digits_splits):
     assert buf.count[3] == 3 and buf.count[5] == buf.count[7] == 1 and buf.count[20] == 1
     assert torch.equal(buf.sums["2"][3], torch.zeros(32).add_(z[0]).add_(z[2]).add_(z[4]))
     asked = []
-    lat, counts = buf.assemble(lambda rows: asked.append(rows.copy()) or _eval_rows(model, train, rows))
+    lat, counts = buf.assemble(
+        lambda rows: asked.append(rows.copy()) or _eval_rows(model, train, rows), ["2"]
+    )
     assert counts == {"rows_from_training": 5, "rows_eval_pass": len(train) - 5}
     assert np.array_equal(np.sort(asked[0]), np.setdiff1d(np.arange(len(train)), [3, 5, 7, 20, 30]))
     mean = torch.stack([z[0], z[2], z[4]]).double().mean(0)
@@ -259,8 +261,8 @@ def test_refresh_after_a_partial_epoch_clusters_buffer_rows_and_eval_pass_rows(d
     asked, assembled, clustered = [], [], []
     real_assemble = lcc.buffer.assemble
 
-    def assemble(collect_rows):
-        lat, counts = real_assemble(lambda r: asked.append(r.copy()) or collect_rows(r))
+    def assemble(collect_rows, names):
+        lat, counts = real_assemble(lambda r: asked.append(r.copy()) or collect_rows(r), names)
         assembled.append(lat)
         return lat, counts
 
@@ -272,11 +274,12 @@ def test_refresh_after_a_partial_epoch_clusters_buffer_rows_and_eval_pass_rows(d
 
     monkeypatch.setattr(correction, "epoch_start", recorded)
     stats = lcc.begin_epoch(model, train, epoch=1)
-    assert stats["rows_from_training"] == written.size == 250
-    assert stats["rows_eval_pass"] == n - 250
+    # rows written without y count too: the first refresh's eval pass recorded every sample's label
+    written = np.union1d(written, no_label)
+    assert written.size == 250 + no_label.size and stats["rows_from_training"] == written.size
+    assert stats["rows_eval_pass"] == n - written.size
     unseen = np.setdiff1d(np.arange(n), written)
     assert len(asked) == 1 and np.array_equal(np.sort(asked[0]), unseen)
-    assert set(no_label) <= set(asked[0]) and no_label.size > 0  # written without y: collected again
 
     lat = assembled[0]
     assert clustered[0][0] is lat["2"]  # the refresh clustered exactly the assembled latents
@@ -292,6 +295,20 @@ def test_refresh_after_a_partial_epoch_clusters_buffer_rows_and_eval_pass_rows(d
         _targets(lcc.state_dict()), {"2": (torch.from_numpy(want.clusters), want.targets.state_dict())}
     )
     assert int(lcc.buffer.count.sum()) == 0  # reset: the next refresh sees only later steps
+
+
+def test_a_row_whose_label_was_never_recorded_is_collected_by_the_eval_pass(digits_splits):
+    train = digits_splits.train
+    model = tiny_mlp()
+    lcc = LatentClusterCorrection(dataclasses.replace(LCC, layers=("2",), warmup=1))
+    lcc.begin_epoch(model, train, epoch=0)  # warmup: the buffer exists, no refresh, no label known yet
+    labelled = torch.cat([i for i, _, _ in _steps(lcc, model, _loader(train, 50, 3), steps=2)]).numpy()
+    unlabelled = _steps(lcc, model, _loader(train, 20, 4), steps=1, labels=False)[0][0].numpy()
+    no_label = np.setdiff1d(unlabelled, labelled)
+    assert no_label.size > 0
+    stats = lcc.begin_epoch(model, train, epoch=1)
+    assert stats["rows_from_training"] == labelled.size == 100  # rows without a label: an eval pass
+    assert stats["rows_eval_pass"] == len(train) - 100
 
 
 # ----------------------------------------------------------------------------- 3. resume

@@ -244,6 +244,46 @@ def test_resume_of_a_run_recorded_before_a_setting_existed(tmp_path, digits_spli
     assert res.best_epoch >= 1 and len(res.history) == 2
 
 
+def test_resume_of_an_lcc_run_recorded_before_the_latent_source_existed_keeps_its_eval_pass(
+    tmp_path, digits_splits
+):
+    """An LCC run whose config.json lacks latent_source/diagnostic collected latents by an eval pass and ran the
+    validation diagnostic: a resume reads those (LEGACY_VALUES), not today's defaults, and the CLI's read-back too."""
+    from latentcc.config import LEGACY_VALUES, LCCConfig
+    from latentcc.train.resume import read_run_config, with_legacy_values
+
+    cfg = dataclasses.replace(CFG, epochs=3)
+    old = LCCConfig(layers=("2",), k=5, graph_dim=None, latent_source="eval_pass", diagnostic=True)
+
+    class Crash:
+        def on_epoch_end(self, ctx):
+            if ctx.epoch == 1:  # after the checkpoint of epoch 1
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path, lcc=old, callbacks=[Crash()])
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["lcc"]["latent_source"], saved["lcc"]["diagnostic"]  # as written before those settings existed
+    path.write_text(json.dumps(saved))
+    from reliability_runs import as_older_latentcc
+
+    as_older_latentcc(tmp_path)
+    assert (
+        with_legacy_values(read_run_config(path))["lcc"] | LEGACY_VALUES["lcc"]
+        == with_legacy_values(read_run_config(path))["lcc"]
+    )
+    new = dataclasses.replace(old, latent_source="train_pass", diagnostic=False)  # today's defaults
+    with pytest.raises(
+        CheckpointError,
+        match=r"lcc\.diagnostic: True -> False.*lcc\.latent_source: 'eval_pass' -> 'train_pass'",
+    ):
+        fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path, lcc=new, resume=True)
+    res = fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path, lcc=old, resume=True)
+    assert len(res.history) == 3 and "lcc/time_refresh_s" in res.history[2]
+    assert "lcc/rows_from_training" not in res.history[2] and "lcc/time_diagnostic_s" in res.history[2]
+
+
 def test_resume_check_keeps_a_callers_own_sections_as_they_are(tmp_path):
     """extra_config sections that share a name with a latentcc config (e.g. 'model') are compared as given."""
     from latentcc.train.resume import check_same_run

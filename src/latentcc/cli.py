@@ -109,6 +109,10 @@ def _configs(
     ns: argparse.Namespace, defaults: dict[str, dict] | None = None
 ) -> tuple[ModelConfig, DataConfig, TrainConfig, LCCConfig, MethodConfig]:
     file_values = read_config_file(ns.config, _FILE_SECTIONS)
+    if getattr(ns, "run_record", False):
+        from latentcc.train.resume import with_legacy_values
+
+        file_values = with_legacy_values(file_values)
     m, d, t, lcc, method = (
         config_from_args(
             cls, ns, section=s, file_values=file_values, defaults=(defaults or {}).get(s), prefix=prefix
@@ -148,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
 
     p = sub.add_parser(
+        "compare",
+        help="paired-seed comparison of two finetune configurations (does LCC help on my model?): seeds are "
+        "added until the 95%% CI of b - a excludes 0 or is narrow; runs cached in --out (docs/compare.md)",
+    )
+    _add_compare_args(p)
+
+    p = sub.add_parser(
         "probe",
         help="per-layer latent geometry (NC, clusterability, probes, GC) -> report.html + profile.csv/json",
     )
@@ -185,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--docs", help="Markdown file whose section for this claim is replaced (e.g. docs/reproductions.md)"
     )
+    p.add_argument("--data", help="lcc-paper only: a saved HF dataset folder in place of the hub's CIFAR-100")
+    p.add_argument("--model", help="lcc-paper only: a local HF model folder in place of the hub's ResNet-18")
 
     sub.add_parser("datasets", help="list embedded datasets")
     sub.add_parser("models", help="list embedded models")
@@ -231,6 +244,7 @@ def _finetune(ns: argparse.Namespace) -> None:
 
         saved = find_run_config(out)  # an unreadable or corrupt one is refused as the run's record
         ns.config = str(saved) if saved is not None else None
+        ns.run_record = saved is not None  # settings absent from an old record read as what latentcc did then
     m, d, t, lcc, method = _configs(ns)
     # optional packages before any folder is created or any epoch trained
     check_extras("latentcc finetune", lcc=lcc, models=[m.model], data=[d.data])
@@ -360,6 +374,65 @@ def _print_lcc_legend(lcc: LCCConfig) -> None:
         )
 
 
+# `latentcc compare` sets the training seed of each pair itself (--seeds lists them)
+_NO_SEED: dict[str, tuple[str, ...]] = {s: ("seed",) if s == "train" else () for s, _, _ in SECTIONS}
+
+
+def _add_compare_args(p: argparse.ArgumentParser) -> None:
+    from latentcc.compare import CompareConfig
+
+    p.add_argument(
+        "--out", required=True, help="comparison folder: its runs are reused and extended by later calls"
+    )
+    for side in ("a", "b"):
+        p.add_argument(
+            f"--{side}", default="", metavar="FLAGS",
+            help=f"side {side}'s own finetune flags, quoted, on top of the shared ones (e.g. "
+            f"\"--lcc-layers net.fc_layers.1\"; a single flag without a space: --{side}=--no-pretrained)",
+        )  # fmt: skip
+        p.add_argument(f"--name-{side}", default=side, help=f"side {side}'s name in the table and report")
+    p.add_argument(
+        "--config", help="JSON file with sections model/data/train/lcc/method, shared by both sides"
+    )
+    p.add_argument(
+        "--seeds", type=_seeds, help="the training seeds to draw from, in order (default 0,1,2,...)"
+    )
+    add_config_args(p, CompareConfig, title="sequential stop (CompareConfig)")
+    for section, cls, prefix in SECTIONS:  # shared by both sides; compare sets each pair's --seed
+        add_config_args(
+            p, cls, title=f"both sides: {section} ({cls.__name__})", prefix=prefix, exclude=_NO_SEED[section]
+        )
+
+
+def _compare(ns: argparse.Namespace) -> None:
+    """The shared flags apply to both sides; --a / --b add (or override) each side's own."""
+    import shlex
+    from pathlib import Path
+
+    from latentcc.compare import CompareConfig, RunSpec, compare, summary_lines
+
+    specs = []
+    for side in ("a", "b"):
+        parser = argparse.ArgumentParser(
+            prog=f"latentcc compare --{side}",
+            usage=f'latentcc compare --{side} "FINETUNE FLAGS"',
+            add_help=False,
+        )
+        for section, cls, prefix in SECTIONS:
+            add_config_args(parser, cls, prefix=prefix, exclude=_NO_SEED[section])
+        own = parser.parse_args(shlex.split(getattr(ns, side)))  # a flag finetune lacks exits with code 2
+        m, d, t, lcc, method = _configs(argparse.Namespace(**{**vars(ns), **vars(own)}))
+        specs.append(RunSpec(m, d, t, lcc, method))
+    cc = config_from_args(CompareConfig, ns)
+    result = compare(
+        specs[0], specs[1], out_dir=ns.out, delta=cc.delta, min_seeds=cc.min_seeds, max_seeds=cc.max_seeds,
+        metric=cc.metric, seeds=ns.seeds, names=(ns.name_a, ns.name_b),
+    )  # fmt: skip
+    for line in summary_lines(result):
+        print(line)
+    print(f"report: {Path(ns.out) / 'compare.md'} (compare.json, compare.png beside it)")
+
+
 def _probe(ns: argparse.Namespace) -> None:
     import time
     from pathlib import Path
@@ -476,17 +549,19 @@ def _transfer_layers(ns: argparse.Namespace) -> None:
 def _reproduce(ns: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from latentcc.reproduce import REPRODUCTIONS, run_reproduction
+    from latentcc.reproduce import NOT_IN_ALL, REPRODUCTIONS, run_reproduction
 
     if ns.name == "list":
         for name, (_, what) in REPRODUCTIONS.items():
             print(f"{name:26s} {what}")
         return
-    names = list(REPRODUCTIONS) if ns.name == "all" else [ns.name]
+    names = [n for n in REPRODUCTIONS if n not in NOT_IN_ALL] if ns.name == "all" else [ns.name]
     check_extras("latentcc reproduce", reproductions=names, size=ns.size)  # all of them before the first runs
     for name in names:
         out = Path(ns.out) / name if ns.out and len(names) > 1 else ns.out
-        r = run_reproduction(name, size=ns.size, seeds=ns.seeds, out_dir=out, docs=ns.docs)
+        r = run_reproduction(
+            name, size=ns.size, seeds=ns.seeds, out_dir=out, docs=ns.docs, data=ns.data, model=ns.model
+        )
         print(r.markdown())
         print(f"\n{name}: {r.verdict} ({r.wall_time_s / 60:.1f} min)\n")
 
@@ -512,6 +587,8 @@ def _dispatch(ns: argparse.Namespace) -> int:
         run_demo(m, d, t, lcc, seeds=seeds, out_dir=ns.out)
     elif ns.command == "finetune":
         _finetune(ns)
+    elif ns.command == "compare":
+        _compare(ns)
     elif ns.command == "reproduce":
         _reproduce(ns)
     elif ns.command == "probe":

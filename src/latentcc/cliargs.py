@@ -53,6 +53,16 @@ def add_config_args(
                 default=argparse.SUPPRESS,
                 help=help_,
             )
+        elif (pair := _number_or_words(tp)) is not None:  # e.g. float | Literal["auto"]: a number or a word
+            number, words = pair
+            group.add_argument(
+                flag,
+                dest=dest,
+                type=_number_or(number, words, flag),
+                default=argparse.SUPPRESS,
+                help=help_,
+                metavar=f"{f.name.upper()}|{'|'.join(words)}",
+            )
         elif typing.get_origin(tp) is typing.Literal:
             choices = typing.get_args(tp)
             group.add_argument(flag, dest=dest, choices=choices, default=argparse.SUPPRESS, help=help_)
@@ -81,6 +91,35 @@ def _optional_of(tp: Any) -> Any:
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
         return next(a for a in args if a is not type(None))
     return None
+
+
+def _number_or_words(tp: Any) -> tuple[type, tuple[str, ...]] | None:
+    """``(float, ("auto",))`` for ``float | Literal["auto"]`` (int likewise), else None."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType) or len(args) != 2:
+        return None
+    numbers = [a for a in args if a in (int, float)]
+    literals = [a for a in args if typing.get_origin(a) is typing.Literal]
+    if len(numbers) != 1 or len(literals) != 1:
+        return None
+    return numbers[0], tuple(str(w) for w in typing.get_args(literals[0]))
+
+
+def _number_or(number: type, words: tuple[str, ...], flag: str) -> Any:
+    def parse(text: str) -> Any:
+        if text in words:
+            return text
+        try:
+            return number(text)
+        except ValueError:
+            kind = "a number" if number is float else "an integer"
+            choices = " or ".join(repr(w) for w in words)
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes {kind} or {choices}; got {text!r}. Example: {flag} 0.01 or {flag} {words[0]}."
+            ) from None
+
+    parse.__name__ = number.__name__
+    return parse
 
 
 def _none_or(tp: Any) -> Any:

@@ -115,6 +115,10 @@ class ModelConfig:
         _check_int(self.input_size, "input_size", f, 0, _MAX_IMAGE_SIDE)
 
 
+# LCCConfig.loss: the per-step loss variants (docs/algorithms.md, LCC item 11)
+LCC_LOSSES = ("paper", "scale_free", "orthogonal", "all_samples")
+
+
 @dataclass(frozen=True)
 class LCCConfig:
     """Latent Cluster Correction (definitions: docs/algorithms.md; paper grid w in {1e-4, 1e-2}, k in {5, 50, 500})."""
@@ -122,7 +126,17 @@ class LCCConfig:
     layers: tuple[str, ...] = _f(
         (), "layers to correct: exact names, dotted suffixes or 're:<regex>' (see `latentcc layers`)"
     )
-    weight: float = _f(1e-2, "w in  loss = CE + w * mean over layers of the LCC loss")
+    weight: float | Literal["auto"] = _f(
+        1e-2,
+        "w in  loss = CE + w * mean over layers of the LCC loss; 'auto': set after each refresh so that "
+        "w * ||grad LCC|| / ||grad CE|| = grad_ratio on the parameters both reach (latentcc.train.fit only)",
+    )
+    grad_ratio: float = _f(
+        0.1, "weight='auto': target ratio of the weighted LCC gradient norm to the CE gradient norm"
+    )
+    calibration_batches: int = _f(
+        4, "weight='auto': training batches (seeded) over which the gradient norms are measured"
+    )
     k: int = _f(5, "neighbours per sample in the k-NN graph")
     k_target: int | None = _f(None, "correctly clustered neighbours averaged into a target; None = k")
     warmup: int = _f(1, "epochs of plain fine-tuning before the first correction epoch")
@@ -154,6 +168,15 @@ class LCCConfig:
         "skip",
         "MC samples of classes that own no cluster: no target (paper) or their class neighbours' centroid",
     )
+    loss: Literal["paper", "scale_free", "orthogonal", "all_samples"] = _f(
+        "paper",
+        "LCC loss variant (docs/algorithms.md, LCC item 11): the paper's distance, a distance in normalised "
+        "frames (no gain from rescaling the latent space), only the pull off the target's local tangent space, "
+        "or every sample pulled toward its k_target nearest correctly clustered same-class samples",
+    )
+    tangent_dim: int = _f(
+        2, "loss='orthogonal': dimension of the local tangent space (PCA of a target's neighbours)"
+    )
     warm_start: bool = _f(True, "start each correction epoch's partition from the previous one")
     latent_source: Literal["train_pass", "eval_pass"] = _f(
         "train_pass",
@@ -171,7 +194,7 @@ class LCCConfig:
         f = "LCCConfig"
         _check_field_types(self, f)
         object.__setattr__(self, "layers", _as_names(self.layers, "layers", f))
-        _check_float(self.weight, "weight", f)
+        _check_weight(self, f)
         _check_int(self.k, "k", f, 1)
         if self.k_target is not None:
             _check_int(self.k_target, "k_target", f, 1)
@@ -206,6 +229,7 @@ class LCCConfig:
         _check_choice(self.metric, "metric", f, ("l2", "cosine"))
         _check_choice(self.orphan_policy, "orphan_policy", f, ("skip", "class_centroid"))
         _check_choice(self.latent_source, "latent_source", f, ("train_pass", "eval_pass"))
+        _check_loss_variant(self, f)
 
 
 @dataclass(frozen=True)
@@ -299,6 +323,47 @@ class ProbeConfig:
         _check_int(self.seed, "seed", f, 0, _MAX_SEED)
 
 
+def _check_weight(c: LCCConfig, f: str) -> None:
+    """weight: a float >= 0 or "auto"; grad_ratio and calibration_batches are read only with "auto"."""
+    w = c.weight
+    number = isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+    if not (number or (isinstance(w, str) and w == "auto")):
+        raise param_error("weight", f, "a finite float >= 0 or 'auto'", w)
+    _check_float(c.grad_ratio, "grad_ratio", f, strictly_positive=True)
+    _check_int(c.calibration_batches, "calibration_batches", f, 1, _MAX_COUNT)
+    fields = type(c).__dataclass_fields__
+    for name in ("grad_ratio", "calibration_batches"):  # set, but a numeric weight ignores them
+        if c.weight != "auto" and getattr(c, name) != fields[name].default:
+            flag = "--lcc-" + name.replace("_", "-")
+            raise param_error(
+                name, f, f"left at its default when weight is a number ({c.weight!r})", getattr(c, name),
+                f"It only applies to weight='auto', which calibrates the weight at each refresh. Fix: "
+                f"weight='auto' (--lcc-weight auto), or leave {name} out ({flag}).",
+            )  # fmt: skip
+
+
+def _check_loss_variant(c: LCCConfig, f: str) -> None:
+    """loss: one of LCC_LOSSES; tangent_dim is read only by loss='orthogonal', and a tangent space estimated
+    from k_target neighbours has at most k_target - 1 directions."""
+    _check_choice(c.loss, "loss", f, LCC_LOSSES)
+    _check_int(c.tangent_dim, "tangent_dim", f, 1)
+    default = type(c).__dataclass_fields__["tangent_dim"].default
+    if c.loss != "orthogonal" and c.tangent_dim != default:
+        raise param_error(
+            "tangent_dim", f, f"left at its default ({default}) when loss={c.loss!r}", c.tangent_dim,
+            "Only loss='orthogonal' estimates a tangent space. Fix: loss='orthogonal' (--lcc-loss orthogonal), "
+            "or leave tangent_dim out (--lcc-tangent-dim).",
+        )  # fmt: skip
+    k = c.k_target or c.k
+    if c.loss == "orthogonal" and c.tangent_dim >= k:
+        raise param_error(
+            "tangent_dim", f, f"smaller than k_target (here {k}): {k} neighbours span at most {k - 1} directions",
+            c.tangent_dim,
+            f"Fix: tangent_dim <= {k - 1} (--lcc-tangent-dim), or average more neighbours into each target "
+            f"(k_target >= {c.tangent_dim + 1}, --lcc-k-target).",
+        )  # fmt: skip
+
+
 def _as_names(v: Any, name: str, func: str) -> tuple[str, ...]:
     """A tuple of strings from one string (a common slip: accepted) or a list/tuple of strings."""
     if isinstance(v, str):
@@ -356,6 +421,12 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     if unknown:
         raise LatentccError(f"Unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}.")
     return cls(**values)
+
+
+# What a run recorded before a setting existed did: a config.json without the key is read with this value on
+# resume (not with today's default, which may differ: old LCC runs collected latents by an eval pass and always
+# ran the validation CC/MC diagnostic).
+LEGACY_VALUES: dict[str, dict[str, Any]] = {"lcc": {"latent_source": "eval_pass", "diagnostic": True}}
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

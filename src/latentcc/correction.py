@@ -72,6 +72,8 @@ class LatentClusterCorrection:
         self._proj: dict[str, torch.Tensor] = {}
         # latent_source="train_pass": what the training steps captured since the last refresh
         self.buffer: LatentBuffer | None = None
+        # weight="auto": the value latentcc.lcc.weight.calibrate_weight set after the last refresh
+        self.calibrated_weight: float | None = None
 
     # ---------------------------------------------------------------- schedule
     def should_refresh(self, epoch: int) -> bool:
@@ -128,15 +130,26 @@ class LatentClusterCorrection:
         """
         if self.config.latent_source == "train_pass":
             n = len(data.dataset if isinstance(data, DataLoader) else data)  # type: ignore[arg-type]
+            dev = _device_of(model) if device is None else torch.device(device)
             if self.buffer is None or self.buffer.num_samples != n:
-                dev = _device_of(model) if device is None else torch.device(device)
                 self.buffer = LatentBuffer(n, dev)
+            elif self.buffer.device != dev:  # restored from a checkpoint onto the CPU
+                self.buffer.to(dev)
         if self.should_refresh(epoch) or (not self.active and epoch >= self.config.warmup):
             return self.refresh(
                 model, data, epoch=epoch, batch_size=batch_size, num_workers=num_workers, device=device,
                 progress=progress,
             )  # fmt: skip
         return {}
+
+    @property
+    def weight(self) -> float:
+        """The LCC term's current weight: ``config.weight``, or with ``weight="auto"`` the value calibrated after
+        the last refresh (0.0 before the first: the loss is 0 then anyway). Fixed between refreshes."""
+        w = self.config.weight
+        if w == "auto":
+            return 0.0 if self.calibrated_weight is None else self.calibrated_weight
+        return float(w)
 
     @property
     def active(self) -> bool:
@@ -204,7 +217,7 @@ class LatentClusterCorrection:
                     raise error
                 return part
 
-            lat, counts = buffer.assemble(collect_rows)
+            lat, counts = buffer.assemble(collect_rows, names)
             stats |= counts
         elif size == 1:
             loader = (
@@ -270,7 +283,7 @@ class LatentClusterCorrection:
             terms = []
             for name, z in zs.items():
                 t = self.targets[name]
-                terms.append(lcc_loss(z, idx.to(t.slot.device, non_blocking=True), t))
+                terms.append(lcc_loss(z, idx.to(t.slot.device, non_blocking=True), t, loss=self.config.loss))
             out = torch.stack(terms).mean()
         # after the loss, which checks idx against the targets' N; only in training (autograd on): a call
         # under torch.no_grad (e.g. on validation batches) must not write validation rows into the buffer
@@ -324,8 +337,8 @@ class LatentClusterCorrection:
     def weighted_loss(
         self, z_by_layer: Mapping[str, torch.Tensor], idx: torch.Tensor, y: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``config.weight * loss(...)``: the term to add to the task loss."""
-        return self.config.weight * self.loss(z_by_layer, idx, y)
+        """``weight * loss(...)`` (:attr:`weight`: the configured or calibrated one): the term to add to the task loss."""
+        return self.weight * self.loss(z_by_layer, idx, y)
 
     def _projection(self, name: str, z: torch.Tensor) -> torch.Tensor:
         p = self._proj.get(name)
@@ -340,6 +353,7 @@ class LatentClusterCorrection:
         checkpoints)."""
         return {
             "refreshed_epoch": self.refreshed_epoch,
+            "calibrated_weight": self.calibrated_weight,  # weight="auto": a resume between refreshes keeps it
             "buffer": self.buffer.state_dict() if self.buffer is not None else None,
             "layers": {
                 n: {
@@ -352,6 +366,7 @@ class LatentClusterCorrection:
 
     def load_state_dict(self, state: Mapping[str, Any], *, device: torch.device | str = "cpu") -> None:
         self.refreshed_epoch = state.get("refreshed_epoch")
+        self.calibrated_weight = state.get("calibrated_weight")
         buf = state.get("buffer")
         self.buffer = LatentBuffer.from_state_dict(buf, device) if buf else None
         self.targets, self.last = {}, {}

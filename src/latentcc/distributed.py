@@ -242,8 +242,9 @@ def _gather(t: torch.Tensor, dst: int, dev: torch.device) -> list[torch.Tensor] 
 def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int = 0) -> EpochStart:
     """Collective: rank ``src`` runs ``compute()`` (the clustering); every rank returns its result.
 
-    Other ranks pass None and compute nothing. What travels: a small header (sizes, stage timings) and
-    two tensors: int64 ``[slot | clusters | mc_mask | owners | orphans]`` and ``vectors`` (M, D) in their dtype.
+    Other ranks pass None and compute nothing. What travels: a small header (sizes, stage timings, the loss
+    variant) and two tensors: int64 ``[slot | clusters | mc_mask | owners | orphans]`` and ``vectors`` (M, D)
+    in their dtype; with ``loss="orthogonal"`` a third, the tangent ``basis`` (M, r, D) in the same dtype.
     Other ranks get CPU tensors bit-identical to rank ``src``'s. An error on ``src`` is raised on all ranks.
     """
     rank, _ = world()
@@ -261,6 +262,7 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
                 "c": int(np.asarray(t.owners).size), "o": int(np.asarray(t.orphans).size),
                 "num_clusters": int(t.num_clusters), "seconds": dict(res.seconds),
                 "float64": t.vectors.dtype == torch.float64, "scale": float(t.scale),
+                "loss": t.loss, "r": None if t.basis is None else int(t.basis.shape[1]),
             }  # fmt: skip
         except Exception as e:
             header[0] = {"error": f"{type(e).__name__}: {e}"}
@@ -281,12 +283,16 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
             torch.from_numpy(np.asarray(t.orphans, dtype=np.int64)),
         ]).to(dev)  # fmt: skip
         vectors = t.vectors.to(dev, vdtype).contiguous()
+        basis = None if t.basis is None else t.basis.to(dev, vdtype).contiguous()
     else:
         ints = torch.empty(3 * n + c + o, dtype=torch.int64, device=dev)
         vectors = torch.empty((h["m"], h["d"]), dtype=vdtype, device=dev)
+        basis = None if h["r"] is None else torch.empty((h["m"], h["r"], h["d"]), dtype=vdtype, device=dev)
     dist.broadcast(ints, src=src)
     if vectors.numel():
         dist.broadcast(vectors, src=src)
+    if basis is not None and basis.numel():
+        dist.broadcast(basis, src=src)
     if res is not None:
         return res
     ints = ints.cpu()
@@ -294,6 +300,7 @@ def broadcast_epoch_start(compute: Callable[[], EpochStart] | None, *, src: int 
     owners, orphans = ints[3 * n : 3 * n + c].numpy(), ints[3 * n + c :].numpy()
     targets = LCCTargets(
         mc_mask=mc, slot=slot, vectors=vectors.cpu(), owners=owners, orphans=orphans,
-        num_clusters=h["num_clusters"], scale=h["scale"],
+        num_clusters=h["num_clusters"], scale=h["scale"], loss=h["loss"],
+        basis=None if basis is None else basis.cpu(),
     )  # fmt: skip
     return EpochStart(targets, clusters, owners.copy(), ~mc.numpy(), dict(h["seconds"]))

@@ -80,11 +80,19 @@ def _lcc_gain_needs(size: str) -> list[Need]:
     return _lcc_needs(LCCConfig()) + [n for m in models for n in _model_needs(m)]
 
 
+def _lcc_paper_needs(size: str) -> list[Need]:
+    # the hub dataset and model, or their saved-folder stand-ins ("ci" writes a fake in those formats)
+    what = "the LCC paper's CIFAR-100 / ResNet-18 setting"
+    return _lcc_needs(LCCConfig()) + [Need(m, "hf", what) for m in ("datasets", "transformers")]
+
+
 # What each reproduction runs that needs an optional package, by size ("default" / "ci");
 # tests check that every reproduction is listed here.
 REPRODUCTION_NEEDS: dict[str, Callable[[str], list[Need]]] = {
     "lcc-cc-vs-mc": lambda size: _lcc_needs(LCCConfig()),  # clusters with LCCConfig's defaults
     "lcc-gain": _lcc_gain_needs,
+    "lcc-paper": _lcc_paper_needs,
+    "lcc-variants": lambda size: _lcc_needs(LCCConfig()) + _model_needs("mnist-cnn"),
     "scl-ft": lambda size: [],
     "nc-transfer": lambda size: [],  # NC1 and the linear probe: core dependencies only
     "gc-nc": lambda size: [],

@@ -7,8 +7,11 @@ diagnostic and writes the per-epoch cost columns (docs/algorithms.md, LCC step 1
 
 - ``lcc/time_refresh_s``: the epoch-start refresh (collecting the latents, k-NN, communities, targets);
 - ``lcc/time_diagnostic_s``: the validation CC/MC clustering (``LCCConfig.diagnostic``), outside the training;
-- ``lcc_overhead`` = time_refresh_s / (epoch_time_s - time_refresh_s - time_diagnostic_s): the refresh
-  relative to the rest of the epoch. Per-step costs (capture, loss, buffer copy) are not in it: timing
+- ``lcc/time_calibration_s``: with ``weight="auto"``, measuring the gradient ratio after the refresh
+  (:mod:`latentcc.lcc.weight`), logged with ``lcc/grad_ratio_measured`` (unweighted ||grad LCC|| / ||grad CE||)
+  and ``lcc/weight`` (the weight of every correction epoch, fixed between refreshes);
+- ``lcc_overhead`` = (time_refresh_s + time_calibration_s) / (epoch_time_s - those - time_diagnostic_s): the
+  refresh relative to the rest of the epoch. Per-step costs (capture, loss, buffer copy) are not in it: timing
   them would need a device sync per step. The wall-clock ratio of paired runs (``latentcc demo``) has them.
 """
 
@@ -24,6 +27,8 @@ from torch import nn
 from latentcc.config import LCCConfig
 from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
 from latentcc.errors import param_error
+from latentcc.lcc.weight import calibrate_weight
+from latentcc.seeding import rng_state, set_rng_state
 
 if TYPE_CHECKING:  # latentcc.train imports this module (fit wraps lcc= in an LCCHook)
     from latentcc.train.hooks import EpochContext, Step
@@ -37,7 +42,11 @@ class LCCHook:
 
     def __init__(self, lcc: LatentClusterCorrection | LCCConfig) -> None:
         self.lcc = lcc if isinstance(lcc, LatentClusterCorrection) else LatentClusterCorrection(lcc)
-        self.weight = self.lcc.config.weight
+
+    @property
+    def weight(self) -> float:
+        """What fit multiplies the term by: the configured weight, or the one calibrated after the last refresh."""
+        return self.lcc.weight
 
     # ---------------------------------------------------------------- before training
     def check_schedule(self, epochs: int) -> list[str]:
@@ -62,7 +71,14 @@ class LCCHook:
             ctx.model, ctx.data.train, ctx.epoch, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers,
             device=ctx.device, progress=cfg.progress,
         )  # fmt: skip
+        auto = self.lcc.config.weight == "auto"
+        if stats and auto:  # a refresh ran: calibrate on training batches of the training batch size
+            cal = calibrate_weight(self.lcc, ctx.model, ctx.data.train, batch_size=cfg.batch_size,
+                                   epoch=ctx.epoch, device=ctx.device)  # fmt: skip
+            stats |= cal.stats()
         ctx.metrics |= {f"lcc/{k}": v for k, v in stats.items()}
+        if auto and self.lcc.active:  # every correction epoch, also those between refreshes
+            ctx.metrics["lcc/weight"] = self.lcc.weight
 
     def forward(self, model: nn.Module) -> contextlib.AbstractContextManager[Any]:
         return self.lcc.capture(model)
@@ -76,10 +92,14 @@ class LCCHook:
         if not (self.lcc.config.diagnostic and self.lcc.active and val.n):
             return
         t = time.perf_counter()
-        gap = cc_mc_accuracy(
-            ctx.model, ctx.data.val, val.correct, self.lcc.config, device=ctx.device,
-            batch_size=ctx.config.eval_batch_size,
-        )  # fmt: skip
+        saved = rng_state()  # a measurement must not move the run: its loader draws from torch's global RNG
+        try:
+            gap = cc_mc_accuracy(
+                ctx.model, ctx.data.val, val.correct, self.lcc.config, device=ctx.device,
+                batch_size=ctx.config.eval_batch_size,
+            )  # fmt: skip
+        finally:
+            set_rng_state(*saved)
         ctx.metrics |= {f"val_{k}": v for k, v in gap.items()}
         ctx.metrics["lcc/time_diagnostic_s"] = round(time.perf_counter() - t, 4)
 
@@ -88,7 +108,7 @@ class LCCHook:
         if "lcc/time_refresh_s" not in m:
             return
         # from the logged columns themselves, so that anyone can recompute it from metrics.csv
-        refresh = m["lcc/time_refresh_s"]
+        refresh = m["lcc/time_refresh_s"] + m.get("lcc/time_calibration_s", 0.0)
         rest = m["epoch_time_s"] - refresh - m.get("lcc/time_diagnostic_s", 0.0)
         m["lcc_overhead"] = round(refresh / max(rest, 1e-9), 4)
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from latentcc.config import LCCConfig
 from latentcc.correction import LatentClusterCorrection
 from latentcc.errors import LatentccError, param_error, require
+from latentcc.lcc.weight import require_numeric_weight
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainerCallback
@@ -62,6 +63,7 @@ class LCCTrainerMixin(_Base):
             )  # fmt: skip
         super().__init__(*args, **kwargs)
         self.lcc = lcc if lcc is not None else LatentClusterCorrection(lcc_config)  # type: ignore[arg-type]
+        require_numeric_weight(self.lcc.config, type(self).__name__)
         self.lcc_data = lcc_data
         self._lcc_sum: Any = 0.0  # unweighted LCC loss summed on the device since the last log
         self._lcc_n = 0
@@ -80,16 +82,15 @@ class LCCTrainerMixin(_Base):
             return super().compute_loss(model, inputs, **kw)
         if idx is None:
             raise LatentccError(f"{type(self).__name__}: the batch has no 'idx'. {_NO_IDX}")
+        # the labels for the train-pass buffer, read before compute_loss (which pops them for label smoothing)
+        labels = inputs.get(self.label_names[0] if self.label_names else "labels")
         with self.lcc.capture(cast(nn.Module, self.model)) as z:
             out: Any = super().compute_loss(model, inputs, **kw)
-        labels = inputs.get(
-            self.label_names[0] if self.label_names else "labels"
-        )  # rows of the train-pass buffer
         l_lcc = self.lcc.loss(z, idx, labels if isinstance(labels, torch.Tensor) else None)
         self._lcc_sum, self._lcc_n = self._lcc_sum + l_lcc.detach(), self._lcc_n + 1  # no host sync
         if return_outputs:
-            return out[0] + self.lcc.config.weight * l_lcc, out[1]
-        return out + self.lcc.config.weight * l_lcc
+            return out[0] + self.lcc.weight * l_lcc, out[1]
+        return out + self.lcc.weight * l_lcc
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self._lcc_n:  # sync point: once per logging step

@@ -32,6 +32,7 @@ from latentcc.batch import unpack_batch
 from latentcc.config import LCCConfig
 from latentcc.correction import LatentClusterCorrection
 from latentcc.errors import LatentccError, require
+from latentcc.lcc.weight import require_numeric_weight
 
 if TYPE_CHECKING:
     from lightning.pytorch import Callback, LightningModule, Trainer
@@ -56,6 +57,7 @@ class LCCCallback(Callback):
         auto_loss: bool = True,
     ) -> None:
         self.lcc = config if isinstance(config, LatentClusterCorrection) else LatentClusterCorrection(config)
+        require_numeric_weight(self.lcc.config, "LCCCallback")
         self.train_data, self.batch_size, self.auto_loss = train_data, batch_size, auto_loss
         self._saved: Any = None
         self._wrapped = False
@@ -87,8 +89,8 @@ class LCCCallback(Callback):
             )  # y: rows of the train-pass buffer
             pl_module.log("lcc/loss", l_lcc.detach(), batch_size=len(idx))
             if isinstance(out, dict):
-                return {**out, "loss": out["loss"] + lcc.config.weight * l_lcc}
-            return out + lcc.config.weight * l_lcc
+                return {**out, "loss": out["loss"] + lcc.weight * l_lcc}
+            return out + lcc.weight * l_lcc
 
         self._saved = pl_module.__dict__.get("training_step")  # None unless the instance had its own
         pl_module.training_step = training_step  # type: ignore[method-assign]

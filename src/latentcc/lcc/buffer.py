@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from latentcc.distributed import comm_device, world
-from latentcc.errors import param_error
+from latentcc.errors import LatentccError, param_error
 from latentcc.latents import Latents
 
 
@@ -40,6 +40,18 @@ class LatentBuffer:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = torch.zeros(num_samples, dtype=torch.int32, device=self.device)
         self.labels = torch.full((num_samples,), -1, dtype=torch.int64, device=self.device)
+        # the write call (1, 2, ...) that last wrote each row: under DDP it tells which rank's row is newest
+        self.stamp = torch.zeros(num_samples, dtype=torch.int64, device=self.device)
+        self.writes = 0
+
+    def to(self, device: torch.device | str) -> LatentBuffer:
+        """This buffer, moved to ``device`` (in place; returns self)."""
+        self.device = torch.device(device)
+        self.count, self.labels, self.stamp = (
+            t.to(self.device) for t in (self.count, self.labels, self.stamp)
+        )
+        self.sums = {n: t.to(self.device) for n, t in self.sums.items()}
+        return self
 
     @property
     def num_samples(self) -> int:
@@ -61,6 +73,8 @@ class LatentBuffer:
                     f"indices from {lo} to {hi}",
                     "Pass the sample indices the training dataset yields, 0..N-1.",
                 )  # fmt: skip
+        self.writes += 1  # a Python counter: the same on every DDP rank, which step in lockstep
+        self.stamp.index_fill_(0, i, self.writes)
         self.count.index_fill_(0, i, 0)
         self.count.index_add_(0, i, torch.ones_like(i, dtype=torch.int32))
         if y is not None and y.ndim == 1 and len(y) == len(i) and not y.is_floating_point():
@@ -80,59 +94,97 @@ class LatentBuffer:
         self.count.zero_()
 
     def assemble(
-        self, collect_rows: Callable[[np.ndarray], Latents | None]
+        self, collect_rows: Callable[[np.ndarray], Latents | None], names: list[str]
     ) -> tuple[Latents | None, dict[str, int]]:
-        """The full (N, D) latents of a refresh: written rows from the buffer, the others from ``collect_rows``.
+        """The full (N, D) latents of ``names`` for a refresh: written rows from the buffer, the others from
+        ``collect_rows``.
 
         ``collect_rows(indices)`` returns the eval-pass latents and labels of those sample indices (row i =
         ``indices[i]``; None for no indices). Under DDP every rank calls it for its share of the rows nobody
-        wrote (possibly none) and rank 0 receives the sum of the ranks' buffers. Returns ``(latents, counts)``:
-        the latents on rank 0 (None elsewhere); counts = rows from the buffer and rows from the eval pass.
+        wrote (possibly none); a row several ranks wrote comes from the rank(s) that wrote it last, and rank 0
+        receives the ranks' rows. Returns ``(latents, counts)``: the latents on rank 0 (None elsewhere);
+        counts = rows from the buffer and rows from the eval pass.
+
+        Works in place (no copy of the (N, D) buffers in one process): afterwards every row holds its final
+        latent with count 1, so a second call returns the same latents without an eval pass.
         """
         rank, size = world()
         known = (self.count > 0) & (self.labels >= 0)
+        if size > 1:  # only the newest write of a row counts: the max stamp over ranks (an (N,) all-reduce)
+            newest = torch.where(known, self.stamp, 0).to(comm_device(), copy=True)
+            dist.all_reduce(newest, op=dist.ReduceOp.MAX)
+            known &= self.stamp == newest.to(self.device)
         local = torch.where(known, self.count, 0)
         count = local
-        if size > 1:  # every rank learns which rows nobody wrote: an (N,) int32 all-reduce
+        if size > 1:  # every rank learns which rows nobody wrote
             count = local.to(comm_device(), copy=True)
             dist.all_reduce(count)
         unseen = np.flatnonzero(count.cpu().numpy() == 0)  # sync point: once per refresh
         mine = unseen[rank::size]
         part = collect_rows(mine) if (size > 1 or mine.size) else None  # under DDP every rank takes part
-        # rows nobody wrote (or wrote without a label) contribute nothing: the eval pass fills them
-        sums = {n: torch.where(known.unsqueeze(1), b, 0) for n, b in self.sums.items()}
-        labels = torch.where(known, self.labels, 0)
-        if part is not None and mine.size:
-            rows = torch.from_numpy(mine).to(self.device)
-            local = local.index_fill(0, rows, 1)
-            labels = labels.index_copy(0, rows, torch.from_numpy(part.labels).to(self.device))
-            for name, a in part.arrays.items():
-                buf = sums.get(name)
-                if buf is None:  # no step wrote this layer yet
-                    dtype = torch.float64 if a.dtype == np.float64 else torch.float32
-                    buf = torch.zeros((self.num_samples, a.shape[1]), dtype=dtype, device=self.device)
-                sums[name] = buf.index_copy(0, rows, torch.from_numpy(np.asarray(a)).to(buf))
+        widths = self._widths(names, part)
+        labels = self.labels.masked_fill(~known, 0)
+        rows = torch.from_numpy(mine).to(self.device) if part is not None and mine.size else None
+        for name in names:
+            buf = self.sums.get(name)
+            if buf is None:  # no step wrote this layer on this rank yet
+                d, dtype = widths[name]
+                buf = self.sums[name] = torch.zeros((self.num_samples, d), dtype=dtype, device=self.device)
+            buf.masked_fill_(~known.unsqueeze(1), 0)  # rows nobody wrote (or without a label) add nothing
+            if rows is not None and part is not None:
+                buf.index_copy_(0, rows, torch.from_numpy(np.asarray(part[name])).to(buf))
+            # the mean of a row written several times in its last batch (x / 1 is exact)
+            buf.div_(local.clamp_min(1).to(buf.dtype).unsqueeze(1))
+        if rows is not None and part is not None:
+            labels.index_copy_(0, rows, torch.from_numpy(part.labels).to(self.device))
+            local.index_fill_(0, rows, 1)
+        # the buffer now holds final rows: a second call reproduces them
+        self.count.copy_(local.clamp_max(1))
+        self.labels.copy_(torch.where(local > 0, labels, self.labels))
         counts = {
             "rows_from_training": self.num_samples - int(unseen.size),
             "rows_eval_pass": int(unseen.size),
         }
-        if size > 1:  # rank 0 receives every rank's rows (a row two ranks wrote is their mean)
+        sums = {n: self.sums[n] for n in names}
+        if (
+            size > 1
+        ):  # rank 0 receives every rank's rows (a row the newest write of two ranks holds: their mean)
             dev = comm_device()
-            local, labels = local.to(dev), labels.to(dev)
-            dist.reduce(local, dst=0)
-            # a label is the same on every rank that has it: the max over ranks (unknown rows hold 0 before)
+            ranks = local.clamp_max(1).to(dev)
+            dist.reduce(ranks, dst=0)
+            labels = labels.to(dev)
+            # a label is the same on every rank that has it: the max over ranks (unknown rows hold 0)
             dist.reduce(labels, dst=0, op=dist.ReduceOp.MAX)
-            for name, buf in list(sums.items()):
-                b = buf.to(dev, copy=True)
+            for name in names:
+                b = sums[name].to(dev, copy=True)
                 dist.reduce(b, dst=0)
-                sums[name] = b
+                sums[name] = b.div_(ranks.clamp_min(1).to(b.dtype).unsqueeze(1)) if rank == 0 else b
         if rank != 0:
             return None, counts
-        c = local.to(torch.float64).clamp_min(1).unsqueeze(1)  # a row written once is copied exactly
-        arrays = {
-            n: (s.to(torch.float64) / c.to(s.device)).to(s.dtype).cpu().numpy() for n, s in sums.items()
-        }
+        arrays = {n: s.cpu().numpy() for n, s in sums.items()}  # on the CPU a view of the buffer (no copy)
         return Latents(arrays, labels.cpu().numpy().astype(np.int64)), counts
+
+    def _widths(self, names: list[str], part: Latents | None) -> dict[str, tuple[int, torch.dtype]]:
+        """(D, dtype) of every layer, known on every rank (under DDP a rank may not have written yet)."""
+        mine = {n: (int(b.shape[1]), b.dtype) for n, b in self.sums.items()}
+        if part is not None:
+            for n, a in part.arrays.items():
+                mine.setdefault(
+                    n, (int(a.shape[1]), torch.float64 if a.dtype == np.float64 else torch.float32)
+                )
+        if world()[1] > 1:
+            every: list[Any] = [None] * world()[1]
+            dist.all_gather_object(every, {n: (d, str(t)) for n, (d, t) in mine.items()})
+            for other in every:
+                for n, (d, t) in other.items():
+                    mine.setdefault(n, (d, getattr(torch, t.removeprefix("torch."))))
+        missing = [n for n in names if n not in mine]
+        if missing:
+            raise LatentccError(
+                f"LCC refresh: no latent of layer(s) {missing} was written or collected on any rank; "
+                "every training step must run these layers (see LatentClusterCorrection.check_captured)."
+            )
+        return mine
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -141,6 +193,8 @@ class LatentBuffer:
             "sums": {n: t.cpu() for n, t in self.sums.items()},
             "count": self.count.cpu(),
             "labels": self.labels.cpu(),
+            "stamp": self.stamp.cpu(),
+            "writes": torch.tensor(self.writes, dtype=torch.int64),
         }
 
     @classmethod
@@ -150,4 +204,7 @@ class LatentBuffer:
         buf.count = count.to(buf.device, torch.int32)
         buf.labels = torch.as_tensor(state["labels"]).to(buf.device, torch.int64)
         buf.sums = {n: torch.as_tensor(t).to(buf.device) for n, t in state["sums"].items()}
+        if "stamp" in state:
+            buf.stamp = torch.as_tensor(state["stamp"]).to(buf.device, torch.int64)
+            buf.writes = int(torch.as_tensor(state["writes"]))
         return buf

@@ -61,7 +61,8 @@ def epoch_start(
     the true classes in the same sample-index order as ``latents``. ``initial`` (the previous epoch's
     clusters) warm-starts Leiden when ``config.warm_start``. PCA to ``config.graph_dim`` (if smaller
     than D) only shapes the graph; targets live in the full space because the loss compares them with
-    the model's full latents. Results do not depend on where the latents sit in space: every stage
+    the model's full latents; ``config.loss`` picks which targets (docs/algorithms.md, LCC item 11).
+    Results do not depend on where the latents sit in space: every stage
     computes on them translated (in float64) to centre each column's range on 0. The exception is
     ``config.metric="cosine"``, which depends on the position by definition: without PCA it is the
     cosine of the latents as given (to float64's precision, however far from the origin they sit);
@@ -72,7 +73,9 @@ def epoch_start(
     y, clusters, owners, cc, seconds = _cluster_latents(m, labels, config, initial, name, where)
     t = time.perf_counter()
     k = config.k_target or config.k
-    targets = _targets_of(m, y, clusters, owners, k, config.orphan_policy, "auto")
+    targets = _targets_of(
+        m, y, clusters, owners, k, config.orphan_policy, "auto", config.loss, config.tangent_dim
+    )
     seconds["targets"] = time.perf_counter() - t
     return EpochStart(targets, clusters, owners, cc, seconds)
 

@@ -4,6 +4,11 @@ For an MC sample z of class a and each cluster j owned by a, t_j = mean of the k
 of cluster j (squared L2, k capped at the number of CC samples in j); the sample's target is the t_j
 nearest to z. The work is one exact k-NN search per owned cluster (all MC samples of the owning class
 as queries at once), never a loop over samples.
+
+The loss variants (``LCCConfig.loss``, docs/algorithms.md LCC item 11) change what is stored: ``scale_free``
+stores the targets in the latents' normalised frame, ``orthogonal`` adds each target's tangent basis (PCA
+of the neighbours it averages), ``all_samples`` gives every sample the centroid of its k nearest other CC
+samples of its class.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import numpy as np
 import torch
 
 from latentcc.arrays import Matrix, as_matrix
-from latentcc.errors import CheckpointError, param_error, require
+from latentcc.config import LCC_LOSSES
+from latentcc.errors import CheckpointError, LatentccError, param_error, require
 from latentcc.lcc.matching import (
     Labels,
     _check_cells,
@@ -51,8 +57,17 @@ class LCCTargets:
         orphans: int64 ids of the classes present in ``y_true`` that own no cluster.
         num_clusters: C.
         scale: the power of two (:func:`latentcc.scaling.pow2_scale` of the latents' spread) that the
-            loss multiplies ``z - t`` by before squaring, so distances of latents around 1e-300 or
-            1e200 neither vanish nor overflow; 1.0 (no extra work per step) for ordinary latents.
+            loss multiplies ``z - t`` (``scale_free``: z minus the batch mean) by before squaring, so
+            distances of latents around 1e-300 or 1e200 neither vanish nor overflow; 1.0 (no extra work
+            per step) for ordinary latents.
+        loss: the ``LCCConfig.loss`` variant these targets were computed for. With ``"scale_free"``,
+            ``vectors`` are in the normalised frame of the latents (centred on their mean, divided by
+            their RMS distance to it), not in the latents' units; with ``"all_samples"`` every sample
+            may have a target, CC ones included.
+        basis: ``"orthogonal"`` only: (M, r, D), for each target r orthonormal rows spanning its tangent
+            space (r = ``tangent_dim``; a row is 0 where the neighbours span fewer directions), in the
+            dtype of ``vectors``; None for the other variants. Rows, not columns: the loss reads each
+            direction of a batch as one contiguous (B, D) slice.
     """
 
     mc_mask: torch.Tensor
@@ -62,16 +77,39 @@ class LCCTargets:
     orphans: np.ndarray
     num_clusters: int
     scale: float = 1.0
+    loss: str = "paper"
+    basis: torch.Tensor | None = None
     # vectors cast once to the dtype of the loss's latents (see for_dtype); not copied by .to()
     _cast: dict[torch.dtype, tuple[torch.Tensor, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _basis_cast: dict[torch.dtype, torch.Tensor] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def to(self, device: torch.device | str) -> LCCTargets:
         """A copy with the tensors on ``device`` (owners/orphans stay numpy)."""
         return dataclasses.replace(
-            self, mc_mask=self.mc_mask.to(device), slot=self.slot.to(device), vectors=self.vectors.to(device)
-        )
+            self, mc_mask=self.mc_mask.to(device), slot=self.slot.to(device), vectors=self.vectors.to(device),
+            basis=None if self.basis is None else self.basis.to(device),
+        )  # fmt: skip
+
+    def basis_for_dtype(self, dtype: torch.dtype) -> torch.Tensor:
+        """``basis`` in the dtype ``z - t`` is computed in for latents of ``dtype`` (float64 for float64,
+        float32 otherwise), cast once per targets object and cached (values in [-1, 1]: nothing to lose
+        but float32 precision)."""
+        if self.basis is None:
+            raise LatentccError(
+                f"These LCC targets were computed for loss={self.loss!r} and hold no tangent basis; "
+                "loss='orthogonal' needs targets computed with it (lcc_targets(..., loss='orthogonal'))."
+            )
+        want = torch.float64 if dtype == torch.float64 else torch.float32
+        if self.basis.dtype == want:
+            return self.basis
+        got = self._basis_cast.get(want)
+        if got is None:
+            got = self._basis_cast[want] = self.basis.to(want)
+        return got
 
     def for_dtype(self, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
         """(vectors, scale) for latents ``z`` of ``dtype``: float64 vectors for float64 z, float32 ones
@@ -119,9 +157,14 @@ class LCCTargets:
         """Fraction of the N samples that are misclustered."""
         return self.num_mc / max(1, int(self.mc_mask.shape[0]))
 
-    def state_dict(self) -> dict[str, torch.Tensor | int | float]:
-        """Tensors and plain numbers only, so it fits a safetensors + JSON checkpoint (``vectors`` keep
-        their dtype, float32 or float64: a resumed run uses bitwise the same targets)."""
+    def state_dict(self) -> dict[str, torch.Tensor | int | float | str]:
+        """Tensors, plain numbers and the variant's name, so it fits a safetensors + JSON checkpoint
+        (``vectors`` keep their dtype, float32 or float64: a resumed run uses bitwise the same targets).
+        ``loss`` and ``basis`` are written only when they differ from the paper's (no name, no basis), so
+        a ``"paper"`` state is the one written before the variants existed."""
+        extra: dict[str, torch.Tensor | str] = {} if self.loss == "paper" else {"loss": self.loss}
+        if self.basis is not None:
+            extra["basis"] = self.basis.contiguous()
         return {
             "mc_mask": self.mc_mask.contiguous(),
             "slot": self.slot.contiguous(),
@@ -130,6 +173,7 @@ class LCCTargets:
             "orphans": torch.from_numpy(np.ascontiguousarray(self.orphans, dtype=np.int64)),
             "num_clusters": int(self.num_clusters),
             "scale": float(self.scale),
+            **extra,
         }
 
     @classmethod
@@ -146,14 +190,28 @@ class LCCTargets:
                 f"LCC targets state has inconsistent shapes: mc_mask {tuple(mc.shape)} {mc.dtype}, "
                 f"slot {tuple(slot.shape)}, vectors {tuple(vec.shape)}."
             )
+        loss, basis = state.get("loss", "paper"), state.get("basis")
+        if loss not in LCC_LOSSES or (basis is None) != (loss != "orthogonal"):
+            raise CheckpointError(
+                f"LCC targets state has loss {loss!r} with {'no' if basis is None else 'a'} tangent basis; "
+                f"expected one of {list(LCC_LOSSES)}, with a basis exactly for 'orthogonal'."
+            )
+        if basis is not None and (basis.ndim != 3 or (basis.shape[0], basis.shape[2]) != vec.shape):
+            raise CheckpointError(
+                f"LCC targets state has a tangent basis of shape {tuple(basis.shape)} for vectors of shape "
+                f"{tuple(vec.shape)}; expected (M, r, D) = ({vec.shape[0]}, r, {vec.shape[1]})."
+            )
+        fvec = vec if vec.dtype == torch.float64 else vec.float()
         return cls(
             mc_mask=mc,
             slot=slot.long(),
-            vectors=vec if vec.dtype == torch.float64 else vec.float(),
+            vectors=fvec,
             owners=np.asarray(torch.as_tensor(state["owners"]).cpu().numpy(), dtype=np.int64),
             orphans=np.asarray(torch.as_tensor(state["orphans"]).cpu().numpy(), dtype=np.int64),
             num_clusters=int(state["num_clusters"]),
             scale=float(state.get("scale", 1.0)),
+            loss=str(loss),
+            basis=None if basis is None else basis.to(fvec.dtype),
         )
 
 
@@ -167,8 +225,10 @@ def lcc_targets(
     orphan_policy: str = "skip",
     backend: str = "auto",
     name: str | None = None,
+    loss: str = "paper",
+    tangent_dim: int = 2,
 ) -> LCCTargets:
-    """Targets of the misclustered samples of one layer (ALGORITHMS.md §1.6, §1.8).
+    """Targets of the misclustered samples of one layer (ALGORITHMS.md §1.6, §1.8), or of every sample.
 
     Args:
         latents: (N, D) epoch-start latents, numpy, torch (any device but meta) or a nested list, any
@@ -185,6 +245,12 @@ def lcc_targets(
         backend: exact k-NN search: ``"faiss"`` (IndexFlatL2), ``"torch"`` (blocked matmul), or
             ``"auto"`` (torch for small searches, faiss for large ones when installed).
         name: label for error messages, e.g. the layer name.
+        loss: the ``LCCConfig.loss`` variant the targets are for (docs/algorithms.md, LCC item 11):
+            ``"paper"`` and ``"orthogonal"`` (which adds each target's tangent basis) target the MC
+            samples as above; ``"scale_free"`` the same targets in the latents' normalised frame;
+            ``"all_samples"`` every sample: the mean of its k nearest other CC samples of its class
+            (samples of a class owning no cluster follow ``orphan_policy``).
+        tangent_dim: ``loss="orthogonal"``: directions of each target's tangent basis (< k and < D).
 
     Returns:
         :class:`LCCTargets` with CPU tensors (move them with ``.to(device)``). Ties between equally
@@ -208,19 +274,37 @@ def lcc_targets(
         raise param_error("backend", func, f"one of {list(BACKENDS)}", backend)
     if backend == "faiss":
         require("faiss", "graph", purpose="the nearest-neighbour search of LCC targets")
+    if loss not in LCC_LOSSES:
+        raise param_error("loss", func, f"one of {list(LCC_LOSSES)}", loss)
+    if isinstance(tangent_dim, bool) or not isinstance(tangent_dim, int | np.integer) or tangent_dim < 1:
+        raise param_error("tangent_dim", func, "an int >= 1", tangent_dim)
+    if loss != "orthogonal" and tangent_dim != 2:
+        raise param_error(
+            "tangent_dim", func, f"left at its default (2) when loss={loss!r}", tangent_dim,
+            "Only loss='orthogonal' estimates a tangent space.",
+        )  # fmt: skip
     num_classes = int(yt.max()) + 1
     if owners is None:
         _check_cells(num_classes, int(yc.max()) + 1, func)
         own = _owners(_contingency(yt, yc, num_classes, int(yc.max()) + 1))
     else:
         own = check_owners(owners, func, num_clusters=int(yc.max()) + 1).copy()  # stored in the result
-    return _targets_of(m, yt, yc, own, int(k), orphan_policy, backend)
+    return _targets_of(m, yt, yc, own, int(k), orphan_policy, backend, loss, int(tangent_dim))
 
 
 def _targets_of(
-    m: Matrix, yt: np.ndarray, yc: np.ndarray, owners: np.ndarray, k: int, orphan_policy: str, backend: str
+    m: Matrix,
+    yt: np.ndarray,
+    yc: np.ndarray,
+    owners: np.ndarray,
+    k: int,
+    orphan_policy: str,
+    backend: str,
+    loss: str = "paper",
+    tangent_dim: int = 2,
 ) -> LCCTargets:
-    """Targets of validated inputs, in the units of the latents (the epoch start calls this directly).
+    """Targets of validated inputs, in the units of the latents (the epoch start calls this directly;
+    ``scale_free``: in their normalised frame).
 
     The search runs on the latents translated to centre each column's range on 0 (and rescaled by a
     power of two when extreme), computed in float64 before the float32 cast: neighbour ranks do not
@@ -233,9 +317,24 @@ def _targets_of(
     wide = m.work_dtype is np.float64
     xv = m.centred(np.float64) if wide else x  # same shift and scale, no float32 rounding
     assert isinstance(x, np.ndarray) and isinstance(xv, np.ndarray)  # validated without keep_device: numpy
-    out = _lcc_targets(x, xv, yt, yc, owners, k, orphan_policy, search)
+    if loss == "orthogonal" and tangent_dim >= min(k, x.shape[1]):
+        raise param_error(
+            "tangent_dim", m.func,
+            f"smaller than k_target ({k}) and the latent width D ({x.shape[1]}): the tangent space of a "
+            f"target averaged from {k} neighbours has at most {min(k - 1, x.shape[1])} directions",
+            tangent_dim,
+            "Fix: a smaller tangent_dim, or a larger k_target.",
+        )  # fmt: skip
+    out = _lcc_targets(x, xv, yt, yc, owners, k, orphan_policy, search, loss, tangent_dim)
     out.scale = m.scale
-    if out.vectors.shape[0]:  # back to the units of the latents
+    if loss == "scale_free":
+        # The normalised frame (centred on the latents' mean, divided by their RMS distance to it) does not
+        # depend on the shift and power-of-two scale of the working frame xv, so no undoing: float64, then
+        # the working dtype (values of order 1, nothing to lose).
+        mu, radius = _mean_and_radius(xv)
+        vec = (out.vectors.numpy().astype(np.float64) - mu) / (radius if radius > 0 else 1.0)
+        out.vectors = torch.from_numpy(np.ascontiguousarray(vec, dtype=xv.dtype))
+    elif out.vectors.shape[0]:  # back to the units of the latents
         with np.errstate(over="ignore", under="ignore"):
             vec = out.vectors.numpy().astype(np.float64) / m.scale + m.shift
             kept = vec.astype(np.float64 if wide else np.float32)
@@ -266,9 +365,14 @@ def _lcc_targets(
     k: int,
     orphan_policy: str,
     search: str,
+    loss: str = "paper",
+    tangent_dim: int = 2,
 ) -> LCCTargets:
     """``x``: the float32 rows the k-NN searches run on; ``xv``: the same rows in the dtype the centroids
-    are averaged and compared in (``x`` itself for float32 latents, their float64 copy otherwise)."""
+    are averaged and compared in (``x`` itself for float32 latents, their float64 copy otherwise).
+
+    Every target is the mean of ``xv`` over a set of neighbours, kept as (ids, (., k) neighbour ids padded
+    with -1) so that ``orthogonal`` can estimate its tangent basis from the same rows."""
     n, d = x.shape
     num_classes = max(int(yt.max()), int(owners.max(initial=-1))) + 1
     mc = owners[yc] != yt
@@ -285,41 +389,31 @@ def _lcc_targets(
     valid = np.flatnonzero(owners >= 0)
     clusters_of_class = _groups(owners[valid], num_classes, valid)  # owned cluster ids per class
 
-    got_ids: list[np.ndarray] = []
-    got_vecs: list[np.ndarray] = []
+    got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (ids, targets, neighbour ids) per group
     for a in range(num_classes):  # loop over classes and their clusters, never over samples
         q_ids = mc_of_class[a]
-        if q_ids.size == 0:
-            continue
         if is_orphan[a]:
             # A class owning no cluster has no CC sample: its MC samples are all its members.
             if orphan_policy == "class_centroid" and q_ids.size > 1:
-                got_ids.append(q_ids)
-                got_vecs.append(_class_centroids(x[q_ids], xv[q_ids], k, search))
+                nn = q_ids[_others(x[q_ids], k, search)]
+                got.append((q_ids, _centroids(xv, nn), _pad(nn, k)))
             continue
-        q = xv[q_ids]
-        best_d = np.full(q_ids.size, np.inf, dtype=xv.dtype)
-        best_t = np.zeros((q_ids.size, d), dtype=xv.dtype)
-        for j in clusters_of_class[a]:
-            base_ids = cc_of_cluster[j]
-            if base_ids.size == 0:  # only with inconsistent caller-given owners
-                continue
-            nn = _knn(x[base_ids], x[q_ids], min(k, base_ids.size), search)
-            t = _centroids(xv[base_ids], nn)
-            diff = q - t
-            dist = np.einsum("ij,ij->i", diff, diff)
-            better = dist < best_d  # strict: ties keep the lower cluster id
-            best_d[better] = dist[better]
-            best_t[better] = t[better]
-        has = np.isfinite(best_d)
-        got_ids.append(q_ids[has])
-        got_vecs.append(best_t[has])
+        bases = [cc_of_cluster[j] for j in clusters_of_class[a]]  # CC samples per cluster the class owns
+        if loss == "all_samples":
+            cc_ids = np.sort(np.concatenate([*bases, np.zeros(0, dtype=np.int64)]))
+            got.extend(_own_class_targets(x, xv, q_ids, cc_ids, k, search))
+        elif q_ids.size:
+            got.append(_nearest_cluster_targets(x, xv, q_ids, bases, k, search))
 
-    ids_all = np.concatenate(got_ids) if got_ids else np.zeros(0, dtype=np.int64)
-    vecs_all = np.concatenate(got_vecs) if got_vecs else np.zeros((0, d), dtype=xv.dtype)
+    ids_all = np.concatenate([g[0] for g in got] + [np.zeros(0, dtype=np.int64)])
+    vecs_all = np.concatenate([g[1] for g in got] + [np.zeros((0, d), dtype=xv.dtype)])
     order = np.argsort(ids_all, kind="stable")  # targets stored in sample-index order
     slot = np.full(n, -1, dtype=np.int64)
     slot[ids_all[order]] = np.arange(order.size, dtype=np.int64)
+    basis = None
+    if loss == "orthogonal":
+        nn_all = np.concatenate([g[2] for g in got] + [np.zeros((0, k), dtype=np.int64)])
+        basis = torch.from_numpy(_tangent_bases(xv, nn_all[order], tangent_dim))
     return LCCTargets(
         mc_mask=torch.from_numpy(mc),
         slot=torch.from_numpy(slot),
@@ -327,12 +421,53 @@ def _lcc_targets(
         owners=owners,
         orphans=orphans,
         num_clusters=int(owners.size),
+        loss=loss,
+        basis=basis,
     )
 
 
-def _class_centroids(members: np.ndarray, values: np.ndarray, k: int, search: str) -> np.ndarray:
-    """(n, D) mean of the k nearest OTHER rows of ``members`` (n >= 2) for each of its rows, searched on
-    ``members`` (float32) and averaged over the same rows of ``values``."""
+def _nearest_cluster_targets(
+    x: np.ndarray, xv: np.ndarray, q_ids: np.ndarray, bases: list[np.ndarray], k: int, search: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's targets of the MC samples ``q_ids`` of one class: over the CC samples of each cluster the
+    class owns (``bases``), the centroid of the k nearest; the centroid nearest to the sample wins."""
+    q = xv[q_ids]
+    best_d = np.full(q_ids.size, np.inf, dtype=xv.dtype)
+    best_t = np.zeros((q_ids.size, xv.shape[1]), dtype=xv.dtype)
+    best_nn = np.full((q_ids.size, k), -1, dtype=np.int64)
+    for base_ids in bases:
+        if base_ids.size == 0:  # only with inconsistent caller-given owners
+            continue
+        nn = base_ids[_knn(x[base_ids], x[q_ids], min(k, base_ids.size), search)]
+        t = _centroids(xv, nn)
+        diff = q - t
+        dist = np.einsum("ij,ij->i", diff, diff)
+        better = dist < best_d  # strict: ties keep the lower cluster id
+        best_d[better] = dist[better]
+        best_t[better] = t[better]
+        best_nn[better] = _pad(nn[better], k)
+    has = np.isfinite(best_d)
+    return q_ids[has], best_t[has], best_nn[has]
+
+
+def _own_class_targets(
+    x: np.ndarray, xv: np.ndarray, mc_ids: np.ndarray, cc_ids: np.ndarray, k: int, search: str
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``all_samples`` targets of one class: each sample's mean of its k nearest OTHER CC samples of the
+    class (``cc_ids``, from every cluster the class owns); the MC samples ``mc_ids`` are never in the base,
+    the CC samples exclude themselves (a class with a single CC sample leaves that one without target)."""
+    out = []
+    if cc_ids.size >= 2:
+        nn = cc_ids[_others(x[cc_ids], k, search)]
+        out.append((cc_ids, _centroids(xv, nn), _pad(nn, k)))
+    if cc_ids.size and mc_ids.size:
+        nn = cc_ids[_knn(x[cc_ids], x[mc_ids], min(k, cc_ids.size), search)]
+        out.append((mc_ids, _centroids(xv, nn), _pad(nn, k)))
+    return out
+
+
+def _others(members: np.ndarray, k: int, search: str) -> np.ndarray:
+    """(n, min(k, n - 1)) indices into ``members`` (n >= 2) of each row's nearest OTHER rows, nearest first."""
     n = members.shape[0]
     kk = min(k, n - 1)
     nn = _knn(members, members, kk + 1, search)
@@ -340,7 +475,47 @@ def _class_centroids(members: np.ndarray, values: np.ndarray, k: int, search: st
     # farthest of the kk + 1, so every row keeps exactly kk neighbours.
     keep = nn != np.arange(n)[:, None]
     keep[keep.all(axis=1), -1] = False
-    return _centroids(values, nn[keep].reshape(n, kk))
+    return nn[keep].reshape(n, kk)
+
+
+def _mean_and_radius(xv: np.ndarray) -> tuple[np.ndarray, float]:
+    """(D,) float64 mean of the rows and their RMS distance to it, accumulated in float64 over blocks of rows
+    (no (N, D) float64 copy)."""
+    mu = xv.mean(axis=0, dtype=np.float64)
+    total = 0.0
+    step = max(1, _BLOCK_ELEMS // max(1, 4 * xv.shape[1]))
+    for s in range(0, xv.shape[0], step):
+        dev = xv[s : s + step].astype(np.float64) - mu
+        total += float(np.einsum("ij,ij->", dev, dev))
+    return mu, float(np.sqrt(total / xv.shape[0]))
+
+
+def _pad(nn: np.ndarray, k: int) -> np.ndarray:
+    """(nq, kk <= k) neighbour ids as (nq, k), the missing ones -1."""
+    return nn if nn.shape[1] == k else np.pad(nn, ((0, 0), (0, k - nn.shape[1])), constant_values=-1)
+
+
+def _tangent_bases(xv: np.ndarray, nn: np.ndarray, r: int) -> np.ndarray:
+    """(M, r, D) orthonormal tangent bases, in xv's dtype: for each row of ``nn`` ((M, k) sample ids, -1 =
+    none), the top r principal directions of ``xv[ids]`` (centred on their mean, the target; computed in
+    float64). A direction the neighbours do not span (fewer than r + 1 distinct rows) is a zero row:
+    the loss then keeps that component instead of removing an arbitrary one."""
+    m, k = nn.shape
+    d = xv.shape[1]
+    out = np.zeros((m, r, d), dtype=xv.dtype)
+    step = max(1, _BLOCK_ELEMS // max(1, 4 * k * d))
+    for s in range(0, m, step):  # blocks bound the (block, k, D) float64 arrays (a few of 32 MiB each)
+        ids = nn[s : s + step]
+        valid = (ids >= 0)[:, :, None]
+        p = xv[np.maximum(ids, 0)].astype(np.float64)
+        mean = (p * valid).sum(axis=1, keepdims=True) / valid.sum(axis=1, keepdims=True)
+        c = (p - mean) * valid  # padded rows are 0: they add nothing to the covariance
+        _, sv, vh = np.linalg.svd(c, full_matrices=False)  # vh: (b, min(k, D), D), rows by falling sv
+        rr = min(r, sv.shape[1])
+        tol = sv[:, :1] * max(k, d) * np.finfo(np.float64).eps
+        spanned = (sv[:, :rr] > tol) & (sv[:, :rr] > 0)
+        out[s : s + step, :rr] = vh[:, :rr, :] * spanned[:, :, None]
+    return out
 
 
 def _groups(labels: np.ndarray, n: int, ids: np.ndarray) -> list[np.ndarray]:

@@ -23,6 +23,15 @@ from latentcc.runlock import FolderLock, check_new_output, describe_outputs, fol
 REPRODUCTIONS: dict[str, tuple[str, str]] = {
     "lcc-cc-vs-mc": ("cc_vs_mc", "LCC paper: correctly clustered samples are classified more accurately"),
     "lcc-gain": ("lcc_gain", "LCC paper: LCC beats plain fine-tuning at w in {1e-4, 1e-2} x k in {5, 50}"),
+    "lcc-variants": (
+        "lcc_variants",
+        "issue 13: does any LCC loss variant (paper, scale-free, orthogonal, all samples) beat plain fine-tuning",
+    ),
+    "lcc-paper": (
+        "lcc_paper",
+        "LCC paper, its own setting: ImageNet ResNet-18 -> CIFAR-100 from the HF hub, 6-cell grid, 5 seeds "
+        "(internet + GPU; --data/--model: local folders)",
+    ),
     "scl-ft": (
         "scl_ft",
         "NC paper: SCL-FT near full FT with >= 90 % fewer trainable parameters, scarce data",
@@ -34,7 +43,11 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
         "probing paper: shuffled superclasses cluster better than natural ones",
     ),
 }
-DEFAULT_SEEDS = (0, 1, 2)
+DEFAULT_SEEDS = (0, 1, 2)  # a module's own DEFAULT_SEEDS wins (lcc-paper: the paper's 5)
+# Run only when named: they download from the Hugging Face hub and need hours on a GPU.
+NOT_IN_ALL = ("lcc-paper",)
+# Reproductions whose ``run`` takes local folders in place of their hub ids (``--data`` / ``--model``).
+TAKES_FOLDERS = ("lcc-paper",)
 
 
 def run_reproduction(
@@ -44,19 +57,31 @@ def run_reproduction(
     seeds: Sequence[int] | None = None,
     out_dir: str | Path | None = None,
     docs: str | Path | None = None,
+    data: str | None = None,
+    model: str | None = None,
 ) -> ClaimResult:
-    """Run reproduction ``name``; write its result (and figures) to ``out_dir``; update ``docs`` if given."""
+    """Run reproduction ``name``; write its result (and figures) to ``out_dir``; update ``docs`` if given.
+
+    ``data`` / ``model``: local folders replacing the hub dataset / model (reproductions in TAKES_FOLDERS).
+    """
     if name not in REPRODUCTIONS:
         raise param_error("name", "run_reproduction", f"one of {sorted(REPRODUCTIONS)}", name)
     if size not in SIZES:
         raise param_error("size", "run_reproduction", f"one of {list(SIZES)}", size)
-    seeds = tuple(seeds) if seeds else DEFAULT_SEEDS
+    folders = {k: v for k, v in (("data", data), ("model", model)) if v is not None}
+    if folders and name not in TAKES_FOLDERS:
+        key = next(iter(folders))
+        raise param_error(
+            key, "run_reproduction", f"None for '{name}' (only {list(TAKES_FOLDERS)} take --data/--model)",
+            folders[key], f"'{name}' runs on its embedded data and models. Fix: drop --{key}.",
+        )  # fmt: skip
     out = (
         Path(out_dir)
         if out_dir
         else new_folder(Path("runs") / "reproduce" / name, time.strftime("%Y%m%d-%H%M%S"))
     )
     module = importlib.import_module(f"latentcc.reproduce.{REPRODUCTIONS[name][0]}")
+    seeds = tuple(seeds) if seeds else tuple(getattr(module, "DEFAULT_SEEDS", DEFAULT_SEEDS))
     if docs is not None:  # at the door too: a refused docs folder would otherwise waste the whole run
         _check_docs_folder(Path(docs), out)
     with FolderLock(out, func="run_reproduction"):  # one process per output folder, for all of its writes
@@ -65,7 +90,7 @@ def run_reproduction(
             fix="choose another output folder (--out), a new or empty one, or move the old outputs away first.",
         )  # fmt: skip
         t0 = time.perf_counter()
-        result: ClaimResult = module.run(size, seeds, out)
+        result: ClaimResult = module.run(size, seeds, out, **folders)
         result.size, result.seeds, result.wall_time_s = size, seeds, time.perf_counter() - t0
         result.write(out)
         if docs is not None:
@@ -107,4 +132,4 @@ def _check_docs_folder(doc: Path, out: Path) -> None:
         )  # fmt: skip
 
 
-__all__ = ["DEFAULT_SEEDS", "REPRODUCTIONS", "ClaimResult", "run_reproduction"]
+__all__ = ["DEFAULT_SEEDS", "NOT_IN_ALL", "REPRODUCTIONS", "TAKES_FOLDERS", "ClaimResult", "run_reproduction"]

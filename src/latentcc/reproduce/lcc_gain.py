@@ -59,7 +59,9 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         for seed in seeds:
             t = dataclasses.replace(tcfg, seed=seed)
             cells_cfg: list[tuple[str, LCCConfig | None]] = [("baseline", None)]
-            cells_cfg += [(f"w={w:g}, k={k}", LCCConfig(layers=(layer,), weight=w, k=k)) for w, k in GRID]
+            # the paper's algorithm: the latents of an eval pass at each refresh
+            paper = dict(layers=(layer,), latent_source="eval_pass")
+            cells_cfg += [(f"w={w:g}, k={k}", LCCConfig(**paper, weight=w, k=k)) for w, k in GRID]  # type: ignore[arg-type]
             for key, lcc in cells_cfg:
                 folder = out / domain / key.replace(", ", "_").replace("=", "") / f"seed-{seed}"
                 res = finetune(mcfg, dcfg, t, out_dir=folder, splits=splits, lcc=lcc)

@@ -12,10 +12,12 @@ ones it finds, in this order per epoch:
         loss = task loss + sum of term.weight * term(captured, step)
     on_validation(ctx, val)                   # after the validation pass (e.g. the LCC CC/MC diagnostic)
     on_epoch_end(ctx)                         # ctx.metrics is the epoch's row, epoch_time_s included
+                                              # (loss terms first: the caller's callbacks see their columns,
+                                              # e.g. lcc_overhead; epoch_time_s stops before on_epoch_end)
 
 A term's per-sample mean (unweighted) is logged as ``train_<name>``, and ``train_ce`` is the task loss alone.
-Before training, ``check_schedule(epochs) -> notes`` and ``check_forward(captured, batch_size)`` (on one example
-batch) let a term refuse settings that would do nothing; ``state_dict()`` / ``load_state_dict(state, device=)``
+Before training, ``check_schedule(epochs) -> notes`` and ``check_forward(captured, batch_size, model)`` (on one
+example batch) let a term refuse settings that would do nothing; ``state_dict()`` / ``load_state_dict(state, device=)``
 carry its state in checkpoints (key ``terms/<name>``).
 """
 

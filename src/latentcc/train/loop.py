@@ -480,7 +480,8 @@ def _train(loop: _Loop, state: _State) -> None:
             call_hooks(loop.hooks, "on_validation", ctx, val)  # e.g. the LCC CC/MC diagnostic
             _select_best(loop, state, val, epoch)
             ctx.metrics["epoch_time_s"] = round(time.perf_counter() - te, 3)
-            call_hooks(loop.hooks, "on_epoch_end", ctx)
+            # loss terms first, so that the caller's callbacks see their columns (e.g. lcc_overhead)
+            call_hooks(sorted(loop.hooks, key=lambda h: h not in loop.terms), "on_epoch_end", ctx)
             row = ctx.metrics
             if logger is not None:
                 logger.log_epoch(row)

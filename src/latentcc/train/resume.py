@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from latentcc.atomic import describe_owner
+from latentcc.config import LEGACY_VALUES
 from latentcc.errors import CheckpointError
 from latentcc.train.checkpoint import unreadable_error
 from latentcc.train.fingerprint import fingerprint_changes, training_changes
@@ -150,9 +151,10 @@ def check_same_run(
         a, b = saved.get(section), now.get(section)
         if isinstance(a, dict) and isinstance(b, dict):
             free = RESUME_FREE.get(section, set())
-            # a setting added to latentcc after the run started is absent from its record: the run
-            # used that setting's default, so the record reads as the default
-            a = {**{k: v for k, v in _defaults(section).items() if k in b}, **a}
+            # a setting added to latentcc after the run started is absent from its record: the run did what
+            # latentcc did then (LEGACY_VALUES where that differs from today's default, else the default)
+            before = {**_defaults(section), **LEGACY_VALUES.get(section, {})}
+            a = {**{k: v for k, v in before.items() if k in b}, **a}
             diffs += [f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
                       if k not in free and a.get(k) != b.get(k)]  # fmt: skip
         elif a is not None and b is not None and isinstance(b, dict) and section in _FIT_SECTIONS:
@@ -239,6 +241,14 @@ def _unchecked(path: Path, what: str) -> None:
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json record with :data:`~latentcc.config.LEGACY_VALUES` filled in where a key is absent."""
+    return {
+        section: {**LEGACY_VALUES[section], **v} if section in LEGACY_VALUES and isinstance(v, dict) else v
+        for section, v in saved.items()
+    }
 
 
 def _defaults(section: str) -> dict[str, Any]:
