@@ -445,7 +445,7 @@ def cases() -> list[Case]:
              _kept_mode, None, r"works: the rewritten docs file keeps mode 644 \(section written: True\)"),
         Case("reproduce-docs-copy-keeps-rows", "latentcc reproduce nc-transfer --docs on a copy of the docs outside "
              "docs/ (beside an empty summary.json)", _docs_copy_rows, None,
-             r"works: the 6 other rows \(of 7\) are kept as they were; nc-transfer's is replaced \(True\)"),
+             r"works: the 7 other rows \(of 8\) are kept as they were; nc-transfer's is replaced \(True\)"),
         Case("resume-loss-changed", "resume with loss_fn=lambda a, b: cross_entropy(a, b, label_smoothing=0.9)",
              _resume_with(loss_fn=lambda a, b: torch.nn.functional.cross_entropy(a, b, label_smoothing=0.9)), C,
              r"with a different loss or optimizer: loss_fn: the default \(cross-entropy\) in the run, "

@@ -225,3 +225,31 @@ def test_cli_parses_auto_or_a_number_and_names_the_fix_for_other_words(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--lcc-weight", "automatic"])
     assert "--lcc-weight takes a number or 'auto'; got 'automatic'" in capsys.readouterr().err
+
+
+def test_auto_weight_is_calibrated_against_the_runs_own_task_loss(tmp_path, digits_splits, monkeypatch):
+    """The ratio is taken against the loss the run trains on: a 10x task loss gives a 10x weight."""
+    model = bn_mlp()
+    lcc = refreshed(model, digits_splits.train, AUTO)
+    ce = calibrate_weight(lcc, model, digits_splits.train, batch_size=32, epoch=1).weight
+    ten = calibrate_weight(lcc, model, digits_splits.train, batch_size=32, epoch=1,
+                           task_loss=lambda logits, y: 10 * F.cross_entropy(logits, y)).weight  # fmt: skip
+    assert ten == pytest.approx(10 * ce, rel=1e-5)
+    # and fit hands its loss_fn to the calibration
+    import latentcc.integrations.fit as fit_hook
+
+    seen = []
+    real = fit_hook.calibrate_weight
+    monkeypatch.setattr(
+        fit_hook, "calibrate_weight", lambda *a, **k: seen.append(k["task_loss"]) or real(*a, **k)
+    )
+    mine = nn.CrossEntropyLoss(label_smoothing=0.1)
+    fit(bn_mlp(), digits_splits, config=CFG, lcc=AUTO, loss_fn=mine)
+    assert seen and all(t is mine for t in seen)
+
+
+def test_auto_weight_in_a_loop_that_never_calibrates_raises_instead_of_training_with_0(digits_splits):
+    lcc = refreshed(bn_mlp(), digits_splits.train, AUTO)
+    with pytest.raises(LatentccError, match=r"'weight'.*calibrate_weight"):
+        _ = lcc.weight
+    assert LatentClusterCorrection(AUTO).weight == 0.0  # before the first refresh the loss is 0 anyway

@@ -123,3 +123,46 @@ def test_a_new_claim_row_goes_in_name_order_and_unknown_lines_stay(tmp_path):
         "| [`b`](#b) | **inconclusive** | a result \\| with a pipe |",
         "| [`c`](#c) | **agree** | y |",
     ]
+
+
+def test_lcc_variants_judges_each_cell_on_its_confirmation_and_calls_only_tight_nulls_a_null(tmp_path):
+    from latentcc.reproduce.lcc_variants import DELTA, _result
+
+    def cell(diff, half, confirm=None):
+        c = {"diff": diff, "half": half, "n": 5, "stop": "x", "per_seed": [diff] * 5}
+        if confirm is not None:
+            c["confirm"] = {"diff": confirm[0], "half": confirm[1], "n": 5, "per_seed": [confirm[0]] * 5}
+        return c
+
+    tight_null = cell(0.0005, DELTA / 2)
+    # an early positive stop that fresh seeds do not confirm is a null, not an improvement
+    r = _result({"t a": tight_null, "t b": cell(0.01, 0.004, confirm=(0.001, 0.002))}, ["s"], tuple(range(8)), 5,
+                tmp_path)  # fmt: skip
+    assert (
+        r.verdict == "disagree"
+        and "0 of 2 cells improved" in r.result
+        and "1 early stops not confirmed" in r.result
+    )
+    # a confirmed positive is a finding
+    r = _result({"t a": tight_null, "t b": cell(0.01, 0.004, confirm=(0.008, 0.003))}, ["s"], tuple(range(8)), 5,
+                tmp_path)  # fmt: skip
+    assert r.verdict == "agree" and "1 of 2 cells improved" in r.result and "t b" in r.result
+    # a negative stop whose confirmation is a null counts as that null; a wide null leaves the answer open
+    r = _result({"t a": cell(0.0, 0.02), "t b": cell(-0.01, 0.004, confirm=(-0.001, 0.002))}, ["s"],
+                tuple(range(8)), 5, tmp_path)  # fmt: skip
+    assert (
+        r.verdict == "inconclusive"
+        and "0 fall below 0" in r.result
+        and "1 with half-width <= 0.3 pp" in r.result
+    )
+    # every cell below 0 or a tight null: LCC does not help
+    r = _result({"t a": tight_null, "t b": cell(-0.01, 0.004, confirm=(-0.009, 0.003))}, ["s"], tuple(range(8)), 5,
+                tmp_path)  # fmt: skip
+    assert r.verdict == "disagree" and "1 fall below 0 (t b)" in r.result
+
+
+def test_lcc_variants_refuses_fewer_than_5_seeds_naming_the_fix(tmp_path):
+    from latentcc.errors import LatentccError
+
+    with pytest.raises(LatentccError, match=r"'seeds'.*--seeds 0,1,2,3,4,5,6,7"):
+        run_reproduction("lcc-variants", size="default", seeds=(0, 1, 2), out_dir=tmp_path)

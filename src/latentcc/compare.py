@@ -106,15 +106,28 @@ class RunSpec:
 def side_config(spec: RunSpec) -> dict[str, Any]:
     """The settings of ``spec`` that change what a run computes, as stored in JSON (what is hashed)."""
     train = {k: v for k, v in config_to_dict(spec.train).items() if k not in _NOT_HASHED}
+    # the device type changes the floats (CPU vs CUDA kernels): "auto" is hashed as what it resolves to here
+    from latentcc.train.loop import resolve_device
+
+    train["device_type"] = resolve_device(spec.train.device, func="TrainConfig").type
     lcc = config_to_dict(spec.lcc) if spec.lcc is not None and spec.lcc.layers else None
     record = {
-        "model": config_to_dict(spec.model),
-        "data": config_to_dict(spec.data),
+        "model": _absolute(config_to_dict(spec.model), "model"),
+        "data": _absolute(config_to_dict(spec.data), "data"),
         "train": train,
         "lcc": lcc,
         "method": config_to_dict(spec.method or MethodConfig()),
     }
     return dict(json.loads(json.dumps(record, default=str)))  # tuples -> lists, as run folders store them
+
+
+def _absolute(section: dict[str, Any], key: str) -> dict[str, Any]:
+    """A model/data given as a folder, as an absolute path: the same relative path from another working
+    directory is another folder. (A folder whose *contents* changed keeps its hash: use a new --out then.)"""
+    value = section.get(key)
+    if isinstance(value, str) and Path(value).exists():
+        section = {**section, key: str(Path(value).resolve())}
+    return section
 
 
 def side_hash(spec: RunSpec) -> str:

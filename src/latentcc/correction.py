@@ -148,6 +148,13 @@ class LatentClusterCorrection:
         the last refresh (0.0 before the first: the loss is 0 then anyway). Fixed between refreshes."""
         w = self.config.weight
         if w == "auto":
+            if self.calibrated_weight is None and self.active:  # a loop that never calibrates: not silently 0
+                raise param_error(
+                    "weight", "LCCConfig", "a number, unless the loop calibrates it after each refresh", w,
+                    "weight='auto' is set by latentcc.train.fit (and the CLI) after each refresh; in your own "
+                    "loop call latentcc.lcc.weight.calibrate_weight(lcc, model, train_data, batch_size=..., "
+                    "epoch=...) right after each refresh, or give a number (--lcc-weight 0.01).",
+                )  # fmt: skip
             return 0.0 if self.calibrated_weight is None else self.calibrated_weight
         return float(w)
 

@@ -73,8 +73,11 @@ class LCCHook:
         )  # fmt: skip
         auto = self.lcc.config.weight == "auto"
         if stats and auto:  # a refresh ran: calibrate on training batches of the training batch size
+            task = (
+                ctx.loss_fn if ctx.loss_fn is not None else nn.functional.cross_entropy
+            )  # the run's own loss
             cal = calibrate_weight(self.lcc, ctx.model, ctx.data.train, batch_size=cfg.batch_size,
-                                   epoch=ctx.epoch, device=ctx.device)  # fmt: skip
+                                   epoch=ctx.epoch, device=ctx.device, task_loss=task)  # fmt: skip
             stats |= cal.stats()
         ctx.metrics |= {f"lcc/{k}": v for k, v in stats.items()}
         if auto and self.lcc.active:  # every correction epoch, also those between refreshes

@@ -513,7 +513,10 @@ def _tangent_bases(xv: np.ndarray, nn: np.ndarray, r: int) -> np.ndarray:
         _, sv, vh = np.linalg.svd(c, full_matrices=False)  # vh: (b, min(k, D), D), rows by falling sv
         rr = min(r, sv.shape[1])
         tol = sv[:, :1] * max(k, d) * np.finfo(np.float64).eps
-        spanned = (sv[:, :rr] > tol) & (sv[:, :rr] > 0)
+        # n distinct rows span at most n - 1 directions around their mean: a rounding-level singular value
+        # beyond that (e.g. 2 neighbours, tangent_dim 2) is noise, not a direction
+        rank = valid[:, :, 0].sum(axis=1, keepdims=True) - 1
+        spanned = (sv[:, :rr] > tol) & (sv[:, :rr] > 0) & (np.arange(rr)[None, :] < rank)
         out[s : s + step, :rr] = vh[:, :rr, :] * spanned[:, :, None]
     return out
 

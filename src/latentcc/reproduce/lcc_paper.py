@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,7 @@ def _result(acc: dict[str, list[float]], setting: str, out: Path) -> ClaimResult
         "accuracy (LCC paper).",
         setting=setting,
         result=f"{better} of {len(lcc_cells)} grid cells beat the baseline with a 95 % CI above 0, {worse} fall "
-        f"below it; best cell {best}: {lcc_cells[best]['diff']:+.4f} test top-1 (paper: +0.0102).",
+        f"below it; best cell {best}: {lcc_cells[best]['diff']:+.4f} test top-1 (paper: +0.0102, on the head layer).",
         verdict=verdict,  # type: ignore[arg-type]
         table=rows,
         numbers=cells,
@@ -177,7 +179,13 @@ def local_data(data: str, cache: str | Path | None = None) -> Path:
             ds = datasets.load_dataset(data, cache_dir=str(cache) if cache is not None else None)
         except (OSError, ValueError) as e:  # ConnectionError is an OSError
             raise _unreachable(data, "data", e) from e
-        ds.save_to_disk(str(saved))
+        # save beside, then rename into place: save_to_disk writes dataset_dict.json before the splits, so an
+        # interrupted save in place would leave a marker this check trusts over a partial folder
+        partial = saved.with_name(saved.name + f".partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        ds.save_to_disk(str(partial))
+        shutil.rmtree(saved, ignore_errors=True)  # a partial folder left by a latentcc older than this check
+        os.replace(partial, saved)
     return saved
 
 

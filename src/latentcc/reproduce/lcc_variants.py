@@ -20,6 +20,7 @@ import numpy as np
 
 from latentcc.compare import RunSpec, compare
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
+from latentcc.errors import param_error
 from latentcc.models import default_layers
 from latentcc.report.figure import pyplot, save_png
 from latentcc.reproduce.base import ClaimResult
@@ -46,6 +47,12 @@ MODEL = "mnist-cnn"
 
 def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
     variants, weights = (VARIANTS, WEIGHTS) if size != "ci" else (("paper", "scale_free"), ("auto",))
+    if size != "ci" and len(seeds) < MIN_SEEDS:
+        raise param_error(
+            "seeds", "lcc-variants", f"at least {MIN_SEEDS} seeds (the pool each cell draws from)", list(seeds),
+            f"Fewer paired seeds give CIs too wide to answer anything. Fix: --seeds "
+            f"{','.join(map(str, DEFAULT_SEEDS))} (the default), or --size ci for a smoke test.",
+        )  # fmt: skip
     min_seeds = min(MIN_SEEDS, len(seeds))
     layer = default_layers(MODEL)[-1]
     cells: dict[str, dict[str, Any]] = {}
@@ -101,15 +108,15 @@ def _result(
             "seeds": v["n"], "stopped because": v["stop"],
             "confirmation on 5 fresh seeds": ci(conf) if conf else "-",
         })  # fmt: skip
-    confirmed_up = [
-        k for k, v in cells.items() if "confirm" in v and v["confirm"]["diff"] - v["confirm"]["half"] > 0
-    ]
-    below = [k for k, v in cells.items() if v["diff"] + v["half"] < 0]
-    nulls = [k for k, v in cells.items() if v["diff"] - v["half"] <= 0 <= v["diff"] + v["half"]]
-    widest = max((v["half"] for k, v in cells.items() if k in nulls), default=float("nan"))
-    verdict = (
-        "agree" if confirmed_up else ("disagree" if len(below) + len(nulls) == len(cells) else "inconclusive")
-    )
+    # each cell is judged on its confirmation when it has one (a "CI excludes 0" stop), else on its sequential CI
+    final = {k: v.get("confirm", v) for k, v in cells.items()}
+    up = [k for k, v in final.items() if v["diff"] - v["half"] > 0]
+    below = [k for k, v in final.items() if v["diff"] + v["half"] < 0]
+    nulls = [k for k in final if k not in up and k not in below]
+    tight = [k for k in nulls if final[k]["half"] <= DELTA + 1e-12]  # a null that rules out effects >= 0.3 pp
+    unconfirmed = [k for k, v in cells.items() if "confirm" in v and k in nulls]
+    widest = max((final[k]["half"] for k in nulls), default=float("nan"))
+    verdict = "agree" if up else ("disagree" if len(below) + len(tight) == len(cells) else "inconclusive")
     _plot(out / "lcc_variants.png", cells)
     return ClaimResult(
         name="lcc-variants",
@@ -119,10 +126,15 @@ def _result(
         setting="; ".join(settings) + f"; per cell, sequential paired seeds from {list(seeds)} (at least "
         f"{min_seeds}; stop at CI excluding 0 or half-width <= {100 * DELTA:.1f} pp); a cell that stops on 'CI "
         f"excludes 0' is re-tested on seeds {list(CONFIRM_SEEDS)}.",
-        result=f"{len(confirmed_up)} of {len(cells)} cells improved with a confirmed CI above 0"
-        + (f" ({', '.join(confirmed_up)})" if confirmed_up else "")
-        + f"; {len(below)} fall below 0; {len(nulls)} are nulls (CI contains 0; widest half-width "
-        f"{100 * widest:.2f} pp).",
+        result=f"{len(up)} of {len(cells)} cells improved (CI above 0; confirmed on fresh seeds where the "
+        "sequential test stopped early)"
+        + (f": {', '.join(up)}" if up else "")
+        + f"; {len(below)} fall below 0"
+        + (f" ({', '.join(below)})" if below else "")
+        + f"; {len(nulls)} are nulls (CI contains 0; {len(tight)} with half-width <= {100 * DELTA:.1f} pp, widest "
+        f"{100 * widest:.2f} pp)"
+        + (f"; {len(unconfirmed)} early stops not confirmed" if unconfirmed else "")
+        + ".",
         verdict=verdict,  # type: ignore[arg-type]
         table=rows,
         numbers=cells,

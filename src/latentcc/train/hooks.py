@@ -45,6 +45,7 @@ class EpochContext:
     metrics: dict[str, Any] = field(default_factory=dict)  # the epoch's row; hooks add columns to it
     data: Any = None  # the run's splits (train / val / test)
     config: Any = None  # the run's TrainConfig
+    loss_fn: Any = None  # the task loss (logits, y) -> scalar the run trains on
 
 
 class Callback(Protocol):

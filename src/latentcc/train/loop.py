@@ -468,7 +468,14 @@ def _train(loop: _Loop, state: _State) -> None:
         for epoch in range(state.start_epoch, cfg.epochs):
             te = time.perf_counter()
             ctx = EpochContext(
-                loop.model, loop.optimizer, epoch, run_dir, loop.device, data=loop.data, config=cfg
+                loop.model,
+                loop.optimizer,
+                epoch,
+                run_dir,
+                loop.device,
+                data=loop.data,
+                config=cfg,
+                loss_fn=loop.criterion,
             )
             call_hooks(
                 loop.hooks, "on_epoch_start", ctx
