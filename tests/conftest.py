@@ -36,3 +36,24 @@ def mc_distance(lcc, model, data, layer: str) -> float:
         model(x)
     has = t.slot >= 0
     return float((z[layer][has] - t.vectors[t.slot[has]]).norm(dim=1).mean())
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the same float operations in the same order in every pass of a test (and in a
+    DDP test's workers as in its single-process references)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class CrashAt:
+    """A fit callback that interrupts the run at the start of 0-based ``epoch`` (after the previous checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, ctx) -> None:
+        if ctx.epoch == self.epoch:
+            raise KeyboardInterrupt

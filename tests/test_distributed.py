@@ -33,13 +33,7 @@ CFG = LCCConfig(layers=LAYERS, weight=0.5, k=5, warmup=1, interval=1, graph_dim=
 REFRESHES = 2  # the second one warm-starts Leiden from the first partition
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The workers run one intra-op thread each; the single-process references do the same."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 class Broken(Dataset):

@@ -18,13 +18,7 @@ from latentcc.integrations.lightning import LCCCallback
 LAYER = "net.1"  # the hidden ReLU of TinyModule
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on 2 busy shared cores, 2 threads ran 5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 @pytest.fixture(scope="module")

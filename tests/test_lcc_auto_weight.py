@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import tiny_mlp
+from conftest import CrashAt, tiny_mlp
 from latentcc.cliargs import add_config_args, config_from_args
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.correction import LatentClusterCorrection
@@ -29,12 +29,7 @@ CFG = TrainConfig(epochs=3, batch_size=32, lr=1e-2, progress=False, tensorboard=
 AUTO = LCCConfig(layers=("1",), weight="auto", grad_ratio=0.1, k=5, warmup=1, interval=2, graph_dim=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def hand_norms(lcc, model, batches, shared, weight=1.0):
@@ -166,13 +161,8 @@ def test_fit_with_auto_weight_equals_a_run_with_the_calibrated_number(tmp_path, 
 def test_resume_between_refreshes_keeps_the_calibrated_weight(tmp_path, digits_splits):
     full = fit(tiny_mlp(), digits_splits, config=CFG, out_dir=tmp_path / "full", lcc=AUTO)
 
-    class Crash:
-        def on_epoch_start(self, ctx):
-            if ctx.epoch == 2:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_mlp(), digits_splits, config=CFG, out_dir=tmp_path / "cut", lcc=AUTO, callbacks=[Crash()])
+        fit(tiny_mlp(), digits_splits, config=CFG, out_dir=tmp_path / "cut", lcc=AUTO, callbacks=[CrashAt(2)])
     resumed = fit(tiny_mlp(), digits_splits, config=CFG, out_dir=tmp_path / "cut", lcc=AUTO, resume=True)
     # epoch 3 reuses epoch 2's targets and weight, both from the checkpoint
     assert resumed.history[2]["lcc/weight"] == full.history[2]["lcc/weight"] == full.history[1]["lcc/weight"]

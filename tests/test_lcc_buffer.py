@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from conftest import tiny_mlp
+from conftest import CrashAt, tiny_mlp
 from latentcc import LCCConfig
 from latentcc.config import TrainConfig
 from latentcc.correction import LatentClusterCorrection
@@ -28,13 +28,7 @@ LCC = LCCConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the same float operations in the same order in every pass of a test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 
 
 def tiny_conv(num_classes: int = 10) -> torch.nn.Module:
@@ -325,13 +319,8 @@ def test_resume_with_train_pass_is_bitwise_the_uninterrupted_run(tmp_path, digit
                       max_steps_per_epoch=max_steps)  # fmt: skip
     full = fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path / "full", lcc=LCC)
 
-    class Crash:
-        def on_epoch_start(self, ctx):
-            if ctx.epoch == 2:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path / "cut", lcc=LCC, callbacks=[Crash()])
+        fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path / "cut", lcc=LCC, callbacks=[CrashAt(2)])
     resumed = fit(tiny_mlp(), digits_splits, config=cfg, out_dir=tmp_path / "cut", lcc=LCC, resume=True)
     assert _strip(resumed.history) == _strip(full.history)
     n, written = len(digits_splits.train), (max_steps * 32 if max_steps else len(digits_splits.train))
