@@ -1,4 +1,4 @@
-"""Clusterability metrics (ALGORITHMS.md §2) against scikit-learn and brute-force references."""
+"""Clusterability metrics (docs/probes.md, Clusterability) against scikit-learn and brute-force references."""
 
 import numpy as np
 import pytest

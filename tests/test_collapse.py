@@ -25,7 +25,7 @@ W_KEYS = {"nc2_etf_w", "nc3", "nc4"}
 
 
 def reference(h, y, weight=None, bias=None):
-    """ALGORITHMS.md §3 written out literally: d x d Sigma_W / Sigma_B, np.linalg.pinv, loops over pairs."""
+    """docs/probes.md's neural-collapse definitions written out literally: d x d Sigma_W / Sigma_B, np.linalg.pinv, loops over pairs."""
     h = np.asarray(h, dtype=np.float64)
     n = len(h)
     k = int(y.max()) + 1

@@ -1,4 +1,4 @@
-"""LCC targets against a brute-force per-sample computation (ALGORITHMS.md §1.6, §1.8)."""
+"""LCC targets against a brute-force per-sample computation (docs/algorithms.md, LCC items 6 and 8)."""
 
 from __future__ import annotations
 

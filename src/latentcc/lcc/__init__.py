@@ -1,4 +1,4 @@
-"""Latent Cluster Correction engine: matching, per-epoch targets, per-step loss (ALGORITHMS.md §1)."""
+"""Latent Cluster Correction engine: matching, per-epoch targets, per-step loss (docs/algorithms.md, Latent Cluster Correction items 1-11)."""
 
 from latentcc.lcc.epoch import EpochStart, epoch_start
 from latentcc.lcc.loss import lcc_loss

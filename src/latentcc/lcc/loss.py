@@ -1,4 +1,4 @@
-"""The LCC loss: the per-step hot path (ALGORITHMS.md §1.7, §1.9; variants: docs/algorithms.md LCC item 11).
+"""The LCC loss: the per-step hot path (docs/algorithms.md, LCC items 7 and 11).
 
 Targets are precomputed once per correction epoch (``lcc_targets``); each training step is one gather
 and one norm on the model's device (``orthogonal``: plus two small batched products; ``scale_free``: plus

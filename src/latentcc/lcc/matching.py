@@ -1,6 +1,6 @@
 """Cluster <-> class matching and the correctly-clustered (CC) / misclustered (MC) split.
 
-ALGORITHMS.md §1.4-1.5. The LCC paper matches clusters to classes with a "one-to-many max-flow"
+docs/algorithms.md, LCC items 4-5. The LCC paper matches clusters to classes with a "one-to-many max-flow"
 (source -> cluster, capacity 1; cluster -> class, capacity 1, cost -count; class -> sink, no
 capacity). With no capacity on the class side the clusters do not compete, so the min-cost max-flow
 gives every cluster to a class with the largest count in it: the cluster's *plurality* class. That is
@@ -89,7 +89,7 @@ def cc_mask(y_true: Labels, y_clst: Labels, owners: Labels) -> np.ndarray:
 
 
 def orphan_classes(owners: Labels, num_classes: int) -> np.ndarray:
-    """Classes in ``0..num_classes-1`` that own no cluster (ALGORITHMS.md §1.8).
+    """Classes in ``0..num_classes-1`` that own no cluster (docs/algorithms.md, LCC item 8).
 
     Args:
         owners: (C,) owner class per cluster (-1 = none), every owner < ``num_classes``.

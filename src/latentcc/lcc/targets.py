@@ -1,4 +1,4 @@
-"""Targets for misclustered samples, computed once per correction epoch (ALGORITHMS.md §1.6, §1.8).
+"""Targets for misclustered samples, computed once per correction epoch (docs/algorithms.md, LCC items 6 and 8).
 
 For an MC sample z of class a and each cluster j owned by a, t_j = mean of the k nearest CC samples
 of cluster j (squared L2, k capped at the number of CC samples in j); the sample's target is the t_j
@@ -228,7 +228,7 @@ def lcc_targets(
     loss: str = "paper",
     tangent_dim: int = 2,
 ) -> LCCTargets:
-    """Targets of the misclustered samples of one layer (ALGORITHMS.md §1.6, §1.8), or of every sample.
+    """Targets of the misclustered samples of one layer (docs/algorithms.md, LCC items 6 and 8), or of every sample.
 
     Args:
         latents: (N, D) epoch-start latents, numpy, torch (any device but meta) or a nested list, any

@@ -1,4 +1,4 @@
-"""Clusterability of latents (ALGORITHMS.md §2, the probing paper): cluster, then score against labels.
+"""Clusterability of latents (docs/probes.md, Clusterability; the probing paper): cluster, then score against labels.
 
 ``cluster`` partitions features with Ward (the paper's choice), k-means or Leiden on a k-NN graph;
 ``clusterability`` scores such a partition against the true (sub)class labels with AMI, ARI, NMI and
@@ -247,7 +247,7 @@ def cluster_consistency(labels_a: Any, labels_b: Any) -> float:
     """Adjusted Rand index between two clusterings of the SAME samples (same order), in [-0.5, 1].
 
     1 = identical partitions up to renaming the clusters; ~0 = no more agreement than chance. Used for
-    run-to-run and checkpoint-to-checkpoint consistency of cluster assignments (ALGORITHMS.md §2).
+    run-to-run and checkpoint-to-checkpoint consistency of cluster assignments (docs/probes.md, Clusterability).
     """
     a, b = _label_pair(labels_a, labels_b, "cluster_consistency", "labels_a", "labels_b", 2)
     from sklearn.metrics import adjusted_rand_score

@@ -1,4 +1,4 @@
-"""Neural-collapse metrics NC1-NC4 and CDNV (ALGORITHMS.md §3), in two streamed passes over the rows.
+"""Neural-collapse metrics NC1-NC4 and CDNV (docs/probes.md, Neural collapse), in two streamed passes over the rows.
 
 Notation: features h_i (d,), labels y_i in 0..K-1, class means mu_k, global mean mu_G (the mean over
 all N samples, so unbalanced classes weigh by their size), M = [mu_k - mu_G] (d x K), classifier
@@ -47,7 +47,7 @@ def neural_collapse(
     num_classes: int | None = None,
     chunk_size: int = _CHUNK,
 ) -> dict[str, float]:
-    """Neural-collapse metrics of features (N, d) with labels (N,), exactly as ALGORITHMS.md §3.
+    """Neural-collapse metrics of features (N, d) with labels (N,), exactly as docs/probes.md (Neural collapse) defines them.
 
     Args:
         features: (N, d) float numpy array (a ``np.memmap`` is read ``chunk_size`` rows at a time) or

@@ -1,7 +1,7 @@
 """Geometric complexity (GC) of an embedding, its estimators, geometric collapse and the GC penalty.
 
 GC(f, D) = (1/|D|) Σ_x ‖∂f(x)/∂x‖²_F, with f(x) the embedding of one example flattened to a vector
-(a layer's output as a function of the input; see :func:`layer_fn`). Definitions: ALGORITHMS.md §4.
+(a layer's output as a function of the input; see :func:`layer_fn`). Definitions: docs/probes.md, Geometric complexity.
 
 Estimators of the per-example value ‖J‖²_F (J = ∂f(x)/∂x, shape (m, d)):
 
@@ -175,7 +175,7 @@ def geometric_collapse(
     batch_size: int = 256,
     seed: int = 0,
 ) -> float:
-    """Geometric collapse: the CDNV with the class variance replaced by the class GC (ALGORITHMS.md §4).
+    """Geometric collapse: the CDNV with the class variance replaced by the class GC (docs/probes.md, Geometric complexity).
 
     mean over ordered pairs i != j of (GC_i + GC_j) / (2 ‖μ_i - μ_j‖²), with GC_c the GC of ``fn`` on
     class c and μ_c the mean of the flattened ``fn`` outputs of class c. Lower = more collapsed.
