@@ -359,3 +359,25 @@ def test_a_step_reads_nothing_back_to_the_host():
     loss = lcc.loss(z, idx, torch.empty(16, dtype=torch.int64, device="meta"))  # before the first refresh
     loss.backward()
     assert {n: tuple(t.shape) for n, t in lcc.buffer.sums.items()} == {"1": (100, 8), "2": (100, 8)}
+
+
+def test_a_loss_on_evaluation_batches_never_writes_the_buffer(digits_splits):
+    """model.eval() with autograd on (a custom validation loop) or torch.no_grad: no row is written."""
+    train = digits_splits.train
+    model = tiny_mlp()
+    lcc = LatentClusterCorrection(dataclasses.replace(LCC, layers=("2",), warmup=1))
+    lcc.begin_epoch(model, train, epoch=0)
+    x, y, idx = next(iter(DataLoader(digits_splits.val, batch_size=32)))
+    model.eval()
+    with lcc.capture(model) as z:
+        model(x)
+    lcc.loss(z, idx, y)
+    model.train()
+    with torch.no_grad(), lcc.capture(model) as z:
+        model(x)
+        lcc.loss(z, idx, y)
+    assert int(lcc.buffer.count.sum()) == 0 and int((lcc.buffer.labels >= 0).sum()) == 0
+    with lcc.capture(model) as z:  # a training step does write
+        model(x)
+    lcc.loss(z, idx, y)
+    assert int(lcc.buffer.count.sum()) == 32

@@ -111,7 +111,13 @@ def side_config(spec: RunSpec) -> dict[str, Any]:
 
     train["device_type"] = resolve_device(spec.train.device, func="TrainConfig").type
     lcc = config_to_dict(spec.lcc) if spec.lcc is not None and spec.lcc.layers else None
+    import torch
+
+    import latentcc
+
     record = {
+        # another latentcc or torch may compute other numbers from the same settings: never pair across them
+        "versions": {"latentcc": latentcc.__version__, "torch": torch.__version__},
         "model": _absolute(config_to_dict(spec.model), "model"),
         "data": _absolute(config_to_dict(spec.data), "data"),
         "train": train,

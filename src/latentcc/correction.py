@@ -276,7 +276,8 @@ class LatentClusterCorrection:
         norm per layer. ``idx`` (B,) are the batch's dataset indices (moved to the device here). With
         ``latent_source="train_pass"`` the batch's detached latents (and its labels ``y``, (B,) class ids,
         when given: rows without them are collected again at the refresh) are also written into the buffer
-        the next refresh clusters: a copy on the device, no host sync (not under ``torch.no_grad``).
+        the next refresh clusters: a copy on the device, no host sync (only in training: not under
+        ``torch.no_grad`` nor with the layers in eval mode).
         Raises (see :meth:`check_captured`) when a layer did not run or cannot be trained by the loss.
         """
         checked = self.check_captured(z_by_layer, len(idx))
@@ -294,9 +295,14 @@ class LatentClusterCorrection:
             out = torch.stack(terms).mean()
         # after the loss, which checks idx against the targets' N; only in training (autograd on): a call
         # under torch.no_grad (e.g. on validation batches) must not write validation rows into the buffer
-        if self.buffer is not None and torch.is_grad_enabled():
+        if self.buffer is not None and torch.is_grad_enabled() and self._training():
             self.buffer.write(zs, idx, y)
         return out
+
+    def _training(self) -> bool:
+        """Whether the captured layers are in training mode (attribute reads: no sync). A loss computed on
+        evaluation batches (model.eval(), even with autograd on) must not write over the training rows."""
+        return all(m.training for m in (self._modules or {}).values())
 
     def _space(self, name: str, z: torch.Tensor) -> torch.Tensor:
         """A pooled (B, D) latent in the space of the collected ones: the fixed projection when ``dim`` < D."""

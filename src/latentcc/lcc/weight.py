@@ -140,6 +140,12 @@ def weight_for(measured: GradRatio, target: float) -> float:
             stacklevel=2,
         )
         return 0.0
+    if not math.isfinite(ratio):  # the task loss had no gradient on the shared parameters
+        raise LatentccError(
+            "weight='auto': the task loss had no gradient on the parameters it shares with the LCC layers over the "
+            "calibration batches, so no weight makes LCC's pull a fraction of it. Fix: a numeric weight "
+            "(--lcc-weight 0.01), or check that the task loss depends on the model's output."
+        )
     return target / ratio
 
 

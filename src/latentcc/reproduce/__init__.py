@@ -25,7 +25,7 @@ REPRODUCTIONS: dict[str, tuple[str, str]] = {
     "lcc-gain": ("lcc_gain", "LCC paper: LCC beats plain fine-tuning at w in {1e-4, 1e-2} x k in {5, 50}"),
     "lcc-variants": (
         "lcc_variants",
-        "issue 13: does any LCC loss variant (paper, scale-free, orthogonal, all samples) beat plain fine-tuning",
+        "does any LCC loss variant (paper, scale-free, orthogonal, all samples) beat plain fine-tuning",
     ),
     "lcc-paper": (
         "lcc_paper",

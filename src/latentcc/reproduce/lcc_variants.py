@@ -31,7 +31,7 @@ DELTA = 0.003  # stop when the CI half-width is <= 0.3 pp: a difference, if any,
 CONFIRM_SEEDS = (100, 101, 102, 103, 104)
 VARIANTS = ("paper", "scale_free", "orthogonal", "all_samples")
 # the automatic weight (LCC's gradient a tenth of the task's) and the paper's larger weight; the paper's
-# smaller one, 1e-4, gives an LCC gradient ~100x below the task's on the demo task (a known null, issue 13)
+# smaller one, 1e-4, gives an LCC gradient ~100x below the task's on the demo task (a known null: docs/lcc-findings.md, section 3)
 WEIGHTS: tuple[float | str, ...] = ("auto", 1e-2)
 TASKS: dict[str, dict[str, dict[str, Any]]] = {
     "default": {
@@ -121,7 +121,7 @@ def _result(
     return ClaimResult(
         name="lcc-variants",
         claim="Some LCC loss (the paper's, or one built to avoid why it fails: scale-free, orthogonal to the class "
-        "manifold, or every sample pulled) improves test accuracy over plain fine-tuning (issue 13's question, "
+        "manifold, or every sample pulled) improves test accuracy over plain fine-tuning (docs/lcc-findings.md; "
         "after the LCC paper's claim).",
         setting="; ".join(settings) + f"; per cell, sequential paired seeds from {list(seeds)} (at least "
         f"{min_seeds}; stop at CI excluding 0 or half-width <= {100 * DELTA:.1f} pp); a cell that stops on 'CI "
