@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,15 @@ class CrashAt:
     def on_epoch_start(self, ctx) -> None:
         if ctx.epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+def blobs():
+    """3 Gaussian blobs in 8-D (120 samples) with 15 % flipped labels: a small tabular training split in which
+    LCC finds misclustered samples."""
+    from latentcc.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.normal(size=(120, 8)).astype(np.float32) + 4.0 * np.eye(3, 8, dtype=np.float32)[y]
+    y = np.where(rng.random(120) < 0.15, (y + 1) % 3, y)
+    return from_arrays(x, y, kind="tabular", val_fraction=0.0, test_fraction=0.0).train

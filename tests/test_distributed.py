@@ -8,6 +8,7 @@ on 2 busy cores) and are killed after a deadline, so a collective that hangs fai
 
 import dataclasses
 import os
+import sys
 import time
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from conftest import tiny_mlp
+from conftest import blobs, tiny_mlp
 from latentcc import LCCConfig
 from latentcc.correction import LatentClusterCorrection
 from latentcc.errors import LatentccError
@@ -120,8 +121,18 @@ def _worker(rank, folder, train):
         rec["one_class"] = _error(lambda: lcc.refresh(model, Broken(x, y, one_class=True)))
         rec["nan"] = _error(lambda: lcc.refresh(model, Broken(x, y, nan_at=1)))
         torch.save(rec, os.path.join(folder, f"rank{rank}.pt"))
+        dist.barrier()  # leave together: a rank tearing down gloo while the other still saves can hang it
     finally:
         dist.destroy_process_group()
+
+
+def _exit_after(rank, worker, *args):
+    """Run the worker, then end the process at once: a forked child's interpreter shutdown need not join
+    thread pools copied from the parent. An exception still propagates (torch.multiprocessing records it)."""
+    worker(rank, *args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(worker, args, *, deadline_s=120.0):
@@ -129,7 +140,7 @@ def launch(worker, args, *, deadline_s=120.0):
     import torch._dynamo  # noqa: F401  (DDP imports it: 1.5 s once here instead of in every process)
 
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.start_processes(worker, args=args, nprocs=WORLD, join=False, start_method=method)
+    ctx = mp.start_processes(_exit_after, args=(worker, *args), nprocs=WORLD, join=False, start_method=method)
     end = time.monotonic() + deadline_s
     while not ctx.join(timeout=1.0):
         if time.monotonic() > end:
@@ -223,17 +234,6 @@ def test_a_failure_on_one_rank_is_raised_on_every_rank(ddp_run):
 # ----------------------------------------------------------------------------- Lightning DDP
 
 
-def _blobs():
-    """3 Gaussian blobs in 8-D with 15% flipped labels (as in test_integrations)."""
-    from latentcc.data import from_arrays
-
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 40)
-    x = rng.normal(size=(120, 8)).astype(np.float32) + 4.0 * np.eye(3, 8, dtype=np.float32)[y]
-    y = np.where(rng.random(120) < 0.15, (y + 1) % 3, y)
-    return from_arrays(x, y, kind="tabular", val_fraction=0.0, test_fraction=0.0).train
-
-
 def test_lightning_ddp_callback_gives_every_rank_the_single_process_targets(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     from latentcc.integrations.lightning import LCCCallback
@@ -268,7 +268,7 @@ def test_lightning_ddp_callback_gives_every_rank_the_single_process_targets(tmp_
             torch.save(self.rec, tmp_path / f"rank{trainer.global_rank}.pt")
 
     cfg = LCCConfig(layers=("net.1",), weight=0.5, k=5, warmup=0, interval=1, graph_dim=None)
-    data = _blobs()
+    data = blobs()
     cb = LCCCallback(cfg)
     trainer = pl.Trainer(
         max_epochs=2, accelerator="cpu", devices=WORLD, strategy="ddp_fork", logger=False,
@@ -404,6 +404,7 @@ def _train_pass_worker(rank, folder, train):
         rec["stats"] = lcc.begin_epoch(ddp, train, 1, batch_size=100)
         rec["state"], rec["clustered"] = lcc.state_dict(), clustered
         torch.save(rec, os.path.join(folder, f"rank{rank}.pt"))
+        dist.barrier()  # leave together: a rank tearing down gloo while the other still saves can hang it
     finally:
         dist.destroy_process_group()
 

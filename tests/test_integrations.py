@@ -3,15 +3,14 @@
 import copy
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+import conftest
 from conftest import mc_distance
 from latentcc import LCCConfig
-from latentcc.data import from_arrays
 from latentcc.errors import LatentccError
 from latentcc.integrations.lightning import LCCCallback
 
@@ -24,12 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.one_thread
 @pytest.fixture(scope="module")
 def blobs():
     """3 Gaussian blobs in 8-D with 15% flipped labels: the flipped samples end up misclustered."""
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 40)
-    x = rng.normal(size=(120, 8)).astype(np.float32) + 4.0 * np.eye(3, 8, dtype=np.float32)[y]
-    flip = rng.random(120) < 0.15
-    y = np.where(flip, (y + 1) % 3, y)
-    return from_arrays(x, y, kind="tabular", val_fraction=0.0, test_fraction=0.0).train
+    return conftest.blobs()
 
 
 class TinyModule(pl.LightningModule):

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import blobs
 from latentcc import LCCConfig
 from latentcc.config import LCC_LOSSES
 from latentcc.correction import LatentClusterCorrection
@@ -458,23 +459,13 @@ def test_hot_path_helpers_have_no_host_sync_in_source() -> None:
             assert not re.search(banned, src), (fn.__name__, banned)
 
 
-def _blobs():
-    from latentcc.data import from_arrays
-
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 40)
-    x = rng.normal(size=(120, 8)).astype(np.float32) + 4.0 * np.eye(3, 8, dtype=np.float32)[y]
-    y = np.where(rng.random(120) < 0.15, (y + 1) % 3, y)
-    return from_arrays(x, y, kind="tabular", val_fraction=0.0, test_fraction=0.0).train
-
-
 @pytest.mark.parametrize("variant", LCC_LOSSES)
 def test_correction_refresh_and_loss_use_the_configured_variant(variant) -> None:
     from torch.utils.data import DataLoader
 
     from latentcc.latents import collect_latents
 
-    data = _blobs()
+    data = blobs()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     cfg = LCCConfig(layers=("0",), k=5, graph_dim=None, latent_source="eval_pass", loss=variant)  # type: ignore[arg-type]
