@@ -1,5 +1,6 @@
 """`latentcc compare`: the sequential stop on synthetic paired data, the run cache, and a tiny real run."""
 
+import dataclasses
 import json
 import math
 
@@ -17,6 +18,7 @@ from latentcc.compare import (
     compare,
     running_ci,
     sequential_decision,
+    side_config,
     side_hash,
 )
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
@@ -94,7 +96,7 @@ def test_optional_stopping_inflates_false_positives_and_a_fixed_size_test_does_n
 
 def test_sequential_decision_refuses_bad_rules_by_name():
     for kw, says in [
-        ({"min_seeds": 1}, "'min_seeds' parameter of CompareConfig must be an int >= 2"),
+        ({"min_seeds": 0}, "'min_seeds' parameter of CompareConfig must be an int >= 1"),
         ({"max_seeds": 4}, "'max_seeds' parameter of CompareConfig must be an int >= 5"),
         ({"delta": -0.1}, "'delta' parameter of CompareConfig must be a finite float >= 0"),
         ({"delta": math.nan}, "'delta' parameter"),
@@ -134,7 +136,10 @@ def fake_training(monkeypatch):
         assert splits == ("splits of", d)  # loaded once by compare, passed in
         out_dir.mkdir(parents=True, exist_ok=True)
         value = _acc(t.lr if t.lr != 1e-3 else 0.0, lcc is not None, t.seed)
-        (out_dir / "results.json").write_text(json.dumps({"test_top1": value, "test_loss": None}))
+        time_s = 2.0 + (1.0 if lcc is not None else 0.0)  # the LCC side takes 1.5x as long
+        (out_dir / "results.json").write_text(
+            json.dumps({"test_top1": value, "test_loss": None, "wall_time_s": time_s})
+        )
 
     loads = []
     monkeypatch.setattr(latentcc.compare, "finetune", finetune)
@@ -148,7 +153,18 @@ def test_compare_trains_each_run_once_and_a_second_call_extends(tmp_path, fake_t
     out = tmp_path / "cmp"
     r = compare(A, B, out_dir=out, min_seeds=3, max_seeds=3, names=("base", "lcc"))
     ha, hb = side_hash(A), side_hash(B)
-    assert sorted(calls) == sorted((h, s, False) for h in (ha, hb) for s in (0, 1, 2)) and loads == [DATA]
+    # every run once; the sides take turns at running first
+    assert calls == [
+        (ha, 0, False),
+        (hb, 0, False),
+        (hb, 1, False),
+        (ha, 1, False),
+        (ha, 2, False),
+        (hb, 2, False),
+    ]
+    assert loads == [DATA]
+    assert r["wall_time_s"] == {"a": 2.0, "b": 3.0, "b_over_a": 1.5}
+    assert [(row["a_time_s"], row["b_time_s"]) for row in r["rows"]] == [(2.0, 3.0)] * 3
     diffs = [_acc(0, True, s) - _acc(0, False, s) for s in range(3)]  # 0.007, 0.001, 0.007
     ci = _ci(diffs)
     assert [row["diff"] for row in r["rows"]] == pytest.approx(diffs, abs=1e-12)
@@ -178,6 +194,13 @@ def test_compare_trains_each_run_once_and_a_second_call_extends(tmp_path, fake_t
     c = RunSpec(A.model, DATA, TrainConfig(epochs=1, progress=False, lr=0.002))
     compare(A, c, out_dir=out, min_seeds=2, max_seeds=2)
     assert sorted(calls) == [(side_hash(c), 0, False), (side_hash(c), 1, False)]
+
+
+def test_an_int_given_to_a_float_setting_hashes_like_the_float():
+    one = RunSpec(A.model, DATA, A.train, LCCConfig(layers=("net.fc_layers.1",), weight=1))
+    assert side_hash(one) == side_hash(dataclasses.replace(one, lcc=dataclasses.replace(one.lcc, weight=1.0)))
+    assert side_config(one)["lcc"]["weight"] == 1.0 and side_config(one)["lcc"]["k"] == 5  # ints stay ints
+    assert side_hash(one) != side_hash(dataclasses.replace(one, lcc=dataclasses.replace(one.lcc, weight=2)))
 
 
 def test_a_half_finished_run_is_resumed_and_one_without_a_checkpoint_redone(tmp_path, fake_training):
@@ -212,7 +235,8 @@ def test_compare_refuses_bad_input_by_name(tmp_path, fake_training):
         compare(A, B, out_dir=run)
     assert calls == []
     with pytest.raises(
-        LatentccError, match=r"'metric' parameter of compare must be a key of results.json .*\['test_top1'\]"
+        LatentccError,
+        match=r"'metric' parameter of compare must be a key of results.json .*\['test_top1', 'wall_time_s'\]",
     ):
         compare(
             A, B, out_dir=tmp_path / "y", metric="test_loss", min_seeds=2, max_seeds=2

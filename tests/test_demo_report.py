@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+import latentcc.compare
 from latentcc.cli import main
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, ProbeConfig, TrainConfig
 from latentcc.errors import MissingExtraError, install_command, require
@@ -45,7 +47,7 @@ def test_missing_graph_extra_stops_the_demo_before_any_folder_or_training(tmp_pa
     import latentcc.demo
 
     _no(monkeypatch, "igraph")
-    monkeypatch.setattr(latentcc.demo, "finetune", _never)
+    monkeypatch.setattr(latentcc.compare, "finetune", _never)
     monkeypatch.setattr(latentcc.demo, "load_data", _never)
     out = tmp_path / "demo"
     with pytest.raises(MissingExtraError) as info:
@@ -285,9 +287,8 @@ def test_training_curves_name_the_total_loss_and_plot_the_lcc_terms_apart(monkey
 BASE, LCC = [0.80, 0.82, 0.81], [0.835, 0.86, 0.845]  # per-seed test top-1: LCC - baseline = .035, .04, .035
 
 
-def _fake_run(seed: int, lcc: bool):
-    from types import SimpleNamespace
-
+def _fake_run(seed: int, lcc: bool, out_dir):
+    """What a finished run folder holds (results.json, metrics.json), with known numbers."""
     acc = (LCC if lcc else BASE)[seed]
     diag = {
         "lcc/time_diagnostic_s": 0.1,
@@ -296,8 +297,11 @@ def _fake_run(seed: int, lcc: bool):
     }
     history = [{"epoch": e, "val_top1": acc - 0.1 / e, **({"lcc_overhead": 9.0, **diag} if lcc and e > 1 else {})}
                for e in (1, 2, 3)]  # fmt: skip
-    return SimpleNamespace(test=SimpleNamespace(top1=acc, correct=None), model=object(), best_val_top1=acc - 0.01,
-                           best_epoch=3, wall_time_s=LCC_WALL[seed] if lcc else 2.0, history=history)  # fmt: skip
+    out_dir.mkdir(parents=True)
+    results = {"test_top1": acc, "best_val_top1": acc - 0.01, "best_epoch": 3,
+               "wall_time_s": LCC_WALL[seed] if lcc else 2.0}  # fmt: skip
+    (out_dir / "results.json").write_text(json.dumps(results))
+    (out_dir / "metrics.json").write_text(json.dumps(history))
 
 
 LCC_WALL = [2.4, 2.3, 2.6]  # baseline 2.0 s; the LCC runs' diagnostic takes 2 x 0.1 s: overheads .1, .05, .2
@@ -316,19 +320,30 @@ def test_demo_summary_is_titled_strict_json_with_numbers_and_a_conclusion(tmp_pa
     monkeypatch.setattr(demo, "load_data", lambda d: splits)
     monkeypatch.setattr(demo, "_check_lcc_runs", lambda *a: None)  # fake splits: no model to check
     monkeypatch.setattr(demo, "_warm_up", lambda *a: None)  # nor to warm up
-    monkeypatch.setattr(
-        demo, "finetune", lambda m, d, t, *, out_dir, splits, lcc: _fake_run(t.seed, lcc is not None)
-    )
+    trained = []
+
+    def finetune(m, d, t, *, out_dir, resume, splits, lcc, method):
+        assert splits is fake_splits and not resume  # the demo's loaded data, passed on by compare
+        trained.append((t.seed, lcc is not None))
+        _fake_run(t.seed, lcc is not None, out_dir)
+
+    fake_splits = splits
+    monkeypatch.setattr(latentcc.compare, "finetune", finetune)
     gap = {
         "net.fc_layers.1/cc_top1": 0.9,
         "net.fc_layers.1/mc_top1": 0.6,
         "net.fc_layers.1/mc_fraction": 0.25,
     }
+    monkeypatch.setattr(demo, "build_model", lambda m, s: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(demo, "load_weights", lambda path, model: None)
+    monkeypatch.setattr(demo, "evaluate", lambda *a, **k: SimpleNamespace(correct=None))
     monkeypatch.setattr(demo, "cc_mc_accuracy", lambda *a, **k: gap)
     monkeypatch.setattr(demo, "plot_compare", lambda c, path, **k: curves.update(c))
     monkeypatch.setattr(demo, "_plot_latent_maps", lambda *a, **k: None)
     summary = demo.run_demo(ModelConfig(), DataConfig(data="digits"), TrainConfig(epochs=3),
                             LCCConfig(layers=("net.fc_layers.1",)), seeds=(0, 1, 2), out_dir=tmp_path)  # fmt: skip
+    # each run once, the methods taking turns at running first
+    assert trained == [(0, False), (0, True), (1, True), (1, False), (2, False), (2, True)]
     saved = _strict_loads((tmp_path / "summary.json").read_text())
     base, lcc = saved["rows"]
     assert base["method"] == "baseline" and base["seeds"] == 3 and base["lcc_overhead"] is None

@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from latentcc.cli import main
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
@@ -49,7 +50,11 @@ def test_demo_compares_baseline_and_lcc_and_writes_the_report(tmp_path, capsys):
     assert "LCC - baseline (paired over 2 seeds)" in printed and "95% CI" in printed
     assert [r["method"] for r in summary["rows"]] == ["baseline", "lcc"]
     lcc_runs = summary["runs"]["lcc"]
-    assert all(0 < r["lcc_overhead"] for r in lcc_runs)
+    for lcc, base in zip(lcc_runs, summary["runs"]["baseline"], strict=True):  # from the runs' own wall times
+        assert lcc["lcc_overhead"] == pytest.approx(
+            (lcc["time_s"] - lcc["diagnostic_s"] - base["time_s"]) / base["time_s"]
+        )
+        assert lcc["time_s"] > 0 and lcc["diagnostic_s"] == 0  # diagnostic off (LCCConfig's default)
     assert all(r["cc_top1"] >= r["mc_top1"] for r in lcc_runs + summary["runs"]["baseline"])
     diffs = [
         a["test_top1"] - b["test_top1"] for a, b in zip(lcc_runs, summary["runs"]["baseline"], strict=True)
@@ -57,7 +62,9 @@ def test_demo_compares_baseline_and_lcc_and_writes_the_report(tmp_path, capsys):
     assert np.isclose(summary["difference"]["mean"], np.mean(diffs))
     for name in ("summary.json", "summary.md", "val_accuracy.png", "latent_map.png"):
         assert (tmp_path / name).is_file(), name
-    assert (tmp_path / "lcc" / "seed-1" / "best.safetensors").is_file()
+    lcc_folder = json.loads((tmp_path / "compare" / "compare.json").read_text())["sides"]["b"]["folder"]
+    assert (tmp_path / "runs" / lcc_folder / "seed-1" / "best.safetensors").is_file()
+    assert json.loads((tmp_path / "runs" / lcc_folder / "side.json").read_text())["lcc"]["k"] == 5
 
 
 def test_text_recipe_minilm_rotten_tomatoes_with_lcc(tmp_path):

@@ -6,6 +6,7 @@ saved with save_to_disk, and a ResNet folder written by save_pretrained.
 """
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import pytest
 from latentcc.cli import main
 from latentcc.errors import LatentccError
 from latentcc.reproduce import NOT_IN_ALL, run_reproduction
-from latentcc.reproduce.lcc_paper import SIZES, cell_folder, run_paper
+from latentcc.reproduce.base import cell_folder
+from latentcc.reproduce.lcc_paper import SIZES, run_paper
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -62,11 +64,15 @@ def fake(tmp_path_factory):
     return str(root / "data"), str(root / "model")
 
 
+def _run_dir(out, key, seed):
+    """The run folder of grid cell ``key`` (or the baseline) for ``seed``, as its comparison names it."""
+    cell = "w0.01_k5" if key == "baseline" else cell_folder(key)
+    sides = json.loads((out / cell / "compare.json").read_text())["sides"]
+    return out / "runs" / sides["a" if key == "baseline" else "b"]["folder"] / f"seed-{seed}"
+
+
 def _test_top1(out, key, seeds):
-    return [
-        json.loads((out / cell_folder(key) / f"seed-{s}" / "results.json").read_text())["test_top1"]
-        for s in seeds
-    ]
+    return [json.loads((_run_dir(out, key, s) / "results.json").read_text())["test_top1"] for s in seeds]
 
 
 def test_report_holds_the_paired_differences_of_its_runs(fake, tmp_path):
@@ -84,7 +90,7 @@ def test_report_holds_the_paired_differences_of_its_runs(fake, tmp_path):
         # mean and 95 % t half-width of the 3 paired differences (t_0.975, 2 dof = 4.3027)
         assert cell["diff"] == pytest.approx(diffs.mean(), abs=1e-12)
         assert cell["half"] == pytest.approx(4.302653 * diffs.std(ddof=1) / np.sqrt(3), abs=1e-5)
-        run = out / cell_folder(key) / "seed-0"
+        run = _run_dir(out, key, 0)
         lcc = json.loads((run / "config.json").read_text())["lcc"]
         assert (lcc["weight"], lcc["k"], lcc["layers"]) == (w, k, ["resnet.pooler"])
         history = json.loads((run / "metrics.json").read_text())
@@ -94,11 +100,28 @@ def test_report_holds_the_paired_differences_of_its_runs(fake, tmp_path):
         assert history[1]["lcc/net.resnet.pooler/clusters"] >= 1
     assert (
         "lcc/net.resnet.pooler/clusters"
-        not in json.loads((out / "baseline" / "seed-0" / "metrics.json").read_text())[1]
+        not in json.loads((_run_dir(out, "baseline", 0) / "metrics.json").read_text())[1]
     )
     assert r.verdict == saved["verdict"] and r.seeds == seeds
     # 20 % of the 60 training images held out for validation, CIFAR's own test split kept whole
     assert "48 train / 12 val / 30 test, 3 classes" in r.setting
+
+    # interrupted: one run lost its results (its checkpoint kept), another never started; the same
+    # command again resumes the first, trains the second and reuses the other 7
+    (_run_dir(out, "baseline", 2) / "results.json").unlink()
+    gone = _run_dir(out, "w=0.01, k=5", 1)
+    shutil.rmtree(gone)
+    again = run_reproduction("lcc-paper", size="ci", seeds=seeds, out_dir=out, data=data, model=model)
+    assert again.numbers == r.numbers  # the same numbers: a resumed run continues bit for bit
+    first, second = (
+        json.loads((out / c / "compare.json").read_text())["runs"] for c in ("w0.0001_k5", "w0.01_k5")
+    )
+    assert first["resumed"] == ["baseline/seed-2"] and first["trained"] == [] and len(first["reused"]) == 5
+    assert (
+        second["trained"] == ["w=0.01, k=5/seed-1"] and second["resumed"] == [] and len(second["reused"]) == 5
+    )
+    with pytest.raises(LatentccError, match="'out_dir' parameter of run_reproduction must be a new or empty"):
+        run_reproduction("lcc-paper", size="default", seeds=seeds, out_dir=out, data=data, model=model)
 
 
 def test_hub_ids_take_the_same_path_as_the_folders(fake, tmp_path, monkeypatch):
@@ -136,7 +159,7 @@ def test_cli_and_refusals(fake, tmp_path, capsys):
     argv = ["reproduce", "lcc-paper", "--size", "ci", "--seeds", "0", "--data", data, "--model", model]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 0
     assert "lcc-paper:" in capsys.readouterr().out
-    assert (tmp_path / "o" / "w0.01_k5" / "seed-0" / "results.json").is_file()
+    assert (tmp_path / "o" / "w0.01_k5" / "compare.json").is_file()
     assert "lcc-paper" in NOT_IN_ALL  # `reproduce all` never downloads
     with pytest.raises(LatentccError, match=r"'data'.*No folder \./no-such"):
         run_paper(data="./no-such", model=model, out=tmp_path / "x", seeds=(0,))

@@ -63,7 +63,9 @@ class CompareConfig:
     delta: float = _f(
         0.003, "stop when the half-width of the CI of b - a is <= this (metric units: 0.003 = 0.3 pp)"
     )
-    min_seeds: int = _f(5, "never stop before this many seed pairs (a CI from 2-3 seeds is unreliable)")
+    min_seeds: int = _f(
+        5, "never stop before this many seed pairs (a CI from 2-3 seeds is unreliable; 1: one pair, no CI)"
+    )
     max_seeds: int = _f(20, "stop after this many seed pairs whatever the CI")
     metric: str = _f("test_top1", "key of each run's results.json compared (test_top1, best_val_top1, ...)")
 
@@ -76,7 +78,7 @@ class CompareConfig:
         )
         if not ok or self.delta < 0:
             raise param_error("delta", f, "a finite float >= 0 (in the metric's units)", self.delta)
-        check_int(self.min_seeds, "min_seeds", f, 2, fix="A confidence interval needs at least 2 pairs.")
+        check_int(self.min_seeds, "min_seeds", f, 1, fix="Use 5 or more for a CI that can answer anything.")
         check_int(self.max_seeds, "max_seeds", f, self.min_seeds, fix=f"max_seeds must be >= min_seeds ({self.min_seeds}).")  # fmt: skip
         if not isinstance(self.metric, str) or not self.metric:
             raise param_error("metric", f, "a key of results.json such as 'test_top1'", self.metric)
@@ -105,12 +107,12 @@ class RunSpec:
 
 def side_config(spec: RunSpec) -> dict[str, Any]:
     """The settings of ``spec`` that change what a run computes, as stored in JSON (what is hashed)."""
-    train = {k: v for k, v in config_to_dict(spec.train).items() if k not in _NOT_HASHED}
+    train = {k: v for k, v in _floats(spec.train).items() if k not in _NOT_HASHED}
     # the device type changes the floats (CPU vs CUDA kernels): "auto" is hashed as what it resolves to here
     from latentcc.train.loop import resolve_device
 
     train["device_type"] = resolve_device(spec.train.device, func="TrainConfig").type
-    lcc = config_to_dict(spec.lcc) if spec.lcc is not None and spec.lcc.layers else None
+    lcc = _floats(spec.lcc) if spec.lcc is not None and spec.lcc.layers else None
     import torch
 
     import latentcc
@@ -118,13 +120,32 @@ def side_config(spec: RunSpec) -> dict[str, Any]:
     record = {
         # another latentcc or torch may compute other numbers from the same settings: never pair across them
         "versions": {"latentcc": latentcc.__version__, "torch": torch.__version__},
-        "model": _absolute(config_to_dict(spec.model), "model"),
-        "data": _absolute(config_to_dict(spec.data), "data"),
+        "model": _absolute(_floats(spec.model), "model"),
+        "data": _absolute(_floats(spec.data), "data"),
         "train": train,
         "lcc": lcc,
-        "method": config_to_dict(spec.method or MethodConfig()),
+        "method": _floats(spec.method or MethodConfig()),
     }
     return dict(json.loads(json.dumps(record, default=str)))  # tuples -> lists, as run folders store them
+
+
+def _floats(cfg: Any) -> dict[str, Any]:
+    """``config_to_dict(cfg)`` with an int given to a float setting stored as that float: ``weight=1`` and
+    ``weight=1.0`` train the same runs, so they must hash the same (JSON writes 1 and 1.0 apart)."""
+    import typing
+
+    hints = typing.get_type_hints(type(cfg))
+    out = config_to_dict(cfg)
+    for k, v in out.items():
+        if isinstance(v, int) and not isinstance(v, bool) and _takes_float(hints.get(k)):
+            out[k] = float(v)
+    return out
+
+
+def _takes_float(hint: Any) -> bool:
+    import typing
+
+    return hint is float or float in typing.get_args(hint)
 
 
 def _absolute(section: dict[str, Any], key: str) -> dict[str, Any]:
@@ -200,6 +221,7 @@ def compare(
     seeds: Sequence[int] | None = None,
     names: tuple[str, str] = ("a", "b"),
     runs_dir: str | Path | None = None,
+    loaded: dict[DataConfig, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``side_a`` and ``side_b`` with seed after seed until :func:`sequential_decision` stops.
 
@@ -207,8 +229,9 @@ def compare(
     used). Runs are cached in ``out_dir`` (see the module docstring), which is locked for the call, or in
     ``runs_dir`` when given: several comparisons that share a side (e.g. one baseline against several LCC
     settings, as ``latentcc reproduce lcc-variants`` does) then share its runs; the caller keeps one
-    process per ``runs_dir``. Writes ``compare.json`` (returned), ``compare.md`` and ``compare.png`` in
-    ``out_dir``.
+    process per ``runs_dir``. ``loaded``: data already loaded (``load_data``'s splits by DataConfig), filled
+    as data is loaded, so that several calls on one dataset load it once. Writes ``compare.json``
+    (returned), ``compare.md`` and ``compare.png`` in ``out_dir``.
     """
     cfg = CompareConfig(delta=delta, min_seeds=min_seeds, max_seeds=max_seeds, metric=metric)
     for name, spec in (("side_a", side_a), ("side_b", side_b)):
@@ -230,7 +253,8 @@ def compare(
                 out, func="compare", param="out_dir",
                 fix="choose another output folder (a new one, or one a previous comparison wrote).",
             )  # fmt: skip
-        return _run(side_a, side_b, cfg, order, names, out, Path(runs_dir) if runs_dir is not None else out)
+        runs = Path(runs_dir) if runs_dir is not None else out
+        return _run(side_a, side_b, cfg, order, names, out, runs, {} if loaded is None else loaded)
 
 
 def _seed_order(seeds: Sequence[int] | None, cfg: CompareConfig) -> list[int]:
@@ -253,25 +277,27 @@ def _is_compare_folder(out: Path) -> bool:
 
 def _run(
     side_a: RunSpec, side_b: RunSpec, cfg: CompareConfig, order: list[int], names: tuple[str, str], out: Path,
-    runs_dir: Path,
+    runs_dir: Path, splits: dict[DataConfig, Any],
 ) -> dict[str, Any]:  # fmt: skip
     from latentcc.progress import message
 
     sides = {"a": side_a, "b": side_b}
     folders = {key: _side_folder(runs_dir, spec) for key, spec in sides.items()}
     runs: dict[str, list[str]] = {"trained": [], "resumed": [], "reused": []}
-    splits: dict[DataConfig, Any] = {}  # data loaded once per data config, and only if something trains
     rows: list[dict[str, Any]] = []
     reason = ""
-    for seed in order:
-        values = {
-            key: _run_value(
-                spec, folders[key] / f"seed-{seed}", seed, cfg.metric, splits, runs, f"{names[i]}/seed-{seed}",
-                (side_a, side_b),
-            )
-            for i, (key, spec) in enumerate(sides.items())
-        }  # fmt: skip
-        rows.append({"seed": seed, "a": values["a"], "b": values["b"], "diff": values["b"] - values["a"]})
+    for n, seed in enumerate(order):
+        values, times = {}, {}
+        # the sides take turns at running first: with one first always, its runs would pay the process's
+        # warm-up and the wall-clock times of a pair would not compare
+        for key in ("a", "b") if n % 2 == 0 else ("b", "a"):
+            folder = folders[key] / f"seed-{seed}"
+            label = f"{names[0 if key == 'a' else 1]}/seed-{seed}"
+            _train_if_missing(sides[key], folder, seed, splits, runs, label, (side_a, side_b))
+            values[key] = _metric_of(folder / "results.json", cfg.metric)
+            times[key] = _metric_of(folder / "results.json", "wall_time_s")
+        rows.append({"seed": seed, "a": values["a"], "b": values["b"], "diff": values["b"] - values["a"],
+                     "a_time_s": times["a"], "b_time_s": times["b"]})  # fmt: skip
         stop, reason = _decide([r["diff"] for r in rows], cfg.delta, cfg.min_seeds, len(order))
         message(f"compare seed {seed}: {names[0]} {values['a']:.4g}, {names[1]} {values['b']:.4g}; {reason}")
         if stop:
@@ -289,16 +315,16 @@ def _side_folder(out: Path, spec: RunSpec) -> Path:
     return folder
 
 
-def _run_value(
-    spec: RunSpec, folder: Path, seed: int, metric: str, splits: dict[DataConfig, Any],
-    runs: dict[str, list[str]], label: str, both: tuple[RunSpec, RunSpec],
-) -> float:  # fmt: skip
-    """The metric of one run: read from a finished run folder, else trained (or resumed) first."""
+def _train_if_missing(
+    spec: RunSpec, folder: Path, seed: int, splits: dict[DataConfig, Any], runs: dict[str, list[str]],
+    label: str, both: tuple[RunSpec, RunSpec],
+) -> None:  # fmt: skip
+    """A finished run folder is reused; else the run is trained (or resumed from its checkpoint)."""
     if (folder / "results.json").is_file():
         runs["reused"].append(label)
     else:
-        if not splits:  # the first run to train: every optional package either side needs, before it starts
-            from latentcc.extras import check_extras
+        if not runs["trained"] and not runs["resumed"]:  # the first run to train: every optional package
+            from latentcc.extras import check_extras  # either side needs, before it starts
 
             for s in both:
                 check_extras("compare", lcc=s.lcc, models=[s.model.model], data=[s.data.data])
@@ -310,7 +336,6 @@ def _run_value(
             splits=splits[spec.data], lcc=spec.lcc, method=spec.method,
         )  # fmt: skip
         runs["resumed" if resume else "trained"].append(label)
-    return _metric_of(folder / "results.json", metric)
 
 
 def _metric_of(path: Path, metric: str) -> float:
@@ -355,11 +380,23 @@ def _result(
         "rows": rows,
         **{k: diff[k] for k in ("n", "mean", "ci95_half", "ci95_low", "ci95_high")},
         "stop_reason": reason,
+        "wall_time_s": _times(rows),
         "running": running_ci([r["diff"] for r in rows]),
         "runs": runs,
         "conclusion": said,
         "caveat": CAVEAT,
     }
+
+
+def _times(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean wall-clock seconds per run of each side and the mean per-seed ratio b / a (each run's own
+    results.json; cached runs keep the time of the call that trained them)."""
+    a = [r["a_time_s"] for r in rows]
+    b = [r["b_time_s"] for r in rows]
+    ratio = [y / x for x, y in zip(a, b, strict=True) if x > 0]
+    nan = float("nan")
+    return {"a": sum(a) / len(a) if a else nan, "b": sum(b) / len(b) if b else nan,
+            "b_over_a": sum(ratio) / len(ratio) if ratio else nan}  # fmt: skip
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -411,7 +448,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"delta {_fmt(rule['delta'], m, signed=True).lstrip('+')})",
         result["conclusion"],
         f"runs: {len(result['runs']['trained'])} trained, {len(result['runs']['resumed'])} resumed, "
-        f"{len(result['runs']['reused'])} reused from the cache",
+        f"{len(result['runs']['reused'])} reused from the cache; wall time per run {a} "
+        f"{result['wall_time_s']['a']:.1f} s, {b} {result['wall_time_s']['b']:.1f} s ({b} / {a} = "
+        f"{result['wall_time_s']['b_over_a']:.2f}x, mean over seeds)",
     ]  # fmt: skip
 
 

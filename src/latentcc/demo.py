@@ -8,6 +8,7 @@ on the test split: every hyper-parameter is a documented default or chosen on va
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import warnings
 from pathlib import Path
@@ -17,10 +18,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from latentcc.atomic import atomic_write_json, atomic_write_text
+from latentcc.compare import RunSpec, compare
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.correction import cc_mc_accuracy
 from latentcc.extras import check_extras
-from latentcc.finetune import build_model, finetune, load_data
+from latentcc.finetune import build_model, load_data
 from latentcc.latents import collect_latents
 from latentcc.lcc.epoch import cluster_latents
 from latentcc.lcc.weight import weight_label
@@ -30,6 +32,8 @@ from latentcc.report.stats import conclusion, mean_ci, paired_difference
 from latentcc.report.table import format_table
 from latentcc.runlock import FolderLock, check_new_output, new_folder
 from latentcc.seeding import seed_everything
+from latentcc.train.checkpoint import load_weights
+from latentcc.train.loop import evaluate, resolve_device
 
 METHODS = ("baseline", "lcc")
 COLUMNS = (
@@ -82,7 +86,6 @@ def _check_lcc_runs(mcfg: ModelConfig, tcfg: TrainConfig, lcfg: LCCConfig, split
     """
     from latentcc.integrations.fit import LCCHook
     from latentcc.train.checks import preflight
-    from latentcc.train.loop import resolve_device
 
     device = resolve_device(tcfg.device, func="TrainConfig")
     with warnings.catch_warnings():  # the runs issue (and record) their own warnings
@@ -123,29 +126,24 @@ def _run_demo(
 ) -> dict[str, Any]:  # fmt: skip
     settings = _settings(mcfg, tcfg, lcfg, splits, seeds)
     print(settings)
+    # the paired runs: a fixed-size comparison (every seed; the methods take turns at running first)
+    plain = RunSpec(model=mcfg, data=dcfg, train=tcfg)
+    result = compare(
+        plain, dataclasses.replace(plain, lcc=lcfg), out_dir=out / "compare", seeds=list(seeds),
+        min_seeds=len(seeds), max_seeds=len(seeds), names=METHODS, runs_dir=out / "runs", loaded={dcfg: splits},
+    )  # fmt: skip
+    folders = {
+        m: out / "runs" / result["sides"][side]["folder"] for m, side in zip(METHODS, "ab", strict=True)
+    }
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
     models: dict[str, Any] = {}
-    for i, seed in enumerate(seeds):
-        t = dataclasses.replace(tcfg, seed=seed)
-        for method in METHODS[i % 2 :] + METHODS[: i % 2]:  # alternating: neither method always runs first
-            res = finetune(
-                mcfg, dcfg, t, out_dir=out / method / f"seed-{seed}", splits=splits,
-                lcc=lcfg if method == "lcc" else None,
-            )  # fmt: skip
-            assert res.test is not None and res.model is not None
-            gap = cc_mc_accuracy(res.model, splits.test, res.test.correct, lcfg, batch_size=t.eval_batch_size)
-            first = next(iter(gap)).split("/")[0] if gap else ""  # the first corrected layer
-            runs[method].append({
-                "seed": seed, "test_top1": res.test.top1, "val_top1": res.best_val_top1, "best_epoch": res.best_epoch,
-                "cc_top1": gap.get(f"{first}/cc_top1", float("nan")), "mc_top1": gap.get(f"{first}/mc_top1", float("nan")),
-                "mc_fraction": gap.get(f"{first}/mc_fraction", float("nan")), "time_s": res.wall_time_s,
-                "diagnostic_s": sum(r.get("lcc/time_diagnostic_s", 0.0) for r in res.history),
-                "val_cc_top1": res.history[-1].get(f"val_{first}/cc_top1", float("nan")),
-                "val_mc_top1": res.history[-1].get(f"val_{first}/mc_top1", float("nan")), "history": res.history,
-            })  # fmt: skip
-            print(f"  seed {seed} {method:8s} test top-1 {res.test.top1:.4f}  ({res.wall_time_s:.0f} s)")
+    for seed in seeds:
+        for method in METHODS:
+            run, model = _read_run(folders[method] / f"seed-{seed}", mcfg, tcfg, lcfg, splits)
+            runs[method].append({"seed": seed, **run})
+            print(f"  seed {seed} {method:8s} test top-1 {run['test_top1']:.4f}  ({run['time_s']:.0f} s)")
             if seed == seeds[0]:
-                models[method] = res.model
+                models[method] = model
 
     for base, lcc in zip(runs["baseline"], runs["lcc"], strict=True):  # paired wall clock, per seed
         base["lcc_overhead"] = float("nan")
@@ -179,6 +177,29 @@ def _run_demo(
     atomic_write_text(out / "summary.md", _markdown(summary, verdict, lcfg))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; report: {out / 'summary.md'}")
     return summary
+
+
+def _read_run(
+    folder: Path, mcfg: ModelConfig, tcfg: TrainConfig, lcfg: LCCConfig, splits: Any
+) -> tuple[dict[str, Any], Any]:
+    """One finished run's numbers (results.json, metrics.json) and its best-on-validation model, with the
+    test accuracy of the samples correctly clustered / misclustered in the corrected layer."""
+    results = json.loads((folder / "results.json").read_text())
+    history = json.loads((folder / "metrics.json").read_text())
+    model = build_model(mcfg, splits).to(resolve_device(tcfg.device, func="TrainConfig"))
+    load_weights(folder / "best.safetensors", model)
+    correct = evaluate(model, splits.test, batch_size=tcfg.eval_batch_size, device=tcfg.device).correct
+    gap = cc_mc_accuracy(model, splits.test, correct, lcfg, batch_size=tcfg.eval_batch_size)
+    first = next(iter(gap)).split("/")[0] if gap else ""  # the first corrected layer
+    nan = float("nan")
+    return {
+        "test_top1": results["test_top1"], "val_top1": results["best_val_top1"], "best_epoch": results["best_epoch"],
+        "cc_top1": gap.get(f"{first}/cc_top1", nan), "mc_top1": gap.get(f"{first}/mc_top1", nan),
+        "mc_fraction": gap.get(f"{first}/mc_fraction", nan), "time_s": results["wall_time_s"],
+        "diagnostic_s": sum(r.get("lcc/time_diagnostic_s", 0.0) for r in history),
+        "val_cc_top1": history[-1].get(f"val_{first}/cc_top1", nan),
+        "val_mc_top1": history[-1].get(f"val_{first}/mc_top1", nan), "history": history,
+    }, model  # fmt: skip
 
 
 def _settings(
@@ -285,7 +306,8 @@ def _markdown(summary: dict[str, Any], verdict: str, lcfg: LCCConfig) -> str:
         f"Latents of `{lcfg.layers[0]}` (PCA to 2-D) on training samples, coloured by class; x = misclustered. "
         "Left to right: the pretrained model, the baseline and the LCC model of the first seed.",
         "",
-        "Run folders (config, metrics per epoch, best weights, training curves): `baseline/seed-<s>/`, `lcc/seed-<s>/`.",
+        "Run folders (config, metrics per epoch, best weights, training curves): `runs/<hash>/seed-<s>/`, one "
+        "`<hash>` per method (`runs/<hash>/side.json` names its settings); the paired comparison: `compare/`.",
         "",
     ])  # fmt: skip
 

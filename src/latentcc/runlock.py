@@ -338,8 +338,12 @@ _OUTPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "layer-wise transfer tables (latentcc transfer-layers)",
         ("transfer_layers.json", "transfer_layers.csv"),
     ),
-    ("a demo report (latentcc demo)", ("summary.json", "summary.md", "baseline/seed-*", "lcc/seed-*")),
-    ("a reproduction (latentcc reproduce)", ("result.json", "result.md")),
+    (
+        "a demo report (latentcc demo)",
+        ("summary.json", "summary.md", "runs/*/side.json", "baseline/seed-*", "lcc/seed-*"),
+    ),
+    ("a comparison (latentcc compare)", ("compare.json", "*/side.json")),
+    ("a reproduction (latentcc reproduce)", ("reproduction.json", "result.json", "result.md")),
 )
 
 

@@ -9,12 +9,14 @@ docs/reproductions.md (one section per claim, between markers). Nothing is tuned
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from latentcc.atomic import atomic_write_json
 from latentcc.errors import param_error
 from latentcc.reproduce.base import SIZES, ClaimResult, update_docs
 from latentcc.runlock import FolderLock, check_new_output, describe_outputs, folder_outputs, new_folder
@@ -48,6 +50,10 @@ DEFAULT_SEEDS = (0, 1, 2)  # a module's own DEFAULT_SEEDS wins (lcc-paper: the p
 NOT_IN_ALL = ("lcc-paper",)
 # Reproductions whose ``run`` takes local folders in place of their hub ids (``--data`` / ``--model``).
 TAKES_FOLDERS = ("lcc-paper",)
+# Reproductions whose runs are cached by latentcc.compare: the same command again with the same --out
+# continues an interrupted run (finished runs reused, a half-finished one resumed from its checkpoint).
+RESUMABLE = ("lcc-gain", "lcc-variants", "lcc-paper")
+MARKER = "reproduction.json"  # written first: which reproduction (and size) a folder belongs to
 
 
 def run_reproduction(
@@ -85,10 +91,13 @@ def run_reproduction(
     if docs is not None:  # at the door too: a refused docs folder would otherwise waste the whole run
         _check_docs_folder(Path(docs), out)
     with FolderLock(out, func="run_reproduction"):  # one process per output folder, for all of its writes
-        check_new_output(
-            out, func="run_reproduction", param="out_dir",
-            fix="choose another output folder (--out), a new or empty one, or move the old outputs away first.",
-        )  # fmt: skip
+        if not _continues(out, name, size):
+            check_new_output(
+                out, func="run_reproduction", param="out_dir",
+                fix="choose another output folder (--out), a new or empty one, or move the old outputs away first"
+                + (f" ('{name}' continues in a folder it wrote itself at the same --size)." if name in RESUMABLE else "."),
+            )  # fmt: skip
+        atomic_write_json(out / MARKER, {"name": name, "size": size})
         t0 = time.perf_counter()
         result: ClaimResult = module.run(size, seeds, out, **folders)
         result.size, result.seeds, result.wall_time_s = size, seeds, time.perf_counter() - t0
@@ -96,6 +105,17 @@ def run_reproduction(
         if docs is not None:
             _update_docs(Path(docs), name, result, out)
     return result
+
+
+def _continues(out: Path, name: str, size: str) -> bool:
+    """Whether ``out`` is a folder of an earlier call of this cached reproduction at this size."""
+    if name not in RESUMABLE or not (out / MARKER).is_file():
+        return False
+    try:
+        marker = json.loads((out / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(marker == {"name": name, "size": size})
 
 
 def _update_docs(doc: Path, name: str, result: ClaimResult, out: Path) -> None:

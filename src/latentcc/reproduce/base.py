@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -174,3 +175,33 @@ def fmt_ci(values: list[float], digits: int = 4) -> str:
         return f"{values[0]:.{digits}f} (n=1)"
     m, h = mean_ci(values)
     return f"{m:.{digits}f} ± {h:.{digits}f} (n={len(values)})"
+
+
+def paired_grid(
+    base: Any, cells: dict[str, Any], seeds: Sequence[int], out: Path, loaded: dict[Any, Any] | None = None
+) -> dict[str, list[float]]:
+    """Test top-1 per seed of the baseline ``base`` and of every cell (``RunSpec``s), keyed "baseline" and
+    the cells' keys: each cell a fixed-size :func:`latentcc.compare.compare` against ``base`` on ``seeds``.
+
+    Runs are cached in ``out/runs`` (the baseline's shared by every cell), each cell's comparison report
+    in ``out/<cell folder>``; the same call again trains only what is missing (an interrupted run
+    resumes from its checkpoint). ``loaded``: as :func:`latentcc.compare.compare`'s (each dataset loaded
+    once for every cell, and kept for the caller).
+    """
+    from latentcc.compare import compare
+
+    loaded = {} if loaded is None else loaded
+    acc: dict[str, list[float]] = {}
+    for key, spec in cells.items():
+        r = compare(
+            base, spec, out_dir=out / cell_folder(key), seeds=list(seeds), min_seeds=len(seeds),
+            max_seeds=len(seeds), names=("baseline", key), runs_dir=out / "runs", loaded=loaded,
+        )  # fmt: skip
+        acc.setdefault("baseline", [row["a"] for row in r["rows"]])
+        acc[key] = [row["b"] for row in r["rows"]]
+    return acc
+
+
+def cell_folder(key: str) -> str:
+    """A grid cell's folder name: ``"w=0.0001, k=5"`` -> ``"w0.0001_k5"``."""
+    return key.replace(", ", "_").replace("=", "")

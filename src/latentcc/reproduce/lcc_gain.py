@@ -1,7 +1,9 @@
 """``lcc-gain``: LCC vs baseline fine-tuning at the paper's grid w in {1e-4, 1e-2} x k in {5, 50},
 on the embedded image default (MNIST CNN -> Animal-MNIST) and the text default (MiniLM -> Rotten
 Tomatoes). Same seeds and budget for every cell; test accuracy on each run's best-on-val weights;
-paired differences against the baseline of the same seed, with 95 % confidence intervals.
+paired differences against the baseline of the same seed, with 95 % confidence intervals. Each cell is
+a fixed-size :func:`latentcc.compare.compare` (all seeds) with the runs cached: the same command again
+continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from latentcc.compare import RunSpec
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.finetune import finetune, load_data
+from latentcc.finetune import load_data
 from latentcc.models import default_layers
 from latentcc.report.figure import pyplot, save_png
-from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half
+from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half, paired_grid
 
 GRID = ((1e-4, 5), (1e-4, 50), (1e-2, 5), (1e-2, 50))
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
@@ -50,23 +53,18 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         dcfg, mcfg = s["data"], ModelConfig(model=s["model"])
         tcfg = dataclasses.replace(s["train"], progress=False, tensorboard=False)
         layer = default_layers(s["model"])[-1]
-        splits = load_data(dcfg)
+        base = RunSpec(model=mcfg, data=dcfg, train=tcfg)
+        # the paper's algorithm: the latents of an eval pass at each refresh
+        paper = LCCConfig(layers=(layer,), latent_source="eval_pass")
+        grid = {f"w={w:g}, k={k}": dataclasses.replace(base, lcc=dataclasses.replace(paper, weight=w, k=k))
+                for w, k in GRID}  # fmt: skip
+        loaded: dict[DataConfig, Any] = {}
+        acc = paired_grid(base, grid, seeds, out / domain, loaded)  # cached: the same command again continues
+        splits = loaded[dcfg] if dcfg in loaded else load_data(dcfg)
         settings.append(
             f"{domain}: {s['model']} on {dcfg.data} ({len(splits.train)} train, {tcfg.epochs} epochs, lr {tcfg.lr}), "
             f"LCC on `{layer}`"
         )
-        acc: dict[str, list[float]] = {}
-        for seed in seeds:
-            t = dataclasses.replace(tcfg, seed=seed)
-            cells_cfg: list[tuple[str, LCCConfig | None]] = [("baseline", None)]
-            # the paper's algorithm: the latents of an eval pass at each refresh
-            paper = dict(layers=(layer,), latent_source="eval_pass")
-            cells_cfg += [(f"w={w:g}, k={k}", LCCConfig(**paper, weight=w, k=k)) for w, k in GRID]  # type: ignore[arg-type]
-            for key, lcc in cells_cfg:
-                folder = out / domain / key.replace(", ", "_").replace("=", "") / f"seed-{seed}"
-                res = finetune(mcfg, dcfg, t, out_dir=folder, splits=splits, lcc=lcc)
-                assert res.test is not None
-                acc.setdefault(key, []).append(res.test.top1)
         for key, values in acc.items():
             diffs = [a - b for a, b in zip(values, acc["baseline"], strict=True)]
             m, h = mean_half(diffs) if key != "baseline" else (float("nan"), float("nan"))

@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from latentcc.compare import RunSpec
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.errors import LatentccError, param_error, require
-from latentcc.finetune import finetune, load_data
+from latentcc.finetune import load_data
 from latentcc.models.text import _quiet
-from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half
+from latentcc.reproduce.base import ClaimResult, fmt_ci, mean_half, paired_grid
 from latentcc.reproduce.lcc_gain import _plot
 
 HUB_DATA = "uoft-cs/cifar100"
@@ -93,27 +94,24 @@ def run_paper(
 
     ``data`` / ``model``: local folders, or hub ids (downloaded once into ``cache``, default the Hugging
     Face caches). ``layer``: the corrected layer (name, dotted suffix or regex; the paper's best cell used
-    the head). Run folders: ``out/<cell>/seed-<seed>`` (``baseline``, ``w0.0001_k5``, ...).
+    the head). Runs: ``out/runs/<side hash>/seed-<seed>``, each cell's paired report in ``out/<cell>/``
+    (``w0.0001_k5``, ...); the same call again reuses finished runs and resumes a half-finished one.
     """
     if not seeds:
         raise param_error("seeds", "run_paper", "at least one seed", seeds)
     dcfg = dataclasses.replace(DATA, data=str(local_data(data, cache)))
     mcfg = ModelConfig(model=str(local_model(model, cache)))
     tcfg = dataclasses.replace(train, progress=False, tensorboard=False)
-    splits = load_data(dcfg)  # once: every run of every seed trains on the same split
-    cells_cfg: list[tuple[str, LCCConfig | None]] = [("baseline", None)]
-    cells_cfg += [
-        (f"w={w:g}, k={k}", dataclasses.replace(LCC, layers=(layer,), weight=w, k=k)) for w, k in grid
-    ]
-    acc: dict[str, list[float]] = {key: [] for key, _ in cells_cfg}
-    for seed in seeds:
-        t = dataclasses.replace(tcfg, seed=seed)
-        for key, lcc in cells_cfg:
-            res = finetune(
-                mcfg, dcfg, t, out_dir=out / cell_folder(key) / f"seed-{seed}", splits=splits, lcc=lcc
-            )
-            assert res.test is not None  # CIFAR-100 has a test split
-            acc[key].append(res.test.top1)
+    base = RunSpec(model=mcfg, data=dcfg, train=tcfg)
+    cells = {
+        f"w={w:g}, k={k}": dataclasses.replace(
+            base, lcc=dataclasses.replace(LCC, layers=(layer,), weight=w, k=k)
+        )
+        for w, k in grid
+    }
+    loaded: dict[DataConfig, Any] = {}
+    acc = paired_grid(base, cells, seeds, out, loaded)  # cached: the same command again continues
+    splits = loaded[dcfg] if dcfg in loaded else load_data(dcfg)  # (nothing trained: all runs cached)
     setting = (
         f"{model} fine-tuned on {data} ({len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} "
         f"test, {splits.num_classes} classes), {tcfg.epochs} epochs, {tcfg.optimizer} lr {tcfg.lr} batch "
@@ -121,11 +119,6 @@ def run_paper(
         f"{len(seeds)} seeds per cell, paired with the same-seed baseline."
     )
     return _result(acc, setting, out)
-
-
-def cell_folder(key: str) -> str:
-    """A grid cell's folder name: ``"w=0.0001, k=5"`` -> ``"w0.0001_k5"``."""
-    return key.replace(", ", "_").replace("=", "")
 
 
 def _result(acc: dict[str, list[float]], setting: str, out: Path) -> ClaimResult:
