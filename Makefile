@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: demo test lint install bench clean
 
-$(STAMP): pyproject.toml Makefile src/latentcc/assets.py
+$(STAMP): pyproject.toml Makefile src/latentcc/plumbing/assets.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"

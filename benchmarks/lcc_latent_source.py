@@ -33,13 +33,13 @@ import numpy as np
 from sklearn.metrics import adjusted_mutual_info_score
 from torch.utils.data import DataLoader
 
+from latentcc.app.finetune import load_data, prepare_model
 from latentcc.config import DEMO_DEFAULTS, DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.finetune import load_data, prepare_model
 from latentcc.integrations.fit import LCCHook
-from latentcc.latents import collect_latents
+from latentcc.latents.collect import collect_latents
 from latentcc.lcc.epoch import cluster_latents
+from latentcc.plumbing.seeding import seed_everything
 from latentcc.report.stats import mean_ci, paired_difference
-from latentcc.seeding import seed_everything
 from latentcc.train import fit
 
 RUNS = ("baseline", "eval_pass", "train_pass", "probe")
@@ -123,8 +123,8 @@ def step_cost(
     import torch
 
     from latentcc.config import LCC_LOSSES
-    from latentcc.correction import LatentClusterCorrection
     from latentcc.lcc.buffer import LatentBuffer
+    from latentcc.lcc.correction import LatentClusterCorrection
     from latentcc.lcc.epoch import epoch_start
     from latentcc.lcc.targets import lcc_targets
 

@@ -62,7 +62,7 @@ def bench_profile(threads: int) -> dict[str, Any]:
     data = {"train": splits.train, "test": splits.test}
     n = len(splits.train) + len(splits.test)
     cfg = latentcc.ProbeConfig(progress=False)
-    layers = latentcc.layers.all_layers(model)
+    layers = latentcc.latents.layers.all_layers(model)
 
     def run_inference() -> None:
         with torch.no_grad():

@@ -15,7 +15,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from latentcc.errors import MissingExtraError
+from latentcc.plumbing.errors import MissingExtraError
 from reliability_base import Case
 
 TINY = ["--data", "digits", "--model", "mnist-cnn", "--max-samples", "300", "--epochs", "2", "--no-progress",
@@ -35,9 +35,9 @@ def _api_without_igraph(tmp: Path) -> str:
     """fit(lcc=...), LatentClusterCorrection and profile(cluster_method='leiden') from Python, igraph absent."""
     from latentcc import profile
     from latentcc.config import LCCConfig, TrainConfig
-    from latentcc.correction import LatentClusterCorrection
     from latentcc.data import load_dataset
-    from latentcc.errors import MissingExtraError
+    from latentcc.lcc.correction import LatentClusterCorrection
+    from latentcc.plumbing.errors import MissingExtraError
     from latentcc.train import fit
 
     data = load_dataset("digits", max_samples=200)
@@ -59,22 +59,22 @@ def _api_without_igraph(tmp: Path) -> str:
 
 
 def _demo_without_igraph(tmp: Path) -> None:
+    from latentcc.app.demo import run_demo
     from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-    from latentcc.demo import run_demo
 
-    with _without("igraph"), mock.patch("latentcc.demo.finetune", _no_training):
+    with _without("igraph"), mock.patch("latentcc.app.demo.finetune", _no_training):
         run_demo(ModelConfig(), DataConfig(data="digits"), TrainConfig(), LCCConfig(layers=("fc_layers.1",)),
                  out_dir=tmp / "demo")  # fmt: skip
 
 
 def _cli(tmp: Path, args: list[str], missing: tuple[str, ...]) -> str:
     """Run the CLI with ``missing`` packages absent; say what it did (exit code, folder, message)."""
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     out, err = tmp / "out", io.StringIO()
     with (
         _without(*missing),
-        mock.patch("latentcc.finetune.fit", _no_training),
+        mock.patch("latentcc.app.finetune.fit", _no_training),
         contextlib.redirect_stderr(err),
     ):
         code = main([*args, "--out", str(out)])
@@ -83,7 +83,7 @@ def _cli(tmp: Path, args: list[str], missing: tuple[str, ...]) -> str:
 
 
 def _strict_json(tmp: Path) -> str:
-    from latentcc.atomic import atomic_write_json
+    from latentcc.plumbing.atomic import atomic_write_json
 
     path = atomic_write_json(
         tmp / "x.json", {"ci95_half": float("nan"), "best": math.inf, "acc": np.float32(0.5)}
@@ -94,7 +94,7 @@ def _strict_json(tmp: Path) -> str:
 
 
 def _require_hint(tmp: Path) -> None:
-    from latentcc.errors import require
+    from latentcc.plumbing.errors import require
 
     with _without("leidenalg"):
         require("leidenalg", "graph", purpose="community detection with method='leidenalg'")

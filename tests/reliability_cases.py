@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from latentcc.errors import CheckpointError, LatentccError, WriteError
+from latentcc.plumbing.errors import CheckpointError, LatentccError, WriteError
 from reliability_base import Case
 
 # ----------------------------------------------------------------------------- small inputs
@@ -139,13 +139,13 @@ class _Odd(nn.Module):
 def _latents(layer: str) -> Any:
     from torch.utils.data import DataLoader
 
-    from latentcc.latents import collect_latents
+    from latentcc.latents.collect import collect_latents
 
     return collect_latents(_Odd(), DataLoader(_splits().train, batch_size=8), [layer])
 
 
 def _profile(tmp: Path, **kw: Any) -> Any:
-    from latentcc.probing import profile
+    from latentcc.probes.profile import profile
 
     return profile(_model(), _splits(), progress=False, **kw)
 
@@ -288,7 +288,7 @@ def _disk_full(*args: Any, **kw: Any) -> None:
 
 
 def _atomic_json_disk_full(tmp: Path) -> None:
-    from latentcc.atomic import atomic_write_json
+    from latentcc.plumbing.atomic import atomic_write_json
 
     with mock.patch("os.fsync", _disk_full):
         atomic_write_json(tmp / "results.json", {"new": 1})
@@ -303,16 +303,16 @@ def _resume_disk_full(tmp: Path) -> None:
 
 
 def _cases() -> list[Case]:
-    from latentcc.atomic import ensure_writable_dir
-    from latentcc.cliargs import read_config_file
+    from latentcc.app.cliargs import read_config_file
     from latentcc.config import LCCConfig, TrainConfig, config_from_dict
     from latentcc.data import from_arrays, image_folder, load_dataset, read_idx
     from latentcc.graph import communities, knn_graph
-    from latentcc.layers import resolve_layers
+    from latentcc.latents.layers import resolve_layers
     from latentcc.lcc import lcc_loss, lcc_targets, match_clusters
     from latentcc.metrics import clusterability, neural_collapse, purity
     from latentcc.models import load_model
-    from latentcc.probing import load_groups
+    from latentcc.plumbing.atomic import ensure_writable_dir
+    from latentcc.probes.profile import load_groups
     from latentcc.train.checkpoint import load_weights
 
     L, C = LatentccError, CheckpointError

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from latentcc.errors import LatentccError
+from latentcc.plumbing.errors import LatentccError
 from reliability_base import Case
 
 L = LatentccError
@@ -110,7 +110,7 @@ def _fit_short(tmp: Path) -> Any:
 
 
 def _collect_short(tmp: Path) -> Any:
-    from latentcc.latents import collect_latents
+    from latentcc.latents.collect import collect_latents
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4))
@@ -133,7 +133,7 @@ def _works_hf_columns(tmp: Path) -> str:
 
 
 def _works_layers_cli(tmp: Path) -> str:
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -143,8 +143,8 @@ def _works_layers_cli(tmp: Path) -> str:
 
 
 def _model_for(model: str, data: str) -> Any:
+    from latentcc.app.finetune import build_model
     from latentcc.config import ModelConfig
-    from latentcc.finetune import build_model
 
     splits = SimpleNamespace(kind=data, name=f"{data}-data", num_classes=3)
     return build_model(ModelConfig(model=model), splits)

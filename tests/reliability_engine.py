@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from latentcc.errors import LatentccError
+from latentcc.plumbing.errors import LatentccError
 from reliability_base import Case
 
 _Y7 = np.repeat(np.arange(7), 30)

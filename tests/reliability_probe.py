@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentcc.errors import LatentccError
+from latentcc.plumbing.errors import LatentccError
 from reliability_base import Case
 
 
@@ -36,7 +36,7 @@ def _transfer_twice(tmp: Path) -> str:
     """Two identical `latentcc transfer-layers` runs (the new head is random): same numbers?"""
     import torch
 
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     rows = []
     for i in range(2):
@@ -62,7 +62,7 @@ def _profile_without_terminal(tmp: Path) -> str:
 
 def _one_layer_report(tmp: Path) -> str:
     import latentcc
-    from latentcc.report.probe_report import summary_lines, write_probe_report
+    from latentcc.probes.report import summary_lines, write_probe_report
 
     p = latentcc.profile(_mlp(1), _two_class(), layers=["2"], gc_samples=8, gc_draws=2, progress=False)
     write_probe_report(p, tmp / "report")  # a 1-wide layer used to break the 2-D view (PCA gave one column)
@@ -79,7 +79,7 @@ def _splits_as_one_split(tmp: Path) -> object:
 
 def _probe_cli(tmp: Path, args: list[str]) -> str:
     """`latentcc probe --model mnist-cnn --data digits ARGS --out OUT`: exit code, folder made, message."""
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     out, err = tmp / "out", io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentcc.errors import CheckpointError, LatentccError
+from latentcc.plumbing.errors import CheckpointError, LatentccError
 from reliability_base import Case
 
 # A process that owns a folder as `fit` does (FolderLock, then config.json), says "ready" and waits.
 HOLDER = """
 import sys, time
 from pathlib import Path
-from latentcc.runlock import FolderLock
+from latentcc.plumbing.runlock import FolderLock
 
 folder = Path(sys.argv[1])
 FolderLock(folder, func="fit").acquire()
@@ -293,8 +293,8 @@ def _hold_then_delete_record(tmp: Path) -> None:
 
 def _kept_mode(tmp: Path) -> str:
     """`(umask 077; latentcc reproduce ... --docs repro.md)` on an existing 0644 docs file."""
-    from latentcc.reproduce import _update_docs
-    from latentcc.reproduce.base import ClaimResult
+    from latentcc.app.reproduce import _update_docs
+    from latentcc.app.reproduce.base import ClaimResult
 
     doc = tmp / "repro.md"
     doc.write_text("# Reproductions\n")
@@ -312,8 +312,8 @@ def _kept_mode(tmp: Path) -> str:
 
 def _docs_copy_rows(tmp: Path) -> str:
     """A copy of docs/reproductions.md outside docs/, beside an empty reproductions/summary.json."""
-    from latentcc.reproduce import REPRODUCTIONS
-    from latentcc.reproduce.base import ClaimResult, update_docs
+    from latentcc.app.reproduce import REPRODUCTIONS
+    from latentcc.app.reproduce.base import ClaimResult, update_docs
 
     doc = tmp / "x" / "repro.md"
     (tmp / "x" / "reproductions").mkdir(parents=True)
@@ -344,7 +344,7 @@ def _cli(*argv: str) -> Any:
     """A `latentcc` command as main runs it, but raising its error (main prints it and exits 2)."""
 
     def trigger(tmp: Path) -> None:
-        from latentcc.cli import _dispatch, build_parser
+        from latentcc.app.cli import _dispatch, build_parser
 
         _dispatch(build_parser().parse_args([a.replace("TMP", str(tmp)) for a in argv]))
 
@@ -376,7 +376,7 @@ def _edit_epochs(tmp: Path) -> None:
 
 
 def _reproduce_docs_in_run(tmp: Path) -> None:
-    from latentcc.reproduce import run_reproduction
+    from latentcc.app.reproduce import run_reproduction
 
     run_reproduction("nc-transfer", size="ci", seeds=[0], out_dir=tmp / "X", docs=tmp / "R" / "doc.md")
 

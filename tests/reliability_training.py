@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentcc.errors import LatentccError
+from latentcc.plumbing.errors import LatentccError
 from reliability_base import Case
 
 # ----------------------------------------------------------------------------- tiny models and data
@@ -179,8 +179,8 @@ def _meta_latents(tmp: Path) -> Any:
 
 
 def _lcc_flags_without_layers(tmp: Path) -> Any:
+    from latentcc.app.finetune import finetune
     from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-    from latentcc.finetune import finetune
 
     lcc = LCCConfig(weight=0.5, k=7)  # what `--lcc-weight 0.5 --lcc-k 7` without --lcc-layers builds
     return finetune(ModelConfig(), DataConfig(), TrainConfig(), out_dir=tmp / "run", lcc=lcc)
@@ -188,7 +188,7 @@ def _lcc_flags_without_layers(tmp: Path) -> Any:
 
 def _frozen_layer(tmp: Path) -> Any:
     from latentcc.config import MethodConfig
-    from latentcc.methods import apply_method
+    from latentcc.train.methods import apply_method
 
     setup = apply_method(_mlp(), MethodConfig(method="lp"))  # only the head '2' trains
     return _fit(tmp, setup.model, lcc=_lcc("0"))
@@ -224,7 +224,7 @@ def _own_optimizer_and_lr(tmp: Path) -> Any:
 
 def _method_inert(tmp: Path) -> Any:
     from latentcc.config import MethodConfig
-    from latentcc.methods import apply_method
+    from latentcc.train.methods import apply_method
 
     return apply_method(_mlp(), MethodConfig(method="ft", gc_lambda=0.01))
 

@@ -1,4 +1,4 @@
-"""The one door for latents and features (latentcc.arrays): the same dtypes everywhere, clear errors for the
+"""The one door for latents and features (latentcc.plumbing.arrays): the same dtypes everywhere, clear errors for the
 rest, and results that do not depend on where the data sits in space (against exact float64 references)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from latentcc import LCCConfig, epoch_start, knn_graph, knn_search, lcc_loss, lcc_targets, reduce_dim
-from latentcc.arrays import Matrix, as_matrix
-from latentcc.errors import LatentccError
 from latentcc.metrics import cluster, clusterability, knn_probe, linear_probe, neural_collapse
+from latentcc.plumbing.arrays import Matrix, as_matrix
+from latentcc.plumbing.errors import LatentccError
 
 pytest.importorskip("faiss")
 

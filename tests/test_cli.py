@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from latentcc.cli import build_parser, main
+from latentcc.app.cli import build_parser, main
 from latentcc.config import DataConfig, ModelConfig, TrainConfig
 
 FAST = [
@@ -169,7 +169,7 @@ def test_finetune_a_saved_hf_dataset_with_other_column_names(tmp_path, capsys):
     ],
 )
 def test_configs_refuse_absurd_values_naming_the_field(cls, field, value, message):
-    from latentcc.errors import LatentccError
+    from latentcc.plumbing.errors import LatentccError
 
     with pytest.raises(LatentccError, match=rf"The '{field}' parameter of {cls.__name__} must be {message}"):
         cls(**{field: value})
@@ -177,7 +177,7 @@ def test_configs_refuse_absurd_values_naming_the_field(cls, field, value, messag
 
 def test_lcc_and_probe_configs_refuse_absurd_values():
     from latentcc.config import LCCConfig, MethodConfig, ProbeConfig
-    from latentcc.errors import LatentccError
+    from latentcc.plumbing.errors import LatentccError
 
     for cls, field, value in [
         (LCCConfig, "k", 10**30), (LCCConfig, "dim", 2**40), (LCCConfig, "seed", 2**33), (LCCConfig, "warmup", 10**9),
@@ -282,8 +282,8 @@ def test_demo_checks_the_lcc_schedule_before_the_baseline_runs(tmp_path, capsys)
 
 def test_reproduce_docs_inside_a_run_folder_is_refused_before_the_reproduction_runs(tmp_path):
     """F12: --docs R/doc.md wrote doc.md and reproductions/ into the run folder R (after waiting for its lock)."""
-    from latentcc.errors import LatentccError
-    from latentcc.reproduce import run_reproduction
+    from latentcc.app.reproduce import run_reproduction
+    from latentcc.plumbing.errors import LatentccError
 
     run = tmp_path / "R"
     run.mkdir()

@@ -12,10 +12,10 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 
-from latentcc.errors import LatentccError
 from latentcc.graph import communities, knn_graph
 from latentcc.metrics import clustering
 from latentcc.metrics.clustering import KMEANS_N_INIT, cluster, cluster_consistency, clusterability, purity
+from latentcc.plumbing.errors import LatentccError
 
 
 def brute_purity(y_true, y_pred):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentcc.errors import LatentccError
 from latentcc.metrics.collapse import NeuralCollapse, neural_collapse, neural_collapse_stream
+from latentcc.plumbing.errors import LatentccError
 
 BASE_KEYS = {
     "nc1",

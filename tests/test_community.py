@@ -13,9 +13,9 @@ pytest.importorskip("faiss")
 
 from sklearn.metrics import adjusted_mutual_info_score as ami
 
-from latentcc.errors import LatentccError
 from latentcc.graph import communities, knn_graph, modularity
 from latentcc.graph.community import _canonical, _to_igraph
+from latentcc.plumbing.errors import LatentccError
 
 METHODS = ["leiden", "louvain", "leidenalg"]
 

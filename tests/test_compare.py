@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import latentcc.compare
-from latentcc.cli import main
-from latentcc.compare import (
+import latentcc.app.compare
+from latentcc.app.cli import main
+from latentcc.app.compare import (
     STOP_EFFECT,
     STOP_MAX,
     STOP_PRECISE,
@@ -22,7 +22,7 @@ from latentcc.compare import (
     side_hash,
 )
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.errors import LatentccError
+from latentcc.plumbing.errors import LatentccError
 
 
 def _ci(diffs):
@@ -142,9 +142,9 @@ def fake_training(monkeypatch):
         )
 
     loads = []
-    monkeypatch.setattr(latentcc.compare, "finetune", finetune)
-    monkeypatch.setattr(latentcc.compare, "load_data", lambda d: loads.append(d) or ("splits of", d))
-    monkeypatch.setattr(latentcc.compare, "_plot", lambda result, path: path.write_bytes(b"png"))
+    monkeypatch.setattr(latentcc.app.compare, "finetune", finetune)
+    monkeypatch.setattr(latentcc.app.compare, "load_data", lambda d: loads.append(d) or ("splits of", d))
+    monkeypatch.setattr(latentcc.app.compare, "_plot", lambda result, path: path.write_bytes(b"png"))
     return calls, loads
 
 
@@ -268,8 +268,8 @@ def test_cli_compare_on_a_tiny_run_and_a_second_call_trains_nothing(tmp_path, ca
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
     calls = []
-    real = latentcc.compare.finetune
-    monkeypatch.setattr(latentcc.compare, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = latentcc.app.compare.finetune
+    monkeypatch.setattr(latentcc.app.compare, "finetune", lambda *a, **k: calls.append(1) or real(*a, **k))
     assert main(args) == 0
     assert calls == [] and "0 trained, 0 resumed, 4 reused" in capsys.readouterr().out
     # a side flag finetune does not have is refused by argparse (exit code 2) before anything runs

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from latentcc.errors import LatentccError
 from latentcc.metrics.complexity import (
     ESTIMATORS,
     gc_penalty,
@@ -20,6 +19,7 @@ from latentcc.metrics.complexity import (
     layer_fn,
     per_class_gc,
 )
+from latentcc.plumbing.errors import LatentccError
 
 RANDOMIZED = ("hutchinson", "outputs")
 

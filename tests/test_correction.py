@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 from conftest import mc_distance, tiny_mlp
 from latentcc import LCCConfig
 from latentcc.config import TrainConfig
-from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
-from latentcc.errors import LatentccError
 from latentcc.integrations.fit import LCCHook
+from latentcc.lcc.correction import LatentClusterCorrection, cc_mc_accuracy
+from latentcc.plumbing.errors import LatentccError
 from latentcc.train import evaluate, fit
 
 CFG = TrainConfig(epochs=3, batch_size=32, lr=1e-2, progress=False, tensorboard=False)
@@ -273,7 +273,7 @@ def test_preflight_reads_samples_without_advancing_any_global_rng():
     them, or the run's augmentations would differ from a run without the pre-flight."""
     import random
 
-    from latentcc.seeding import rng_state
+    from latentcc.plumbing.seeding import rng_state
     from latentcc.train.checks import preflight
 
     train, model = _Augmented(_tab().train), _mlp6()  # _mlp6 seeds torch: before the states are taken

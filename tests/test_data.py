@@ -30,7 +30,7 @@ from latentcc.data import (
     rotten_tomatoes,
 )
 from latentcc.data.embedded import _load_numpy_pickle
-from latentcc.errors import LatentccError, MissingExtraError
+from latentcc.plumbing.errors import LatentccError, MissingExtraError
 
 SPLITS = ("train", "val", "test")
 
@@ -432,7 +432,7 @@ def test_numpy_only_unpickler(tmp_path: Path) -> None:
 
 def test_relabel_and_stratified_indices(digits_splits: DatasetSplits) -> None:
     from latentcc.data.base import stratified_indices
-    from latentcc.errors import LatentccError
+    from latentcc.plumbing.errors import LatentccError
 
     cmap = np.arange(10) % 2  # even / odd digits
     sup = digits_splits.relabel(cmap, ["even", "odd"], name="digits-parity")
@@ -689,7 +689,7 @@ def test_a_dataset_shorter_than_its_len_names_the_index(backing: str) -> None:
     from types import SimpleNamespace
 
     from latentcc.config import TrainConfig
-    from latentcc.latents import collect_latents
+    from latentcc.latents.collect import collect_latents
     from latentcc.train import fit
     from latentcc.train.loop import evaluate
 
@@ -713,7 +713,7 @@ def test_a_dataset_shorter_than_its_len_in_a_worker_process() -> None:
 
 
 def test_read_batches_leaves_other_errors_alone() -> None:
-    from latentcc.batch import read_batches
+    from latentcc.plumbing.batch import read_batches
 
     ds = _LenLies(20, 20)
     assert len(read_batches(DataLoader(ds, batch_size=8), "x")) == 3  # progress bars keep their total
@@ -726,7 +726,7 @@ def test_read_batches_leaves_other_errors_alone() -> None:
 
 
 def test_a_getitem_bug_at_index_0_is_not_called_a_length_mismatch() -> None:
-    from latentcc.batch import read_batches
+    from latentcc.plumbing.batch import read_batches
 
     class Broken(torch.utils.data.Dataset):  # a transform wants a key the samples do not have
         def __len__(self) -> int:

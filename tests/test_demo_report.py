@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import latentcc.compare
-from latentcc.cli import main
+import latentcc.app.compare
+from latentcc.app.cli import main
+from latentcc.app.extras import REPRODUCTION_NEEDS, check_extras
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, ProbeConfig, TrainConfig
-from latentcc.errors import MissingExtraError, install_command, require
-from latentcc.extras import REPRODUCTION_NEEDS, check_extras
+from latentcc.plumbing.errors import MissingExtraError, install_command, require
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--data", "digits", "--model", "mnist-cnn", "--max-samples", "200", "--batch-size", "64", "--epochs", "1",
@@ -44,14 +44,14 @@ def _never(*a, **k):
 
 
 def test_missing_graph_extra_stops_the_demo_before_any_folder_or_training(tmp_path, monkeypatch):
-    import latentcc.demo
+    import latentcc.app.demo
 
     _no(monkeypatch, "igraph")
-    monkeypatch.setattr(latentcc.compare, "finetune", _never)
-    monkeypatch.setattr(latentcc.demo, "load_data", _never)
+    monkeypatch.setattr(latentcc.app.compare, "finetune", _never)
+    monkeypatch.setattr(latentcc.app.demo, "load_data", _never)
     out = tmp_path / "demo"
     with pytest.raises(MissingExtraError) as info:
-        latentcc.demo.run_demo(ModelConfig(), DataConfig(data="digits"), TrainConfig(),
+        latentcc.app.demo.run_demo(ModelConfig(), DataConfig(data="digits"), TrainConfig(),
                                LCCConfig(layers=("fc_layers.1",)), out_dir=out)  # fmt: skip
     msg = str(info.value)
     assert "'igraph'" in msg and "extra 'graph'" in msg and "Nothing was run" in msg
@@ -73,10 +73,10 @@ def test_missing_graph_extra_stops_the_demo_before_any_folder_or_training(tmp_pa
     ids=["demo", "finetune-lcc", "probe-leiden", "reproduce-all"],
 )
 def test_cli_lists_every_missing_package_before_doing_anything(args, missing, tmp_path, monkeypatch, capsys):
-    import latentcc.finetune
+    import latentcc.app.finetune
 
     _no(monkeypatch, "igraph", "leidenalg", "faiss")
-    monkeypatch.setattr(latentcc.finetune, "fit", _never)
+    monkeypatch.setattr(latentcc.app.finetune, "fit", _never)
     monkeypatch.chdir(tmp_path)  # default output folders (runs/...) would land here
     out = tmp_path / "out"
     assert main([*args, "--out", str(out)]) == 2
@@ -104,7 +104,7 @@ def test_check_extras_passes_when_installed_and_knows_what_each_setting_needs(mo
 
 
 def test_every_reproduction_declares_its_optional_packages():
-    from latentcc.reproduce import REPRODUCTIONS
+    from latentcc.app.reproduce import REPRODUCTIONS
 
     assert set(REPRODUCTION_NEEDS) == set(REPRODUCTIONS)
 
@@ -143,7 +143,7 @@ def test_no_install_hint_points_at_a_registry_package():
 def test_atomic_write_json_writes_strict_json(tmp_path):
     import torch
 
-    from latentcc.atomic import atomic_write_json
+    from latentcc.plumbing.atomic import atomic_write_json
 
     obj = {"nan": float("nan"), "inf": [math.inf, -math.inf], "np": np.float32(0.5), "i": np.int64(3),
            "arr": np.array([1.0, np.nan]), "t": torch.tensor(2.0), "path": Path("a/b"), "tup": (1, 2)}  # fmt: skip
@@ -313,7 +313,7 @@ def test_demo_summary_is_titled_strict_json_with_numbers_and_a_conclusion(tmp_pa
 
     from scipy import stats
 
-    import latentcc.demo as demo
+    import latentcc.app.demo as demo
 
     splits = SimpleNamespace(name="digits", num_classes=10, train=[0] * 70, val=[0] * 10, test=[0] * 20)
     curves = {}
@@ -328,7 +328,7 @@ def test_demo_summary_is_titled_strict_json_with_numbers_and_a_conclusion(tmp_pa
         _fake_run(t.seed, lcc is not None, out_dir)
 
     fake_splits = splits
-    monkeypatch.setattr(latentcc.compare, "finetune", finetune)
+    monkeypatch.setattr(latentcc.app.compare, "finetune", finetune)
     gap = {
         "net.fc_layers.1/cc_top1": 0.9,
         "net.fc_layers.1/mc_top1": 0.6,

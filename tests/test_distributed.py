@@ -24,9 +24,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from conftest import blobs, tiny_mlp
 from latentcc import LCCConfig
-from latentcc.correction import LatentClusterCorrection
-from latentcc.errors import LatentccError
-from latentcc.latents import collect_latents
+from latentcc.latents.collect import collect_latents
+from latentcc.lcc.correction import LatentClusterCorrection
+from latentcc.plumbing.errors import LatentccError
 
 WORLD = 2
 LAYERS = ("1", "2")  # the hidden Linear and its ReLU of tiny_mlp
@@ -69,7 +69,7 @@ def _worker(rank, folder, train):
         timeout=timedelta(seconds=60),
     )
     try:
-        import latentcc.correction as correction
+        import latentcc.lcc.correction as correction
 
         calls = []
         real = correction.epoch_start
@@ -79,7 +79,7 @@ def _worker(rank, folder, train):
         rec = {"world": dist.get_world_size()}
 
         # 1. refresh on fixed weights: the gathered latents, partitions and targets
-        from latentcc.distributed import collect_sharded
+        from latentcc.plumbing.distributed import collect_sharded
 
         lat = collect_sharded(model, train, ["1", "2"], batch_size=100)
         rec["latents"] = None if lat is None else {k: v.copy() for k, v in lat.arrays.items()}
@@ -370,7 +370,7 @@ def _train_pass_worker(rank, folder, train):
         timeout=timedelta(seconds=60),
     )  # fmt: skip
     try:
-        import latentcc.correction as correction
+        import latentcc.lcc.correction as correction
 
         clustered = []
         real = correction.epoch_start

@@ -114,7 +114,7 @@ def _cli_mentions() -> list[tuple[str, str, list[str]]]:
 
 
 def test_cli_commands_in_the_docs_exist_with_their_flags():
-    from latentcc.cli import build_parser
+    from latentcc.app.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     mentions = _cli_mentions()

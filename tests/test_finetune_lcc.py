@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from latentcc.cli import main
+from latentcc.app.cli import main
+from latentcc.app.demo import run_demo
+from latentcc.app.finetune import finetune
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.demo import run_demo
-from latentcc.finetune import finetune
 
 FAST = ["--data", "digits", "--model", "mnist-cnn", "--max-samples", "600", "--batch-size", "32", "--epochs", "2",
         "--no-progress", "--no-tensorboard"]  # fmt: skip

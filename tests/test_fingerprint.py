@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from latentcc.errors import CheckpointError
+from latentcc.plumbing.errors import CheckpointError
 from latentcc.train.fingerprint import (
     data_fingerprint,
     fingerprint_changes,
@@ -168,7 +168,7 @@ def test_resume_of_a_run_without_fingerprint_warns_and_continues(tmp_path):
 
 
 def test_cli_resume_reports_the_run_record_not_a_bad_config_flag(tmp_path, capsys):
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     _interrupted_run(tmp_path)
     run = tmp_path / "run"
@@ -465,8 +465,8 @@ def test_gc_reg_penalty_built_again_is_the_same_and_another_gc_lambda_is_not():
     """latentcc's own penalty (a closure): rebuilt for a CLI resume it must compare equal, else no gc_reg run
     could resume; its captured gc_lambda is what tells two apart."""
     from latentcc.config import MethodConfig
-    from latentcc.methods import apply_method
     from latentcc.train.fingerprint import callable_identity
+    from latentcc.train.methods import apply_method
 
     def penalty(gc_lambda: float):
         setup = apply_method(_model(), MethodConfig(method="gc_reg", gc_lambda=gc_lambda))
@@ -479,7 +479,7 @@ def test_gc_reg_penalty_built_again_is_the_same_and_another_gc_lambda_is_not():
 def test_cli_resume_of_a_record_with_a_section_that_is_not_an_object(tmp_path, capsys):
     """The CLI reads its flags back from the record: a raw ValueError there before; now the record is corrupt.
     A Python caller's own extra_config may hold a plain value under a name the CLI uses (not corrupt)."""
-    from latentcc.cli import main
+    from latentcc.app.cli import main
     from latentcc.train.resume import check_same_run
 
     _interrupted_run(tmp_path)

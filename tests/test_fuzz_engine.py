@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from latentcc.errors import LatentccError
 from latentcc.graph import communities, knn_graph, knn_search
 from latentcc.lcc import cc_mask, lcc_loss, lcc_targets, match_clusters
 from latentcc.metrics import clusterability, neural_collapse, purity
+from latentcc.plumbing.errors import LatentccError
 
 # Modest and derandomized in the default run (< 30 s, the same examples every time); a deeper search:
 # LATENTCC_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz_engine.py (random examples).

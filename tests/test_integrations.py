@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import conftest
 from conftest import mc_distance
 from latentcc import LCCConfig
-from latentcc.errors import LatentccError
 from latentcc.integrations.lightning import LCCCallback
+from latentcc.plumbing.errors import LatentccError
 
 LAYER = "net.1"  # the hidden ReLU of TinyModule
 

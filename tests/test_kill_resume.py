@@ -5,7 +5,7 @@ verifies by sha256), leftovers of the killed writes are cleaned, and the resumed
 results.json and best weights equal an uninterrupted run's bit for bit (timing columns excepted).
 
 Kills during a checkpoint write are deterministic: the child runs through a wrapper that replaces
-``latentcc.atomic.replace`` (the one rename every write commits through) by SIGKILL on its N-th call
+``latentcc.plumbing.atomic.replace`` (the one rename every write commits through) by SIGKILL on its N-th call
 for a chosen target file.
 """
 
@@ -30,12 +30,12 @@ RUN = [
 ]  # fmt: skip
 LCC = ["--lcc-layers", "fc_layers.1"]
 
-# Runs `latentcc` with latentcc.atomic.replace logged to $KILL_LOG; SIGKILLs itself instead of the
+# Runs `latentcc` with latentcc.plumbing.atomic.replace logged to $KILL_LOG; SIGKILLs itself instead of the
 # $KILL_AT-th rename whose target is named $KILL_NAME (KILL_AT=0: never).
 WRAPPER = """
 import os, signal, sys
-import latentcc.atomic as atomic
-from latentcc.cli import main
+import latentcc.plumbing.atomic as atomic
+from latentcc.app.cli import main
 
 real, at, name, log, seen = atomic.replace, int(os.environ["KILL_AT"]), os.environ["KILL_NAME"], os.environ["KILL_LOG"], [0]
 

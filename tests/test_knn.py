@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("faiss")
 
-from latentcc.errors import LatentccError
 from latentcc.graph import knn, knn_graph, knn_graph_from_indices, knn_recall, knn_search, reduce_dim
+from latentcc.plumbing.errors import LatentccError
 
 CUDA = torch.cuda.is_available()
 

@@ -6,8 +6,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from latentcc.data import from_arrays
-from latentcc.errors import LatentccError
-from latentcc.latents import collect_latents
+from latentcc.latents.collect import collect_latents
+from latentcc.plumbing.errors import LatentccError
 
 
 class Net(torch.nn.Module):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from latentcc.errors import LatentccError
-from latentcc.layers import capture, list_layers, pool_latent, resolve_layers
+from latentcc.latents.layers import capture, list_layers, pool_latent, resolve_layers
+from latentcc.plumbing.errors import LatentccError
 
 
 class MLP(nn.Module):
@@ -296,9 +296,9 @@ def test_capture_refuses_layers_inside_a_compiled_module() -> None:
 def test_the_compiled_check_runs_once_per_resolution_not_every_capture(monkeypatch) -> None:
     """capture runs every training step: with layers resolved once (a mapping, as LatentClusterCorrection
     passes) it must not walk the model for compiled parts again."""
-    from latentcc import layers as layers_mod
     from latentcc.config import LCCConfig
-    from latentcc.correction import LatentClusterCorrection
+    from latentcc.latents import layers as layers_mod
+    from latentcc.lcc.correction import LatentClusterCorrection
 
     walks: list[str] = []
     real = layers_mod.compiled_part

@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import CrashAt, tiny_mlp
-from latentcc.cliargs import add_config_args, config_from_args
+from latentcc.app.cliargs import add_config_args, config_from_args
+from latentcc.app.finetune import build_model, load_data
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.correction import LatentClusterCorrection
-from latentcc.errors import LatentccError
-from latentcc.finetune import build_model, load_data
+from latentcc.lcc.correction import LatentClusterCorrection
 from latentcc.lcc.weight import (
     calibrate_weight,
     calibration_batches,
@@ -23,6 +22,7 @@ from latentcc.lcc.weight import (
     require_numeric_weight,
     weight_label,
 )
+from latentcc.plumbing.errors import LatentccError
 from latentcc.train import fit
 
 CFG = TrainConfig(epochs=3, batch_size=32, lr=1e-2, progress=False, tensorboard=False)

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 from conftest import CrashAt, tiny_mlp
 from latentcc import LCCConfig
 from latentcc.config import TrainConfig
-from latentcc.correction import LatentClusterCorrection
-from latentcc.latents import collect_latents, projection_matrix
+from latentcc.latents.collect import collect_latents, projection_matrix
 from latentcc.lcc.buffer import LatentBuffer
+from latentcc.lcc.correction import LatentClusterCorrection
 from latentcc.lcc.epoch import epoch_start
 from latentcc.train import fit
 
@@ -190,7 +190,7 @@ def test_a_repeated_index_in_one_batch_gets_the_mean_of_its_rows(digits_splits):
 
 
 def _eval_rows(model, data, rows, layers=("2",), **kw):
-    from latentcc.distributed import index_loader
+    from latentcc.plumbing.distributed import index_loader
 
     if rows.size == 0:
         return None
@@ -232,7 +232,7 @@ def test_first_refresh_with_nothing_written_is_the_eval_pass_refresh(digits_spli
 
 
 def test_refresh_after_a_partial_epoch_clusters_buffer_rows_and_eval_pass_rows(digits_splits, monkeypatch):
-    import latentcc.correction as correction
+    import latentcc.lcc.correction as correction
 
     train = digits_splits.train
     n = len(train)

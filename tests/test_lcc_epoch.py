@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from latentcc import LCCConfig, collect_latents, epoch_start, lcc_loss
 from latentcc.data import from_arrays
-from latentcc.errors import LatentccError
+from latentcc.plumbing.errors import LatentccError
 
 
 def _mixture(n_per=60, c=4, d=10, sep=2.2, seed=0):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentcc.errors import LatentccError
 from latentcc.lcc import LCCTargets, lcc_loss
+from latentcc.plumbing.errors import LatentccError
 
 
 def lcc_loss_reference(z: torch.Tensor, idx: torch.Tensor, targets: LCCTargets) -> torch.Tensor:

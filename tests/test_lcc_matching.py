@@ -11,8 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentcc.errors import LatentccError
 from latentcc.lcc import cc_mask, contingency, match_clusters, orphan_classes
+from latentcc.plumbing.errors import LatentccError
 
 
 def plurality_reference(y_true: list[int], y_clst: list[int]) -> list[int]:

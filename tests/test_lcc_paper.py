@@ -11,11 +11,11 @@ import shutil
 import numpy as np
 import pytest
 
-from latentcc.cli import main
-from latentcc.errors import LatentccError
-from latentcc.reproduce import NOT_IN_ALL, run_reproduction
-from latentcc.reproduce.base import cell_folder
-from latentcc.reproduce.lcc_paper import SIZES, run_paper
+from latentcc.app.cli import main
+from latentcc.app.reproduce import NOT_IN_ALL, run_reproduction
+from latentcc.app.reproduce.base import cell_folder
+from latentcc.app.reproduce.lcc_paper import SIZES, run_paper
+from latentcc.plumbing.errors import LatentccError
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentcc.errors import LatentccError
 from latentcc.lcc import LCCTargets, lcc_targets, match_clusters
+from latentcc.plumbing.errors import LatentccError
 
 
 def reference_targets(
@@ -222,7 +222,7 @@ def test_state_dict_round_trip_and_to(tmp_path) -> None:
     moved = t.to("meta")
     assert moved.vectors.device.type == "meta" and moved.slot.device.type == "meta"
     assert t.vectors.device.type == "cpu"  # the original is untouched
-    from latentcc.errors import CheckpointError
+    from latentcc.plumbing.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="missing"):
         LCCTargets.from_state_dict(tensors)

@@ -22,10 +22,10 @@ import torch.multiprocessing as mp
 from conftest import blobs
 from latentcc import LCCConfig
 from latentcc.config import LCC_LOSSES
-from latentcc.correction import LatentClusterCorrection
-from latentcc.errors import CheckpointError, LatentccError
 from latentcc.lcc import EpochStart, LCCTargets, epoch_start, lcc_loss, lcc_targets, match_clusters
 from latentcc.lcc import loss as loss_module
+from latentcc.lcc.correction import LatentClusterCorrection
+from latentcc.plumbing.errors import CheckpointError, LatentccError
 from latentcc.train.checkpoint import flatten_state, unflatten_state
 
 # ----------------------------------------------------------------------------- brute-force references
@@ -463,7 +463,7 @@ def test_hot_path_helpers_have_no_host_sync_in_source() -> None:
 def test_correction_refresh_and_loss_use_the_configured_variant(variant) -> None:
     from torch.utils.data import DataLoader
 
-    from latentcc.latents import collect_latents
+    from latentcc.latents.collect import collect_latents
 
     data = blobs()
     torch.manual_seed(0)
@@ -504,7 +504,7 @@ def _broadcast_worker(rank, folder, x, y, c):
         "gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2, timeout=timedelta(seconds=60)
     )
     try:
-        from latentcc.distributed import broadcast_epoch_start
+        from latentcc.plumbing.distributed import broadcast_epoch_start
 
         out = {}
         for variant in LCC_LOSSES:

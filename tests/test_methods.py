@@ -7,16 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from latentcc.cli import build_parser, main
+from latentcc.app.cli import build_parser, main
+from latentcc.app.finetune import finetune, prepare_model
 from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, TrainConfig
-from latentcc.errors import CheckpointError, LatentccError
-from latentcc.finetune import finetune, prepare_model
-from latentcc.layers import capture
-from latentcc.methods import SkipConnection, apply_method, trainable_parameters
+from latentcc.latents.layers import capture
 from latentcc.metrics.complexity import geometric_complexity, layer_fn
 from latentcc.models import load_model
+from latentcc.plumbing.errors import CheckpointError, LatentccError
 from latentcc.train import fit
 from latentcc.train.checkpoint import load_weights
+from latentcc.train.methods import SkipConnection, apply_method, trainable_parameters
 
 QUICK = TrainConfig(
     epochs=1, batch_size=32, lr=1e-2, max_steps_per_epoch=5, progress=False, tensorboard=False
@@ -177,7 +177,7 @@ def test_scl_ft_round_trips_through_the_checkpoint_code_and_resume_refuses_a_cha
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["trainable_params"] == CNN["c6"] + lin(384, 10)
     # a freshly built SCL-FT model loads the run's best weights and computes the same logits
-    from latentcc.finetune import load_data
+    from latentcc.app.finetune import load_data
 
     splits = load_data(dcfg)
     fresh = prepare_model(mcfg, splits, method).model

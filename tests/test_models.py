@@ -9,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from latentcc.assets import asset_file
-from latentcc.errors import LatentccError, MissingExtraError
-from latentcc.layers import capture, list_layers, pool_latent
+from latentcc.latents.layers import capture, list_layers, pool_latent
 from latentcc.models import (
     MODELS,
     ImageClassifier,
@@ -25,6 +23,8 @@ from latentcc.models import (
     mnist_cnn,
     model_kind,
 )
+from latentcc.plumbing.assets import asset_file
+from latentcc.plumbing.errors import LatentccError, MissingExtraError
 
 TEXTS = ["a gripping, beautifully acted film", "dull and far too long", "fine"]
 
@@ -178,8 +178,8 @@ def test_registry_and_unknown_names() -> None:
 def test_errors_name_what_the_caller_passed() -> None:
     from types import SimpleNamespace
 
+    from latentcc.app.finetune import build_model
     from latentcc.config import ModelConfig
-    from latentcc.finetune import build_model
 
     # finetune builds the model from ModelConfig.model (--model), not from a call to model_kind
     with pytest.raises(LatentccError, match=r"'model' parameter of ModelConfig \(--model\) must be one of"):

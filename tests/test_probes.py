@@ -8,8 +8,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from latentcc.errors import LatentccError
 from latentcc.metrics.probes import knn_probe, linear_probe
+from latentcc.plumbing.errors import LatentccError
 
 
 def splits(n_train=300, n_test=200, dim=10, n_classes=4, sep=1.0, seed=0):

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 import latentcc
-from latentcc.errors import LatentccError
 from latentcc.metrics import clusterability, knn_probe, linear_probe, neural_collapse
-from latentcc.probing import Profile, load_groups, summarize
-from latentcc.report.probe_report import short_names, write_probe_report
+from latentcc.plumbing.errors import LatentccError
+from latentcc.probes.profile import Profile, load_groups, summarize
+from latentcc.probes.report import short_names, write_probe_report
 
 
 class Named(nn.Module):
@@ -237,7 +237,7 @@ def test_load_groups(tmp_path):
 
 
 def test_cli_probe_writes_report(tmp_path, capsys):
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     out = tmp_path / "probe"
     groups = tmp_path / "groups.json"
@@ -353,7 +353,7 @@ def test_report_few_layers_two_classes(monkeypatch, tmp_path):
 
 
 def test_summary_never_states_a_degenerate_range():
-    from latentcc.report.probe_report import summary_lines
+    from latentcc.probes.report import summary_lines
 
     p = _synthetic_profile([2.0, 2.0], [0.1, 0.1])  # 10 classes: accuracy at chance everywhere
     for layer in p.layers:
@@ -381,7 +381,7 @@ def test_report_html_table_scrolls_and_clusters_have_their_own_colours(small, tm
 @pytest.mark.parametrize("command", ["probe", "transfer-layers"])
 def test_cli_same_seed_same_numbers(command, tmp_path, capsys):
     """The new head is random: it is seeded with --seed before the model is built."""
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     def run(seed: int, name: str) -> dict:
         argv = [command, "--model", "mnist-cnn", "--data", "digits", "--max-samples", "100", "--no-progress"]
@@ -423,7 +423,7 @@ def test_profile_of_a_float64_model_equals_its_float32_twin():
 
 def test_knn_k_at_least_the_training_samples_is_refused_before_any_pass(small):
     from latentcc.config import ProbeConfig
-    from latentcc.probing import check_knn_k
+    from latentcc.probes.profile import check_knn_k
 
     model = Named()
     calls = _forward_counter(model)
@@ -489,7 +489,7 @@ def test_settings_that_would_do_nothing_are_refused_before_any_pass(small, kw, m
 
 def test_settings_in_use_pass_the_check():
     from latentcc.config import ProbeConfig
-    from latentcc.probing import check_settings_used
+    from latentcc.probes.profile import check_settings_used
 
     check_settings_used(ProbeConfig(metrics=("clusterability",), overcluster=3), groups=True)  # ward: read
     check_settings_used(ProbeConfig(metrics=("knn_probe", "gc"), knn_k=5, gc_samples=8, gc_draws=2))
@@ -499,7 +499,7 @@ def test_settings_in_use_pass_the_check():
 
 
 def test_cli_probe_refuses_inert_flags_before_loading_anything(tmp_path, capsys):
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     base = [
         "probe",
@@ -534,7 +534,7 @@ def _run_with_config(tmp_path, model="mnist-cnn", data="digits", weights=b"not s
 
 
 def test_cli_probe_checkpoint_refuses_a_model_or_data_the_run_was_not_trained_with(tmp_path, capsys):
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     run = _run_with_config(tmp_path)
     base = ["probe", "--checkpoint", str(run), "--no-progress", "--out", str(tmp_path / "out")]
@@ -558,7 +558,7 @@ def test_cli_probe_checkpoint_refuses_a_model_or_data_the_run_was_not_trained_wi
 
 
 def test_checkpoint_settings_same_folder_spelled_two_ways(tmp_path, monkeypatch):
-    from latentcc.probing import check_checkpoint_settings
+    from latentcc.probes.profile import check_checkpoint_settings
 
     (tmp_path / "hf-model").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -571,7 +571,7 @@ def test_checkpoint_settings_same_folder_spelled_two_ways(tmp_path, monkeypatch)
 def test_load_weights_names_the_keys_that_do_not_fit_not_torchs_wall(tmp_path):
     from safetensors.torch import save_file
 
-    from latentcc.errors import CheckpointError
+    from latentcc.plumbing.errors import CheckpointError
     from latentcc.train.checkpoint import load_weights
 
     path = tmp_path / "best.safetensors"
@@ -592,8 +592,8 @@ def test_load_weights_names_the_keys_that_do_not_fit_not_torchs_wall(tmp_path):
 def test_load_run_weights_without_config_names_the_model_built(tmp_path):
     from safetensors.torch import save_file
 
-    from latentcc.errors import CheckpointError
-    from latentcc.probing import load_run_weights
+    from latentcc.plumbing.errors import CheckpointError
+    from latentcc.probes.profile import load_run_weights
 
     (tmp_path / "run").mkdir()
     save_file({"w": torch.zeros(2)}, str(tmp_path / "run" / "best.safetensors"))

@@ -9,8 +9,8 @@ import types
 import pytest
 import torch
 
-from latentcc import progress
-from latentcc.progress import Progress, log_to, message, track
+from latentcc.plumbing import progress
+from latentcc.plumbing.progress import Progress, log_to, message, track
 
 
 class Clock:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from latentcc.cli import main
-from latentcc.reproduce import REPRODUCTIONS, run_reproduction
-from latentcc.reproduce.base import ClaimResult, update_docs
+from latentcc.app.cli import main
+from latentcc.app.reproduce import REPRODUCTIONS, run_reproduction
+from latentcc.app.reproduce.base import ClaimResult, update_docs
 
 
 @pytest.mark.parametrize("name", list(REPRODUCTIONS))
@@ -126,7 +126,7 @@ def test_a_new_claim_row_goes_in_name_order_and_unknown_lines_stay(tmp_path):
 
 
 def test_lcc_variants_judges_each_cell_on_its_confirmation_and_calls_only_tight_nulls_a_null(tmp_path):
-    from latentcc.reproduce.lcc_variants import DELTA, _result
+    from latentcc.app.reproduce.lcc_variants import DELTA, _result
 
     def cell(diff, half, confirm=None):
         c = {"diff": diff, "half": half, "n": 5, "stop": "x", "per_seed": [diff] * 5}
@@ -162,7 +162,7 @@ def test_lcc_variants_judges_each_cell_on_its_confirmation_and_calls_only_tight_
 
 
 def test_lcc_variants_refuses_fewer_than_5_seeds_naming_the_fix(tmp_path):
-    from latentcc.errors import LatentccError
+    from latentcc.plumbing.errors import LatentccError
 
     with pytest.raises(LatentccError, match=r"'seeds'.*--seeds 0,1,2,3,4,5,6,7"):
         run_reproduction("lcc-variants", size="default", seeds=(0, 1, 2), out_dir=tmp_path)

@@ -1,4 +1,4 @@
-"""One writer per output folder (latentcc.runlock) and the modes of the files latentcc writes."""
+"""One writer per output folder (latentcc.plumbing.runlock) and the modes of the files latentcc writes."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from unittest import mock
 
 import pytest
 
-from latentcc.atomic import atomic_write_bytes, current_umask
-from latentcc.errors import LatentccError
-from latentcc.runlock import LOCK_FILE, FolderLock, locks_folder, new_folder
+from latentcc.plumbing.atomic import atomic_write_bytes, current_umask
+from latentcc.plumbing.errors import LatentccError
+from latentcc.plumbing.runlock import LOCK_FILE, FolderLock, locks_folder, new_folder
 from reliability_runs import FIT_HOLDER, _fit, _interrupted_run, kill_holder, start_holder
 
 
@@ -24,7 +24,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_a_second_process_is_refused_with_the_holder_named_and_takes_over_after_sigkill(tmp_path, capsys):
     """A real `fit` in another process holds the run folder; fit, fit(resume=True) and the CLI are refused."""
-    from latentcc.cli import main
+    from latentcc.app.cli import main
 
     run = tmp_path / "run"
     holder = start_holder(run, script=FIT_HOLDER)  # blocked inside its first epoch, config.json written
@@ -63,7 +63,7 @@ def test_lock_is_released_when_fit_raises_and_taken_before_any_write(tmp_path):
         seen.append((Path(path).name, (run / LOCK_FILE).exists()))
         return real(path, *a, **kw)
 
-    import latentcc.atomic as atomic
+    import latentcc.plumbing.atomic as atomic
 
     real = atomic.replace
     with mock.patch.object(atomic, "replace", spy):
@@ -327,8 +327,8 @@ def test_a_rewritten_file_keeps_its_mode_whatever_the_umask(tmp_path):
 
 
 def test_check_new_output_names_what_a_folder_holds_and_accepts_other_files(tmp_path):
-    from latentcc.errors import LatentccError
-    from latentcc.runlock import check_new_output, folder_outputs
+    from latentcc.plumbing.errors import LatentccError
+    from latentcc.plumbing.runlock import check_new_output, folder_outputs
 
     check_new_output(tmp_path / "new", func="f", param="out", fix="x")  # absent: fine
     (tmp_path / "notes.txt").write_text("mine")

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import latentcc
-from latentcc.errors import CheckpointError, LatentccError
+from latentcc.plumbing.errors import CheckpointError, LatentccError
 
 SRC = Path(latentcc.__file__).resolve().parent
 EMBEDDED = SRC / "data" / "embedded.py"
@@ -121,8 +121,8 @@ def test_hugging_face_loads_never_trust_remote_code():
 
 def test_config_and_metadata_files_are_read_with_json():
     readers = {
-        "cliargs.py": "read_config_file",
-        "probing.py": "load_groups",
+        "app/cliargs.py": "read_config_file",
+        "probes/profile.py": "load_groups",
         "train/checkpoint.py": "verify_checkpoint",
     }
     for rel, func in readers.items():

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import tiny_mlp
 from latentcc.config import TrainConfig
-from latentcc.errors import CheckpointError, LatentccError
+from latentcc.plumbing.errors import CheckpointError, LatentccError
 from latentcc.train import evaluate, fit
 from latentcc.train.checkpoint import flatten_state, latest_checkpoint, unflatten_state
 
@@ -175,7 +175,7 @@ def test_bad_train_config_values_name_the_parameter():
 def test_batches_without_index_are_accepted_and_bad_batches_explained():
     from torch.utils.data import TensorDataset
 
-    from latentcc.batch import unpack_batch
+    from latentcc.plumbing.batch import unpack_batch
 
     ds = TensorDataset(torch.randn(20, 64), torch.randint(0, 10, (20,)))
     r = evaluate(tiny_mlp(), ds, device="cpu")
@@ -435,7 +435,7 @@ class _Wrapped(torch.nn.Module):
 
 
 def test_model_outputs_with_logits_train_like_a_plain_model_and_a_tuple_is_refused():
-    from latentcc.batch import logits_of
+    from latentcc.plumbing.batch import logits_of
 
     ref = fit(_net(), _small(), config=SMALL)
     for kind in ("dict", "attr"):

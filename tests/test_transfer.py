@@ -3,7 +3,7 @@
 from latentcc.config import TrainConfig
 from latentcc.data import load_dataset
 from latentcc.models import load_model
-from latentcc.seeding import seed_everything
+from latentcc.plumbing.seeding import seed_everything
 from latentcc.train import fit
 
 

@@ -5,13 +5,13 @@ Public verbs are re-exported here; nothing heavy is imported at package import t
 
 from latentcc import metrics
 from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, ProbeConfig, TrainConfig
-from latentcc.errors import CheckpointError, LatentccError, MissingExtraError, WriteError
 from latentcc.graph import communities, knn_graph, knn_recall, knn_search, reduce_dim
-from latentcc.latents import Latents, collect_latents
-from latentcc.layers import capture, list_layers, resolve_layers
+from latentcc.latents.collect import Latents, collect_latents
+from latentcc.latents.layers import capture, list_layers, resolve_layers
 from latentcc.lcc import LCCTargets, cc_mask, epoch_start, lcc_loss, lcc_targets, match_clusters
-from latentcc.methods import MethodSetup, apply_method, trainable_parameters
-from latentcc.probing import Profile, profile
+from latentcc.plumbing.errors import CheckpointError, LatentccError, MissingExtraError, WriteError
+from latentcc.probes.profile import Profile, profile
+from latentcc.train.methods import MethodSetup, apply_method, trainable_parameters
 
 __version__ = "0.1.0"
 

@@ -1,3 +1,3 @@
-from latentcc.cli import main
+from latentcc.app.cli import main
 
 raise SystemExit(main())

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from latentcc.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, check_int, param_error
 
 C = TypeVar("C")
 
@@ -234,7 +234,7 @@ class LCCConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which parameters train, and how (``latentcc.methods.apply_method``); definitions: docs/methods.md."""
+    """Which parameters train, and how (``latentcc.train.methods.apply_method``); definitions: docs/methods.md."""
 
     method: Literal["ft", "lp", "layer_ft", "scl_ft", "gc_reg"] = _f(
         "ft",

@@ -16,7 +16,7 @@ from typing import Any
 from latentcc.data.adapters import HF_KEYS, from_arrays, from_hf, from_hf_disk, image_folder
 from latentcc.data.base import SPLIT_KEYS, DatasetSplits, IndexedDataset, check_keywords, make_splits
 from latentcc.data.embedded import animal_mnist, digits, fashion_mnist, mnist5k, read_idx, rotten_tomatoes
-from latentcc.errors import LatentccError, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
 
 DATASETS: dict[str, Callable[..., DatasetSplits]] = {
     "animal-mnist": animal_mnist,

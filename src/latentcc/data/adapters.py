@@ -22,7 +22,7 @@ from latentcc.data.base import (
     make_splits,
 )
 from latentcc.data.pixels import pil_to_chw, unit_pixels
-from latentcc.errors import LatentccError, param_error, require
+from latentcc.plumbing.errors import LatentccError, param_error, require
 
 # What Pillow reads (torchvision's ImageFolder list, plus GIF); a file with another suffix is not an image here.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from latentcc.data.pixels import UINT8_TOP, array_pixels, unit_pixels
-from latentcc.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, check_int, param_error
 
 Kind = Literal["image", "text", "tabular"]
 KINDS: tuple[str, ...] = ("image", "text", "tabular")

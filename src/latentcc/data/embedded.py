@@ -1,7 +1,7 @@
 """Real datasets that install from package registries, read straight from their files.
 
 The asset packages are never imported (their ``__init__`` pulls tensorflow or spacy); we locate
-their files with ``latentcc.assets.asset_file`` and parse them here. Each loader returns
+their files with ``latentcc.plumbing.assets.asset_file`` and parse them here. Each loader returns
 ``DatasetSplits`` with deterministic stratified splits (see ``make_splits``).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from latentcc.assets import asset_file
 from latentcc.data.base import DatasetSplits, make_splits
-from latentcc.errors import LatentccError, MissingExtraError
+from latentcc.plumbing.assets import asset_file
+from latentcc.plumbing.errors import LatentccError, MissingExtraError
 
 # Bear..Zebra come from the package's METADATA ("10 classes of animals (including Bear, Bird, Cat,
 # Cow, Dog, Elephant, Giraffe, Horse, Sheep, Zebra)"). It does not state the label order; we

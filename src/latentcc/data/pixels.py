@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from latentcc.errors import LatentccError, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
 
 # Modes holding 16-bit unsigned samples.
 _UINT16 = ("I;16", "I;16L", "I;16B", "I;16N")

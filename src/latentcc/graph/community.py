@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from latentcc.errors import param_error, require
+from latentcc.plumbing.errors import param_error, require
 
 CommunityMethod = Literal["leiden", "louvain", "leidenalg"]
 COMMUNITY_METHODS: tuple[str, ...] = ("leiden", "louvain", "leidenalg")

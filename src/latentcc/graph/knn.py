@@ -29,8 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from latentcc.arrays import Matrix, as_matrix, to_numpy
-from latentcc.errors import LatentccError, check_int, param_error, require
+from latentcc.plumbing.arrays import Matrix, as_matrix, to_numpy
+from latentcc.plumbing.errors import LatentccError, check_int, param_error, require
 
 Metric = Literal["l2", "cosine"]
 Backend = Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"]
@@ -67,11 +67,11 @@ def _check_choice(value: Any, param: str, func: str, choices: tuple[str, ...]) -
 
 
 def _search_matrix(m: Matrix, metric: str) -> tuple[np.ndarray | torch.Tensor, float]:
-    """(float32 C-contiguous matrix to search with squared L2, scale), see :mod:`latentcc.arrays`:
+    """(float32 C-contiguous matrix to search with squared L2, scale), see :mod:`latentcc.plumbing.arrays`:
 
     - l2: the rows translated to centre each column's range on 0, times ``scale``;
     - cosine: the rows *as given* normalised to unit length in float64, and only then translated
-      (by the unit rows' midranges, :meth:`~latentcc.arrays.Matrix.unit_rows`) and multiplied by
+      (by the unit rows' midranges, :meth:`~latentcc.plumbing.arrays.Matrix.unit_rows`) and multiplied by
       ``scale``. Squared L2 between unit rows is 2 - 2 cos, so the ranks are the cosine ranks; the
       translation keeps nearly parallel rows (data far from the origin) apart in float32, which
       would round their unit rows to the same vector.
@@ -113,7 +113,7 @@ def knn_search(
     """Each point's k nearest other points, nearest first.
 
     Args:
-        x: (N, D) numpy array, torch tensor or nested list, any real dtype (:mod:`latentcc.arrays`);
+        x: (N, D) numpy array, torch tensor or nested list, any real dtype (:mod:`latentcc.plumbing.arrays`);
             searched as float32. A CUDA tensor stays on its GPU with ``backend="torch"`` (the ``"auto"``
             choice for CUDA tensors). For ``"l2"`` the rows are first translated in float64 so each
             column's range is centred on 0 (then multiplied by a power of two if still extreme): the

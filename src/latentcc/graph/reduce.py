@@ -12,8 +12,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from latentcc.arrays import as_matrix
-from latentcc.errors import param_error
+from latentcc.plumbing.arrays import as_matrix
+from latentcc.plumbing.errors import param_error
 
 ReduceMethod = Literal["pca", "random"]
 REDUCE_METHODS: tuple[str, ...] = ("pca", "random")
@@ -26,7 +26,7 @@ def reduce_dim(
 
     Args:
         x: (N, D) numpy array, torch tensor (moved to CPU) or nested list, any real dtype
-            (:mod:`latentcc.arrays`).
+            (:mod:`latentcc.plumbing.arrays`).
         dim: target dimension >= 1; ``None`` or ``dim >= D`` returns x unchanged (as float32 numpy).
         method: ``"pca"``: the top ``dim`` principal-component scores (randomized SVD with
             ``random_state=seed`` for D > 4096, signs fixed as scikit-learn does); ``"random"``:

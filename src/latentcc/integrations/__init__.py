@@ -1,4 +1,4 @@
-"""Thin adapters that plug :class:`latentcc.correction.LatentClusterCorrection` into training frameworks.
+"""Thin adapters that plug :class:`latentcc.lcc.correction.LatentClusterCorrection` into training frameworks.
 
 Import them from their modules, which import the framework on use (``import latentcc`` never does):
 

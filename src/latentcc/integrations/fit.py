@@ -1,4 +1,4 @@
-"""latentcc's own loop: ``LCCHook`` plugs :class:`~latentcc.correction.LatentClusterCorrection` into ``fit``.
+"""latentcc's own loop: ``LCCHook`` plugs :class:`~latentcc.lcc.correction.LatentClusterCorrection` into ``fit``.
 
 ``fit(model, data, lcc=LCCConfig(...))`` wraps the config in this hook; pass ``LCCHook`` yourself among
 ``callbacks`` to share one ``LatentClusterCorrection`` object. Like the Lightning and Hugging Face adapters it
@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from latentcc.config import LCCConfig
-from latentcc.correction import LatentClusterCorrection, cc_mc_accuracy
-from latentcc.errors import param_error
+from latentcc.lcc.correction import LatentClusterCorrection, cc_mc_accuracy
 from latentcc.lcc.weight import calibrate_weight
-from latentcc.seeding import rng_state, set_rng_state
+from latentcc.plumbing.errors import param_error
+from latentcc.plumbing.seeding import rng_state, set_rng_state
 
 if TYPE_CHECKING:  # latentcc.train imports this module (fit wraps lcc= in an LCCHook)
     from latentcc.train.hooks import EpochContext, Step

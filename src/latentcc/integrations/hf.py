@@ -25,9 +25,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from latentcc.config import LCCConfig
-from latentcc.correction import LatentClusterCorrection
-from latentcc.errors import LatentccError, param_error, require
+from latentcc.lcc.correction import LatentClusterCorrection
 from latentcc.lcc.weight import require_numeric_weight
+from latentcc.plumbing.errors import LatentccError, param_error, require
 
 if TYPE_CHECKING:
     from transformers import Trainer, TrainerCallback

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Dataset
 
-from latentcc.batch import unpack_batch
 from latentcc.config import LCCConfig
-from latentcc.correction import LatentClusterCorrection
-from latentcc.errors import LatentccError, require
+from latentcc.lcc.correction import LatentClusterCorrection
 from latentcc.lcc.weight import require_numeric_weight
+from latentcc.plumbing.batch import unpack_batch
+from latentcc.plumbing.errors import LatentccError, require
 
 if TYPE_CHECKING:
     from lightning.pytorch import Callback, LightningModule, Trainer

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from latentcc.distributed import comm_device, world
-from latentcc.errors import LatentccError, param_error
-from latentcc.latents import Latents
+from latentcc.latents.collect import Latents
+from latentcc.plumbing.distributed import comm_device, world
+from latentcc.plumbing.errors import LatentccError, param_error
 
 
 class LatentBuffer:

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcc.arrays import Matrix, as_matrix
 from latentcc.config import LCCConfig
-from latentcc.errors import LatentccError, param_error
 from latentcc.graph import communities
 from latentcc.graph.knn import _knn_graph
 from latentcc.graph.reduce import _pca
 from latentcc.lcc.matching import cc_mask, check_labels, match_clusters
 from latentcc.lcc.targets import LCCTargets, _targets_of
+from latentcc.plumbing.arrays import Matrix, as_matrix
+from latentcc.plumbing.errors import LatentccError, param_error
 
 
 @dataclass
@@ -57,7 +57,7 @@ def epoch_start(
     """Cluster one layer's (N, D) latents and compute the targets of its misclustered samples.
 
     ``latents``: any real dtype (float16 and bfloat16 included), numpy or torch on any device but meta
-    (see :mod:`latentcc.arrays`); validated once here and shared by every stage. ``labels`` (N,) are
+    (see :mod:`latentcc.plumbing.arrays`); validated once here and shared by every stage. ``labels`` (N,) are
     the true classes in the same sample-index order as ``latents``. ``initial`` (the previous epoch's
     clusters) warm-starts Leiden when ``config.warm_start``. PCA to ``config.graph_dim`` (if smaller
     than D) only shapes the graph; targets live in the full space because the loss compares them with

@@ -13,8 +13,8 @@ import math
 import torch
 
 from latentcc.config import LCC_LOSSES
-from latentcc.errors import LatentccError, param_error
 from latentcc.lcc.targets import LCCTargets
+from latentcc.plumbing.errors import LatentccError, param_error
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
 

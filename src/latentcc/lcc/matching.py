@@ -19,8 +19,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
-from latentcc.arrays import to_numpy
-from latentcc.errors import LatentccError, param_error
+from latentcc.plumbing.arrays import to_numpy
+from latentcc.plumbing.errors import LatentccError, param_error
 
 Labels: TypeAlias = np.ndarray | torch.Tensor | Sequence[int]
 

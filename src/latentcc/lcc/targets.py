@@ -21,9 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentcc.arrays import Matrix, as_matrix
 from latentcc.config import LCC_LOSSES
-from latentcc.errors import CheckpointError, LatentccError, param_error, require
 from latentcc.lcc.matching import (
     Labels,
     _check_cells,
@@ -33,6 +31,8 @@ from latentcc.lcc.matching import (
     _owners,
     check_owners,
 )
+from latentcc.plumbing.arrays import Matrix, as_matrix
+from latentcc.plumbing.errors import CheckpointError, LatentccError, param_error, require
 
 ORPHAN_POLICIES = ("skip", "class_centroid")
 BACKENDS = ("auto", "faiss", "torch")
@@ -56,7 +56,7 @@ class LCCTargets:
         owners: (C,) int64 owner class per cluster (-1: none).
         orphans: int64 ids of the classes present in ``y_true`` that own no cluster.
         num_clusters: C.
-        scale: the power of two (:func:`latentcc.scaling.pow2_scale` of the latents' spread) that the
+        scale: the power of two (:func:`latentcc.plumbing.scaling.pow2_scale` of the latents' spread) that the
             loss multiplies ``z - t`` (``scale_free``: z minus the batch mean) by before squaring, so
             distances of latents around 1e-300 or 1e200 neither vanish nor overflow; 1.0 (no extra work
             per step) for ordinary latents.
@@ -232,7 +232,7 @@ def lcc_targets(
 
     Args:
         latents: (N, D) epoch-start latents, numpy, torch (any device but meta) or a nested list, any
-            real dtype (:mod:`latentcc.arrays`); searched as float32 on the CPU after a float64
+            real dtype (:mod:`latentcc.plumbing.arrays`); searched as float32 on the CPU after a float64
             translation, so their position in space does not change which samples are neighbours.
         y_true: (N,) class ids; y_clst: (N,) cluster ids; all three in the SAME sample order.
         k: neighbours per centroid (``k_target``), capped per cluster at its number of CC samples.

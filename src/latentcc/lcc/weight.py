@@ -33,14 +33,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from latentcc.batch import input_dtype, logits_of, run_model, to_device, to_labels, unpack_batch
 from latentcc.config import LCCConfig
-from latentcc.distributed import unwrap, world
-from latentcc.errors import LatentccError, param_error
-from latentcc.seeding import rng_state, set_rng_state
+from latentcc.plumbing.batch import input_dtype, logits_of, run_model, to_device, to_labels, unpack_batch
+from latentcc.plumbing.distributed import unwrap, world
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.seeding import rng_state, set_rng_state
 
 if TYPE_CHECKING:  # correction.py imports latentcc.lcc
-    from latentcc.correction import LatentClusterCorrection
+    from latentcc.lcc.correction import LatentClusterCorrection
 
 TaskLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

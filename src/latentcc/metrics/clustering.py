@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from latentcc.arrays import as_labels, as_matrix
-from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.graph import communities, knn_graph
 from latentcc.lcc.matching import contingency
+from latentcc.plumbing.arrays import as_labels, as_matrix
+from latentcc.plumbing.errors import LatentccError, check_int, param_error
 
 ClusterMethod = Literal["ward", "kmeans", "leiden"]
 CLUSTER_METHODS: tuple[str, ...] = ("ward", "kmeans", "leiden")

@@ -25,9 +25,9 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
-from latentcc.arrays import as_labels, as_matrix, to_numpy
-from latentcc.errors import LatentccError, param_error
-from latentcc.scaling import pow2_scale
+from latentcc.plumbing.arrays import as_labels, as_matrix, to_numpy
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.scaling import pow2_scale
 
 Array: TypeAlias = np.ndarray | torch.Tensor
 
@@ -171,7 +171,9 @@ class NeuralCollapse:
         # Every metric is translation invariant (NC4 too, with the bias moved alike): rows are shifted by
         # the first row seen, in float64, so a large common offset does not drown the class structure.
         self._shift: np.ndarray | None = None
-        self._max_abs = 0.0  # max |h - shift| of pass 1: features far from 1 are rescaled (latentcc.scaling)
+        self._max_abs = (
+            0.0  # max |h - shift| of pass 1: features far from 1 are rescaled (latentcc.plumbing.scaling)
+        )
         self._scale = 1.0
         self._bias_used: np.ndarray | None = None  # (bias + weight @ shift) * scale, from end_first_pass
         # Frozen by end_first_pass:

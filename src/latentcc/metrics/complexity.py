@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentcc.arrays import as_labels
-from latentcc.batch import input_dtype
-from latentcc.errors import LatentccError, check_int, param_error
-from latentcc.layers import POOLS, capture, pool_latent, resolve_layers
+from latentcc.latents.layers import POOLS, capture, pool_latent, resolve_layers
+from latentcc.plumbing.arrays import as_labels
+from latentcc.plumbing.batch import input_dtype
+from latentcc.plumbing.errors import LatentccError, check_int, param_error
 
 __all__ = [
     "ESTIMATORS",

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from latentcc.arrays import Matrix, as_labels, as_matrix, joint_frame, joint_unit_frame
-from latentcc.errors import check_int, param_error, require
+from latentcc.plumbing.arrays import Matrix, as_labels, as_matrix, joint_frame, joint_unit_frame
+from latentcc.plumbing.errors import check_int, param_error, require
 
 KnnMetric = Literal["cosine", "l2"]
 KNN_METRICS: tuple[str, ...] = ("cosine", "l2")
@@ -123,7 +123,7 @@ def knn_probe(
         k: neighbours voting, 1 <= k <= N.
         metric: ``"cosine"`` (cosine similarity of the features as given; all-zero rows are rejected)
             or ``"l2"`` (Euclidean). Exact search (faiss flat index, float32, on rows prepared in float64
-            so that features far from the origin keep their neighbours; see :mod:`latentcc.arrays`).
+            so that features far from the origin keep their neighbours; see :mod:`latentcc.plumbing.arrays`).
     """
     func = "knn_probe"
     mtr, ytr, mte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)

@@ -15,10 +15,10 @@ from typing import Any, Literal
 
 from torch import nn
 
-from latentcc.errors import LatentccError, check_int, param_error
 from latentcc.models.image import ImageClassifier, MnistCNN, efficientnet_lite0, mnist_cnn
 from latentcc.models.summary import layer_summary
 from latentcc.models.text import TextClassifier, hf_classifier, is_text_folder, minilm
+from latentcc.plumbing.errors import LatentccError, check_int, param_error
 
 __all__ = [
     "MODELS",

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentcc.assets import asset_file, package_dir
-from latentcc.errors import CheckpointError, LatentccError, param_error
+from latentcc.plumbing.assets import asset_file, package_dir
+from latentcc.plumbing.errors import CheckpointError, LatentccError, param_error
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081

@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from latentcc.errors import param_error, require
 from latentcc.models.image import ImageClassifier, _check_num_classes
+from latentcc.plumbing.errors import param_error, require
 
 # Files whose presence marks a tokenizer, hence a text model, in a Hugging Face folder.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
@@ -29,7 +29,7 @@ class TextClassifier(nn.Module):
     ``max_length`` tokens) or a mapping of already tokenized tensors (``input_ids``,
     ``attention_mask``, ...; see ``tokenize``). Tensors are moved to the model's device.
     To pool token latents ``(B, T, D)`` over real tokens only, tokenize first and pass the
-    batch's ``attention_mask`` to ``latentcc.layers.pool_latent``.
+    batch's ``attention_mask`` to ``latentcc.latents.layers.pool_latent``.
     """
 
     def __init__(self, hf: nn.Module, tokenizer: Any, *, max_length: int = 64) -> None:

@@ -6,8 +6,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from latentcc.atomic import atomic_write_bytes
-from latentcc.errors import param_error
+from latentcc.plumbing.atomic import atomic_write_bytes
+from latentcc.plumbing.errors import param_error
 
 
 def pyplot() -> Any:

@@ -28,8 +28,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentcc import atomic
-from latentcc.atomic import (
+from latentcc.plumbing import atomic
+from latentcc.plumbing.atomic import (
     _fsync_dir,
     atomic_write_json,
     describe_owner,
@@ -39,7 +39,7 @@ from latentcc.atomic import (
     sha256_file,
     write_error,
 )
-from latentcc.errors import CheckpointError, WriteError
+from latentcc.plumbing.errors import CheckpointError, WriteError
 
 _TENSOR = "__tensor__"
 _FLOAT = "__float__"  # NaN / inf: strict JSON has no token for them, so they are tagged

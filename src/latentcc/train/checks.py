@@ -25,7 +25,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset, default_collate
 
-from latentcc.batch import (
+from latentcc.config import TrainConfig
+from latentcc.plumbing.batch import (
     check_labels,
     check_logits,
     explain_label_error,
@@ -35,10 +36,9 @@ from latentcc.batch import (
     to_device,
     unpack_batch,
 )
-from latentcc.config import TrainConfig
-from latentcc.errors import LatentccError, param_error
-from latentcc.methods import eval_mode
-from latentcc.seeding import rng_state, set_rng_state
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.seeding import rng_state, set_rng_state
+from latentcc.train.methods import eval_mode
 
 _OPTIMIZER_FIELDS = ("optimizer", "lr", "weight_decay", "momentum")  # build fit's own optimizer only
 _BN_ERROR = "Expected more than 1 value per channel when training"  # PyTorch's message for a 1-sample batch

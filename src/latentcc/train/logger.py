@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from latentcc.atomic import atomic_write_json, atomic_write_text
+from latentcc.plumbing.atomic import atomic_write_json, atomic_write_text
 
 
 class MetricsLogger:

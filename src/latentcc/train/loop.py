@@ -21,14 +21,17 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from latentcc.atomic import (
+from latentcc.config import LCCConfig, TrainConfig, config_to_dict
+from latentcc.integrations.fit import LCCHook
+from latentcc.lcc.correction import LatentClusterCorrection
+from latentcc.plumbing.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     ensure_writable_dir,
     remove_stale_temps,
     sha256_file,
 )
-from latentcc.batch import (
+from latentcc.plumbing.batch import (
     check_logits,
     check_materialised,
     input_dtype,
@@ -39,13 +42,10 @@ from latentcc.batch import (
     to_labels,
     unpack_batch,
 )
-from latentcc.config import LCCConfig, TrainConfig, config_to_dict
-from latentcc.correction import LatentClusterCorrection
-from latentcc.errors import CheckpointError, LatentccError, param_error
-from latentcc.integrations.fit import LCCHook
-from latentcc.progress import format_seconds, log_to, message, track
-from latentcc.runlock import locks_folder
-from latentcc.seeding import rng_state, seed_everything, set_rng_state
+from latentcc.plumbing.errors import CheckpointError, LatentccError, param_error
+from latentcc.plumbing.progress import format_seconds, log_to, message, track
+from latentcc.plumbing.runlock import locks_folder
+from latentcc.plumbing.seeding import rng_state, seed_everything, set_rng_state
 from latentcc.train.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -244,7 +244,7 @@ def _check_fit_extras(
     *args: Any, lcc: LatentClusterCorrection | LCCConfig | None = None, **kwargs: Any
 ) -> None:
     """A missing optional dependency of LCC (igraph, leidenalg, faiss) refuses the run before its folder exists."""
-    from latentcc.extras import check_extras
+    from latentcc.app.extras import check_extras
 
     cfg = lcc.config if isinstance(lcc, LatentClusterCorrection) else lcc
     if isinstance(cfg, LCCConfig):
@@ -272,7 +272,7 @@ def fit(
 
     ``out_dir`` (optional) receives config.json, metrics.json/.csv, checkpoints/, best.safetensors,
     results.json, training_curve.png and, with ``progress``, log.txt (progress lines and one summary
-    line per epoch, appended on resume; see :mod:`latentcc.progress`). ``resume=True`` continues the
+    line per epoch, appended on resume; see :mod:`latentcc.plumbing.progress`). ``resume=True`` continues the
     run found there from its last checkpoint and reaches the same result as an uninterrupted run (data order is a function of
     (seed, epoch); RNG, optimizer and scheduler states are restored).
 
@@ -282,7 +282,7 @@ def fit(
     captured layers to the task loss. Batches must then carry sample indices, ``(x, y, idx)``.
 
     ``penalty(model, x, y, logits) -> scalar`` (optional; e.g. the GC regulariser of
-    ``latentcc.methods.apply_method``) is added to each training step's loss and logged per epoch as
+    ``latentcc.train.methods.apply_method``) is added to each training step's loss and logged per epoch as
     ``train_penalty`` (its mean per sample, as added). ``x`` is the batch input on the device.
 
     ``callbacks``: objects with any of the hook methods of :mod:`latentcc.train.hooks` (``on_epoch_start``,

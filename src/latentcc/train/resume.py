@@ -30,9 +30,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from latentcc.atomic import describe_owner
 from latentcc.config import LEGACY_VALUES
-from latentcc.errors import CheckpointError
+from latentcc.plumbing.atomic import describe_owner
+from latentcc.plumbing.errors import CheckpointError
 from latentcc.train.checkpoint import unreadable_error
 from latentcc.train.fingerprint import fingerprint_changes, training_changes
 
@@ -277,7 +277,7 @@ def config_digest(record: dict[str, Any]) -> dict[str, str]:
     """
     import hashlib
 
-    from latentcc.atomic import _strict_json
+    from latentcc.plumbing.atomic import _strict_json
 
     stored = json.loads(json.dumps(_strict_json(record), allow_nan=False, default=str))  # as written
     first = {k: v for k, v in stored.items() if k != "resumes"}

@@ -1,0 +1,1 @@
+"""The application: the `latentcc` command line, fine-tuning recipes, the demo, comparisons and reproductions."""

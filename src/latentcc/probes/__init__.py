@@ -1,0 +1,1 @@
+"""Clusterability probes: which metrics of which layers, computed and reported (`latentcc probe`)."""
