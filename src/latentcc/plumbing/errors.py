@@ -58,7 +58,7 @@ def check_int(
 
 def _checkout_root() -> Path | None:
     """The latentcc repository this package runs from (an editable install), or None (a wheel, a copy)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # src/latentcc/plumbing/errors.py -> the checkout
     try:
         return root if 'name = "latentcc"' in (root / "pyproject.toml").read_text() else None
     except OSError:
