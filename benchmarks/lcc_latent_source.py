@@ -34,7 +34,8 @@ from sklearn.metrics import adjusted_mutual_info_score
 from torch.utils.data import DataLoader
 
 from latentcc.app.finetune import load_data, prepare_model
-from latentcc.config import DEMO_DEFAULTS, DataConfig, LCCConfig, ModelConfig, TrainConfig
+from latentcc.app.presets import DEMO_DEFAULTS
+from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.integrations.fit import LCCHook
 from latentcc.latents.collect import collect_latents
 from latentcc.lcc.epoch import cluster_latents
@@ -67,8 +68,9 @@ class PartitionProbe:
             ctx.model, DataLoader(ctx.data.train, batch_size=256), names, pool=c.pool, dim=c.dim
         )
         for name in names:
-            _, ct, _, cc_t, _ = cluster_latents(train[name], train.labels, c, name=name)
-            _, ce, _, cc_e, _ = cluster_latents(full[name], full.labels, c, name=name)
+            on_train = cluster_latents(train[name], train.labels, c, name=name)
+            on_full = cluster_latents(full[name], full.labels, c, name=name)
+            ct, cc_t, ce, cc_e = on_train.clusters, on_train.cc, on_full.clusters, on_full.cc
             self.rows.append({
                 "epoch": ctx.epoch + 1, "layer": name, "ami": float(adjusted_mutual_info_score(ce, ct)),
                 "mc_train_pass": float(1 - cc_t.mean()), "mc_eval_pass": float(1 - cc_e.mean()),
@@ -158,7 +160,7 @@ def step_cost(
     variants = {}
     for v in LCC_LOSSES:
         lcc = LatentClusterCorrection(LCCConfig(layers=("z",), latent_source="eval_pass", loss=v))  # type: ignore[arg-type]
-        lcc.targets["z"] = lcc_targets(x, y, es.clusters, k=10, owners=es.owners, loss=v)
+        lcc.targets["z"] = lcc_targets(x, y, es.clusters, k_target=10, owners=es.owners, loss=v)
         out[f"targets_{v}"] = float(lcc.targets["z"].num_with_target)
         variants[v] = lcc
     batches = [rng.choice(n, batch, replace=False) for _ in range(16)]

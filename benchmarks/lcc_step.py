@@ -17,6 +17,12 @@ ratio printed is a lower bound on latentcc's speed-up over the original. See ben
 
     python benchmarks/lcc_step.py --grid quick
     python benchmarks/lcc_step.py --n 3000 --d 64 --c 10 --k 5 --markdown
+    python benchmarks/lcc_step.py --n 50000 --d 512 --c 100 --k 50 --epoch-start 3
+
+``--epoch-start R`` times latentcc's own ``epoch_start(x, y, LCCConfig(k=k))`` (the chained path a training
+run takes, validated once at its door) R times, each in a fresh subprocess, and prints the median and spread
+of its wall time and peak RSS with a digest of everything it returned (clusters, owners, CC mask, targets),
+so two versions of latentcc can be compared on the same data: same digest, same numbers.
 """
 
 from __future__ import annotations
@@ -210,15 +216,21 @@ def run_ours(x: np.ndarray, y: np.ndarray, a: argparse.Namespace, reduce: bool) 
     if resolved == "faiss":
         idx = None
     clusters, sec["communities"] = timed(
-        communities, graph, method=cfg.method, resolution=cfg.resolution, seed=cfg.seed,
-        n_iterations=cfg.leiden_iterations,
+        communities, graph, community=cfg.community, resolution=cfg.resolution, seed=cfg.seed,
+        leiden_iterations=cfg.leiden_iterations,
     )  # fmt: skip
     t = time.perf_counter()
     owners = match_clusters(y, clusters)
     cc = cc_mask(y, clusters, owners)
     sec["matching"] = time.perf_counter() - t
     targets, sec["targets"] = timed(
-        lcc_targets, x, y, clusters, k=cfg.k_target or cfg.k, owners=owners, orphan_policy=cfg.orphan_policy
+        lcc_targets,
+        x,
+        y,
+        clusters,
+        k_target=cfg.k_target or cfg.k,
+        owners=owners,
+        orphan_policy=cfg.orphan_policy,
     )
     rec: dict[str, Any] = {"seconds": sec, "peak_rss_gib": maxrss_gib()}  # before the checks below
     rec.update(knn_backend=resolved, knn_dim=int(xg.shape[1]), mc_with_target=targets.num_with_target)
@@ -343,6 +355,45 @@ def calibrate() -> dict[str, Any]:
     return {"matmul_gflops": 2 * m * kk * n / best / 1e9, "matmul_shape": f"{m}x{kk} @ {kk}x{n}"}
 
 
+def run_epoch_start(x: np.ndarray, y: np.ndarray, a: argparse.Namespace) -> dict[str, Any]:
+    """One timed ``epoch_start`` with LCCConfig's defaults (k from --k): wall time, peak RSS, a digest."""
+    import hashlib
+
+    import latentcc
+    from latentcc.config import LCCConfig
+    from latentcc.lcc import epoch_start
+
+    cfg = LCCConfig(k=a.k, seed=a.seed)
+    toy = np.ascontiguousarray(x[: min(len(x), 500), :8])  # lazy imports and first-call setup, untimed
+    epoch_start(toy, y[: len(toy)], LCCConfig(k=5, graph_dim=None))
+    rss_before = maxrss_gib()
+    es, wall = timed(epoch_start, x, y, cfg)
+    t = es.targets
+    digest = hashlib.sha256()
+    for arr in (es.clusters, es.owners, es.cc, t.mc_mask.numpy(), t.slot.numpy(), t.vectors.numpy()):
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return {
+        "epoch_start_wall_s": wall, "stage_s": es.seconds, "peak_rss_gib": maxrss_gib(),
+        "rss_before_gib": rss_before, "digest": digest.hexdigest()[:16], "mc_with_target": t.num_with_target,
+        "latentcc_path": str(Path(latentcc.__file__).parent),
+    }, es.clusters, es.owners, es.cc  # fmt: skip
+
+
+def epoch_start_repeats(a: argparse.Namespace, setting: tuple[int, int, int, int]) -> None:
+    """--epoch-start R: R fresh workers, then the median, min and max of time and peak RSS."""
+    runs = [run_worker("epoch", setting, a) for _ in range(a.epoch_start)]
+    ok = [r for r in runs if r.get("status") == "ok"]
+    for r in runs:
+        print(json.dumps(r), flush=True)
+    if not ok:
+        sys.exit("no epoch-start run finished")
+    for key in ("epoch_start_wall_s", "peak_rss_gib"):
+        v = np.array([r[key] for r in ok])
+        print(f"{key}: median {np.median(v):.3f}, min {v.min():.3f}, max {v.max():.3f} (n={len(v)})")
+    print(f"digests: {sorted({r['digest'] for r in ok})}; AMI {sorted({round(r['ami'], 6) for r in ok})}; "
+          f"MC {sorted({round(r['mc_fraction'], 6) for r in ok})}; latentcc from {ok[0]['latentcc_path']}")  # fmt: skip
+
+
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     rss_start = maxrss_gib()
     import faiss
@@ -363,6 +414,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     }
     if a.stack == "reference":
         rec, clusters, owners, cc = run_reference(x, y, a)
+    elif a.stack == "epoch":
+        rec, clusters, owners, cc = run_epoch_start(x, y, a)
     else:
         rec, clusters, owners, cc = run_ours(x, y, a, reduce=a.stack == "ours")
     out.update(rec)
@@ -627,6 +680,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ref-steps", type=int, default=10, help="timed calls of the reference's loss (median; default 10)")
     add("--timeout", type=float, default=1800, help="seconds per worker, then recorded as a timeout")
     add("--markdown", action="store_true", help="also print a Markdown table for docs/benchmarks.md")
+    add("--epoch-start", type=int, metavar="R", help="time epoch_start itself R times (one custom setting)")
     add("--worker", action="store_true", help=argparse.SUPPRESS)
     add("--stack", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -639,6 +693,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if a.n is not None or a.d is not None or a.c is not None or a.k is not None:
         grid, settings = "custom", [(a.n or 10_000, a.d or 512, a.c or 100, a.k or 50)]
+        if a.epoch_start:
+            epoch_start_repeats(a, settings[0])
+            return
     elif a.million:
         grid, settings = "million", GRIDS["million"]
     else:

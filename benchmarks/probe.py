@@ -85,18 +85,18 @@ def bench_profile(threads: int) -> dict[str, Any]:
     }
     tr, te = lat["train"], lat["test"]
     gc_x = torch.stack(
-        [splits.train[int(i)][0] for i in stratified_indices(splits.train.targets, cfg.gc_samples, seed=0)]
+        [splits.train[int(i)][0] for i in stratified_indices(splits.train.targets, cfg.gc_examples, seed=0)]
     )
     parts: dict[str, float] = {}
     for name, fn in (
         ("nc", lambda layer: neural_collapse(tr[layer], tr.labels)),
-        ("clusterability", lambda layer: clusterability(tr[layer], tr.labels, method=cfg.cluster_method)),
+        ("clusterability", lambda layer: clusterability(tr[layer], tr.labels, clustering=cfg.clustering)),
         ("linear_probe", lambda layer: linear_probe(tr[layer], tr.labels, te[layer], te.labels)),
         ("knn_probe", lambda layer: knn_probe(tr[layer], tr.labels, te[layer], te.labels, k=cfg.knn_k)),
         (
             "gc",
             lambda layer: geometric_complexity(
-                layer_fn(model, layer), gc_x, estimator=cfg.gc_estimator, n_samples=cfg.gc_draws
+                layer_fn(model, layer), gc_x, estimator=cfg.gc_estimator, n_projections=cfg.gc_projections
             ),
         ),
     ):

@@ -32,7 +32,7 @@ def _no_training(*a: Any, **k: Any) -> None:
 
 
 def _api_without_igraph(tmp: Path) -> str:
-    """fit(lcc=...), LatentClusterCorrection and profile(cluster_method='leiden') from Python, igraph absent."""
+    """fit(lcc=...), LatentClusterCorrection and profile(clustering='leiden') from Python, igraph absent."""
     from latentcc import profile
     from latentcc.config import LCCConfig, TrainConfig
     from latentcc.data import load_dataset
@@ -48,7 +48,7 @@ def _api_without_igraph(tmp: Path) -> str:
         for name, call in (
             ("fit", lambda: fit(model, data, config=TrainConfig(epochs=2), out_dir=tmp / "run", lcc=lcc)),
             ("LatentClusterCorrection", lambda: LatentClusterCorrection(lcc)),
-            ("profile", lambda: profile(model, data, cluster_method="leiden", metrics=["clusterability"])),
+            ("profile", lambda: profile(model, data, clustering="leiden", metrics=["clusterability"])),
         ):
             try:
                 call()
@@ -62,7 +62,7 @@ def _demo_without_igraph(tmp: Path) -> None:
     from latentcc.app.demo import run_demo
     from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 
-    with _without("igraph"), mock.patch("latentcc.app.demo.finetune", _no_training):
+    with _without("igraph"), mock.patch("latentcc.app.compare.finetune", _no_training):
         run_demo(ModelConfig(), DataConfig(data="digits"), TrainConfig(), LCCConfig(layers=("fc_layers.1",)),
                  out_dir=tmp / "demo")  # fmt: skip
 
@@ -82,7 +82,7 @@ def _cli(tmp: Path, args: list[str], missing: tuple[str, ...]) -> str:
     return f"works: exit {code}, {made}, nothing trained: {err.getvalue().strip()}"
 
 
-def _strict_json(tmp: Path) -> str:
+def strict_json(tmp: Path) -> str:
     from latentcc.plumbing.atomic import atomic_write_json
 
     path = atomic_write_json(
@@ -97,7 +97,7 @@ def _require_hint(tmp: Path) -> None:
     from latentcc.plumbing.errors import require
 
     with _without("leidenalg"):
-        require("leidenalg", "graph", purpose="community detection with method='leidenalg'")
+        require("leidenalg", "graph", purpose="community detection with community='leidenalg'")
 
 
 def cases() -> list[Case]:
@@ -105,26 +105,26 @@ def cases() -> list[Case]:
     return [
         Case("demo-missing-graph-extra", "run_demo with LCC when igraph (the graph extra) is not installed",
              _demo_without_igraph, MissingExtraError, r"The demo needs optional packages that are not installed: "
-             r"'igraph' \(for the LCC clustering \(method='leiden'\); extra 'graph'\)\. " + extra_re),
-        Case("finetune-lcc-missing-extras", "latentcc finetune --lcc-layers ... --lcc-method leidenalg without "
+             r"'igraph' \(for the LCC clustering \(community='leiden'\); extra 'graph'\)\. " + extra_re),
+        Case("finetune-lcc-missing-extras", "latentcc finetune --lcc-layers ... --lcc-community leidenalg without "
              "igraph and leidenalg", lambda t: _cli(t, ["finetune", *TINY, "--lcc-layers", "fc_layers.1",
-             "--lcc-method", "leidenalg"], ("igraph", "leidenalg")), None,
+             "--lcc-community", "leidenalg"], ("igraph", "leidenalg")), None,
              r"works: exit 2, no folder created, nothing trained: .*'igraph' .*'leidenalg' .*" + extra_re),
-        Case("probe-leiden-missing-extras", "latentcc probe --cluster-method leiden without faiss and igraph",
-             lambda t: _cli(t, ["probe", "--data", "digits", "--cluster-method", "leiden"], ("faiss", "igraph")),
+        Case("probe-leiden-missing-extras", "latentcc probe --clustering leiden without faiss and igraph",
+             lambda t: _cli(t, ["probe", "--data", "digits", "--clustering", "leiden"], ("faiss", "igraph")),
              None, r"works: exit 2, no folder created, nothing trained: .*'faiss' \(for the k-NN probe.*'igraph' "
-             r"\(for clusterability with cluster_method='leiden'.*" + extra_re),
+             r"\(for clusterability with clustering='leiden'.*" + extra_re),
         Case("reproduce-all-missing-extra", "latentcc reproduce all without igraph (two reproductions cluster)",
              lambda t: _cli(t, ["reproduce", "all", "--size", "ci"], ("igraph",)), None,
              r"works: exit 2, no folder created, nothing trained: latentcc reproduce: error: latentcc reproduce "
              r"needs .*'igraph'.*" + extra_re),
-        Case("api-missing-graph-extra", "fit(lcc=...), LatentClusterCorrection(...) and profile(cluster_method="
+        Case("api-missing-graph-extra", "fit(lcc=...), LatentClusterCorrection(...) and profile(clustering="
              "'leiden') from Python without igraph", _api_without_igraph, None,
              r"works: fit: MissingExtraError naming igraph: True; LatentClusterCorrection: MissingExtraError naming "
              r"igraph: True; profile: MissingExtraError naming igraph: True; run folder created: False"),
         Case("install-hint-from-checkout", "an optional import fails (latentcc is not on a package registry)",
              _require_hint, MissingExtraError, r"'leidenalg' is needed for community detection with "
-             r"method='leidenalg'.*latentcc\[graph\]\)\. Install it: \S*python\S* -m pip install -e '\S*\[graph\]'"),
+             r"community='leidenalg'.*latentcc\[graph\]\)\. Install it: \S*python\S* -m pip install -e '\S*\[graph\]'"),
         Case("json-non-finite", "atomic_write_json of NaN, inf and numpy scalars (results, summaries)",
-             _strict_json, None, r'works: strict JSON \{"ci95_half": null, "best": null, "acc": 0\.5\}'),
+             strict_json, None, r'works: strict JSON \{"ci95_half": null, "best": null, "acc": 0\.5\}'),
     ]  # fmt: skip

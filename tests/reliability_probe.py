@@ -41,7 +41,15 @@ def _transfer_twice(tmp: Path) -> str:
     rows = []
     for i in range(2):
         torch.manual_seed(100 + i)  # whatever the global RNG holds before the command
-        args = ["transfer-layers", "--model", "mnist-cnn", "--data", "digits", "--max-samples", "100"]
+        args = [
+            "transfer-layers",
+            "--model",
+            "mnist-cnn",
+            "--data",
+            "digits",
+            "--max-samples-per-split",
+            "100",
+        ]
         args += ["--layers", "fc_layers.2", "--no-progress", "--out", str(tmp / f"run{i}")]
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(args) == 0
@@ -64,7 +72,7 @@ def _one_layer_report(tmp: Path) -> str:
     import latentcc
     from latentcc.probes.report import summary_lines, write_probe_report
 
-    p = latentcc.profile(_mlp(1), _two_class(), layers=["2"], gc_samples=8, gc_draws=2, progress=False)
+    p = latentcc.profile(_mlp(1), _two_class(), layers=["2"], gc_examples=8, gc_projections=2, progress=False)
     write_probe_report(p, tmp / "report")  # a 1-wide layer used to break the 2-D view (PCA gave one column)
     return "works: report.html written; summary: " + " ".join(summary_lines(p))
 
@@ -133,8 +141,8 @@ def cases() -> list[Case]:
              LatentccError, r"'data' parameter of profile must be one dataset or DataLoader per entry of the mapping, "
              r"also its 'train' entry. Got 'DatasetSplits' instead. (Fix: )?Pass the DatasetSplits itself as data"),
         # --- settings that would do nothing, and a k-NN probe that would only count the majority class
-        Case("probe-knn-k-above-train", "latentcc probe --data digits --max-samples 150 --metrics knn_probe "
-             "--knn-k 500", lambda t: _probe_cli(t, ["--max-samples", "150", "--metrics", "knn_probe", "--knn-k",
+        Case("probe-knn-k-above-train", "latentcc probe --data digits --max-samples-per-split 150 --metrics knn_probe "
+             "--knn-k 500", lambda t: _probe_cli(t, ["--max-samples-per-split", "150", "--metrics", "knn_probe", "--knn-k",
                                                      "500"]),
              None, refused + r"The 'knn_k' parameter of latentcc probe must be an int below the number of training "
              r"samples probed \(150\)\. Got 500 instead\..*share of the majority class\. Fix: a smaller knn_k "
@@ -146,20 +154,20 @@ def cases() -> list[Case]:
              lambda t: _probe_cli(t, ["--metrics", "nc", "--knn-k", "3"]), None,
              refused + r"The 'metrics' parameter of latentcc probe must be metric families that read the settings "
              r"given \(knn_k=3 \(--knn-k\) is read by knn_probe\)\. Got \['nc'\] instead.*Fix: add the family"),
-        Case("probe-gc-settings-without-gc", "profile(metrics=['nc'], gc_samples=10, gc_estimator='exact')",
-             lambda t: _profile(metrics=["nc"], gc_samples=10, gc_estimator="exact"), LatentccError,
+        Case("probe-gc-settings-without-gc", "profile(metrics=['nc'], gc_examples=10, gc_estimator='exact')",
+             lambda t: _profile(metrics=["nc"], gc_examples=10, gc_estimator="exact"), LatentccError,
              r"'metrics' parameter of profile must be metric families that read the settings given \(gc_estimator="
-             r"'exact' \(--gc-estimator\) is read by gc; gc_samples=10 \(--gc-samples\) is read by gc\)"),
+             r"'exact' \(--gc-estimator\) is read by gc; gc_examples=10 \(--gc-examples\) is read by gc\)"),
         Case("probe-groups-without-clusterability", "profile(groups=[...], metrics=['nc'])",
              lambda t: _profile(metrics=["nc"], groups=["a", "b"]), LatentccError,
              r"settings given \(groups \(--groups\) is read by clusterability\)\. Got \['nc'\]"),
-        Case("probe-overcluster-leiden", "latentcc probe --overcluster 3 --cluster-method leiden",
-             lambda t: _probe_cli(t, ["--overcluster", "3", "--cluster-method", "leiden"]), None,
-             refused + r"The 'overcluster' parameter of latentcc probe must be 1 with cluster_method='leiden'.*Leiden "
-             r"takes no cluster count.*Got 3 instead\. Fix: cluster_method='ward' or 'kmeans'"),
-        Case("probe-gc-draws-exact", "profile(metrics=['gc'], gc_estimator='exact', gc_draws=4)",
-             lambda t: _profile(metrics=["gc"], gc_estimator="exact", gc_draws=4), LatentccError,
-             r"'gc_draws' parameter of profile must be left at its default \(8\) with gc_estimator='exact'"),
+        Case("probe-overcluster-leiden", "latentcc probe --overcluster 3 --clustering leiden",
+             lambda t: _probe_cli(t, ["--overcluster", "3", "--clustering", "leiden"]), None,
+             refused + r"The 'overcluster' parameter of latentcc probe must be 1 with clustering='leiden'.*Leiden "
+             r"takes no cluster count.*Got 3 instead\. Fix: clustering='ward' or 'kmeans'"),
+        Case("probe-gc-projections-exact", "profile(metrics=['gc'], gc_estimator='exact', gc_projections=4)",
+             lambda t: _profile(metrics=["gc"], gc_estimator="exact", gc_projections=4), LatentccError,
+             r"'gc_projections' parameter of profile must be left at its default \(8\) with gc_estimator='exact'"),
         Case("probe-checkpoint-no-pretrained", "latentcc probe --checkpoint RUN --no-pretrained",
              lambda t: _probe_cli(t, ["--checkpoint", str(t / "run"), "--no-pretrained"]), None,
              refused + r"The 'pretrained' parameter of latentcc probe must be left unset with --checkpoint: the run's "
@@ -178,7 +186,7 @@ def cases() -> list[Case]:
              r"\('digits', .*Got 'cifar10' instead\..*Fix: drop --data \(the run's data is used\), pass --data "
              r"digits", _trained_run),
         Case("probe-checkpoint-no-config-misfit", "latentcc probe --checkpoint RUN (weights of another model, no "
-             "config.json)", lambda t: _probe_cli(t, ["--checkpoint", str(t / "run"), "--max-samples", "50"]), None,
+             "config.json)", lambda t: _probe_cli(t, ["--checkpoint", str(t / "run"), "--max-samples-per-split", "50"]), None,
              r"works: exit 2, no folder created: latentcc probe: error: .*best\.safetensors does not fit this model "
              r"\(ImageClassifier: \d+ weights of the model missing from the file \(net\.[^;]* and \d+ more\); 1 "
              r"weight in the file not in the model \(encoder\.weight\)\)\..*use the same --model and --data as "

@@ -226,7 +226,7 @@ def _method_inert(tmp: Path) -> Any:
     from latentcc.config import MethodConfig
     from latentcc.train.methods import apply_method
 
-    return apply_method(_mlp(), MethodConfig(method="ft", gc_lambda=0.01))
+    return apply_method(_mlp(), MethodConfig(method="ft", gc_weight=0.01))
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -282,13 +282,13 @@ def cases() -> list[Case]:
              lambda t: _fit(t, momentum=0.5),
              L, r"'momentum' parameter of TrainConfig must be left at its default.*adamw.*Got 0.5.*"
                 r"Fix: optimizer='sgd'"),
-        Case("train-method-ignores-setting", "MethodConfig(method='ft', gc_lambda=0.01)", _method_inert,
+        Case("train-method-ignores-setting", "MethodConfig(method='ft', gc_weight=0.01)", _method_inert,
              L, r"'method' parameter of apply_method must be a method that reads the settings given "
-                r"\(gc_lambda=0.01 \(--gc-lambda\) is read by gc_reg\). Got 'ft'.*Fix"),
-        Case("train-lcc-louvain-iterations", "LCCConfig(method='louvain', leiden_iterations=5) in fit",
-             lambda t: _fit(t, lcc=_lcc(method="louvain", leiden_iterations=5)),
-             L, r"'method' parameter of LCCConfig must be 'leiden' or 'leidenalg' when leiden_iterations=5 is "
-                r"set.*Got 'louvain'.*Fix: method='leiden'"),
+                r"\(gc_weight=0.01 \(--gc-weight\) is read by gc_reg\). Got 'ft'.*Fix"),
+        Case("train-lcc-louvain-iterations", "LCCConfig(community='louvain', leiden_iterations=5) in fit",
+             lambda t: _fit(t, lcc=_lcc(community="louvain", leiden_iterations=5)),
+             L, r"'community' parameter of LCCConfig must be 'leiden' or 'leidenalg' when leiden_iterations=5 is "
+                r"set.*Got 'louvain'.*Fix: community='leiden'"),
         Case("train-head-wider-than-classes", "fit of a model with 5 outputs on 4-class data",
              lambda t: _fit(t, _mlp_out(5)),
              L, r"'model' parameter of fit must be a classifier with one output per class of the data \(4 "

@@ -1,4 +1,4 @@
-"""The one door for latents and features (latentcc.plumbing.arrays): the same dtypes everywhere, clear errors for the
+"""The one door for latents and features (latentcc.plumbing.validate): the same dtypes everywhere, clear errors for the
 rest, and results that do not depend on where the data sits in space (against exact float64 references)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from latentcc import LCCConfig, epoch_start, knn_graph, knn_search, lcc_loss, lcc_targets, reduce_dim
 from latentcc.metrics import cluster, clusterability, knn_probe, linear_probe, neural_collapse
-from latentcc.plumbing.arrays import Matrix, as_matrix
+from latentcc.plumbing.arrays import Matrix
 from latentcc.plumbing.errors import LatentccError
+from latentcc.plumbing.validate import as_matrix
 
 pytest.importorskip("faiss")
 
@@ -75,7 +76,7 @@ def test_epoch_start_on_offset_blobs_finds_the_same_seven_communities(graph_dim)
 def test_targets_at_an_offset_are_the_offset_targets():
     x0, y = blobs(0.0)
     yc = (y + (np.arange(len(y)) % 5 == 0)) % 7  # every 5th sample in a neighbouring cluster: MC
-    a, b = lcc_targets(x0, y, yc, k=3), lcc_targets(x0 + 1e5, y, yc, k=3)
+    a, b = lcc_targets(x0, y, yc, k_target=3), lcc_targets(x0 + 1e5, y, yc, k_target=3)
     assert a.num_with_target > 0
     assert torch.equal(a.slot, b.slot) and torch.equal(a.mc_mask, b.mc_mask)
     # float32 targets hold 1e5 to its ulp (2^-7): the same targets, translated, up to that rounding
@@ -102,7 +103,7 @@ def test_metrics_do_not_depend_on_the_offset():
     x0, y = blobs(0.0)
     x1 = x0 + 1e5
     for method in ("ward", "kmeans", "leiden"):
-        np.testing.assert_array_equal(cluster(x1, 7, method=method), cluster(x0, 7, method=method))
+        np.testing.assert_array_equal(cluster(x1, 7, clustering=method), cluster(x0, 7, clustering=method))
     assert clusterability(x1, y) == clusterability(x0, y)
     tr = np.arange(len(y)) % 2 == 0
     # (cosine is not translation invariant, so only l2 is compared across offsets)
@@ -117,9 +118,9 @@ def test_metrics_do_not_depend_on_the_offset():
     w = np.random.default_rng(0).normal(size=(7, 8))
     # NC4 compares the classifier with the nearest class mean: the bias moves with the features
     b0 = np.zeros(7)
-    assert neural_collapse(x1, y, weight=w, bias=b0 - w @ np.full(8, 1e5))["nc4"] == pytest.approx(
-        neural_collapse(x0, y, weight=w, bias=b0)["nc4"]
-    )
+    assert neural_collapse(x1, y, classifier_weight=w, classifier_bias=b0 - w @ np.full(8, 1e5))[
+        "nc4"
+    ] == pytest.approx(neural_collapse(x0, y, classifier_weight=w, classifier_bias=b0)["nc4"])
 
 
 def test_reduce_dim_of_offset_latents():
@@ -251,9 +252,9 @@ def _entry_points() -> dict[str, Callable[[Any], Any]]:
         "knn_search": lambda x: knn_search(x, 4)[0],
         "reduce_dim": lambda x: reduce_dim(x, 2),
         "epoch_start": lambda x: epoch_start(x, y, cfg).clusters,
-        "lcc_targets": lambda x: lcc_targets(x, y, (y + 1) % 4, k=3).slot,
+        "lcc_targets": lambda x: lcc_targets(x, y, (y + 1) % 4, k_target=3).slot,
         "neural_collapse": lambda x: neural_collapse(x, y)["nc1"],
-        "clusterability": lambda x: clusterability(x, y, method="kmeans")["ami"],
+        "clusterability": lambda x: clusterability(x, y, clustering="kmeans")["ami"],
         "knn_probe": lambda x: knn_probe(x[::2], y[::2], x[1::2], y[1::2], k=3),
         "linear_probe": lambda x: linear_probe(x[::2], y[::2], x[1::2], y[1::2]),
     }
@@ -367,6 +368,6 @@ def test_tensor_path_equals_numpy_path():
 
 def test_lcc_loss_refuses_meta_without_a_host_sync():
     x, y = blobs(0.0)
-    t = lcc_targets(x, y, (y + 1) % 7, k=3)
+    t = lcc_targets(x, y, (y + 1) % 7, k_target=3)
     with pytest.raises(LatentccError, match=r"'z' parameter of lcc_loss must be a tensor with data"):
         lcc_loss(torch.zeros(4, 8, device="meta"), torch.arange(4), t)

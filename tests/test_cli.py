@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from latentcc.app.cli import build_parser, main
-from latentcc.config import DataConfig, ModelConfig, TrainConfig
+from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, TrainConfig
 
 FAST = [
     "--data",
@@ -25,16 +25,64 @@ FAST = [
 ]
 
 
+def _config_flag_calls(monkeypatch) -> list[dict]:
+    """Every add_config_args call build_parser makes (the one way config fields become flags), with the
+    flags of the subcommand it filled."""
+    import latentcc.app.cli as cli
+
+    calls: list[dict] = []
+    real = cli.add_config_args
+
+    def record(parser, cls, **kw):
+        real(parser, cls, **kw)
+        calls.append({"parser": parser, "cls": cls, **kw})
+
+    monkeypatch.setattr(cli, "add_config_args", record)
+    build_parser()
+    return calls
+
+
 def test_every_config_field_is_a_flag_with_its_default_in_help(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "10000")  # no line wrapping inside the defaults
+    """Every field of every config that makes flags (latentcc.config's dataclasses and CompareConfig), in
+    every subcommand that adds them: a --flag whose help text says what it does and shows its default."""
+    import dataclasses
+
+    import latentcc.config as config
+    from latentcc.app.compare import CompareConfig
+
+    calls = _config_flag_calls(monkeypatch)
+    configs = {
+        c for c in vars(config).values() if dataclasses.is_dataclass(c) and c.__module__ == config.__name__
+    }
+    assert {c["cls"] for c in calls} == configs | {CompareConfig}, "a config without flags, or a new config"
+    for c in calls:
+        actions = {s: a for a in c["parser"]._actions for s in a.option_strings}
+        prefix = f"{c['prefix']}_" if c.get("prefix") else ""
+        for f in dataclasses.fields(c["cls"]):
+            if f.name in c.get("exclude", ()):
+                continue
+            flag = "--" + (prefix + f.name).replace("_", "-")
+            default = (c.get("defaults") or {}).get(f.name, f.default)
+            assert flag in actions, (c["parser"].prog, flag)
+            assert actions[flag].help == f"{f.metadata['help']} (default: {default})", flag
+    commands = {c["parser"].prog.split()[-1] for c in calls}
+    assert commands == {"demo", "finetune", "compare", "probe", "transfer-layers"}
+
+
+def test_finetune_shows_the_config_defaults_and_the_demo_its_presets(monkeypatch):
+    from latentcc.app.presets import DEMO_DEFAULTS
+
+    calls = _config_flag_calls(monkeypatch)
+    fine = [c for c in calls if c["parser"].prog.endswith(" finetune")]
+    assert [c["cls"] for c in fine] == [ModelConfig, DataConfig, TrainConfig, LCCConfig, MethodConfig]
+    assert all(not c.get("defaults") for c in fine)  # the dataclass defaults, nothing else
+    demo = {c["cls"]: c.get("defaults") for c in calls if c["parser"].prog.endswith(" demo")}
+    assert demo == {ModelConfig: DEMO_DEFAULTS["model"], DataConfig: DEMO_DEFAULTS["data"],
+                    TrainConfig: DEMO_DEFAULTS["train"], LCCConfig: DEMO_DEFAULTS["lcc"]}  # fmt: skip
     help_text = " ".join(
         build_parser()._subparsers._group_actions[0].choices["finetune"].format_help().split()
     )
-    for cls in (TrainConfig, DataConfig, ModelConfig):
-        for name, f in cls.__dataclass_fields__.items():
-            assert "--" + name.replace("_", "-") in help_text, name
-            assert f"(default: {f.default})" in help_text, name
-    assert "--lr LR" in help_text and "--optimizer {adamw,sgd}" in help_text
+    assert "--lr LR" in help_text and "--optimizer {adamw,sgd}" in help_text and "--lcc-k K" in help_text
 
 
 def test_listing_commands(capsys):
@@ -181,7 +229,7 @@ def test_lcc_and_probe_configs_refuse_absurd_values():
 
     for cls, field, value in [
         (LCCConfig, "k", 10**30), (LCCConfig, "dim", 2**40), (LCCConfig, "seed", 2**33), (LCCConfig, "warmup", 10**9),
-        (LCCConfig, "leiden_iterations", -2), (LCCConfig, "weighted", 1), (MethodConfig, "gc_draws", 10**30),
+        (LCCConfig, "leiden_iterations", -2), (LCCConfig, "weighted", 1), (MethodConfig, "gc_projections", 10**30),
         (ProbeConfig, "knn_k", 10**30), (ProbeConfig, "seed", 2**33), (ProbeConfig, "progress", "no"),
     ]:  # fmt: skip
         with pytest.raises(LatentccError, match=rf"'{field}' parameter of {cls.__name__}"):

@@ -96,41 +96,41 @@ def test_purity_accepts_tensors():
 def test_ward_and_kmeans_equal_sklearn(noisy):
     x, _ = noisy
     ward = AgglomerativeClustering(n_clusters=5, linkage="ward").fit_predict(x)
-    np.testing.assert_array_equal(cluster(x, 5, method="ward"), ward)
+    np.testing.assert_array_equal(cluster(x, 5, clustering="ward"), ward)
     km = KMeans(n_clusters=5, n_init=KMEANS_N_INIT, random_state=3).fit_predict(x)
-    np.testing.assert_array_equal(cluster(x, 5, method="kmeans", seed=3), km)
+    np.testing.assert_array_equal(cluster(x, 5, clustering="kmeans", seed=3), km)
 
 
 def test_leiden_equals_graph_pipeline(noisy):
     x, _ = noisy
     g = knn_graph(x, 10, metric="l2", seed=0)
-    ref = communities(g, method="leiden", resolution=0.5, seed=0)
-    got = cluster(x, None, method="leiden", leiden_k=10, resolution=0.5)
+    ref = communities(g, community="leiden", resolution=0.5, seed=0, leiden_iterations=-1)
+    got = cluster(x, None, clustering="leiden", leiden_k=10, resolution=0.5)
     np.testing.assert_array_equal(got, ref)
     assert got.dtype == np.int64
 
 
 def test_leiden_k_is_clipped_to_n_minus_1():
     x, _ = blobs(3, 2)
-    got = cluster(x, None, method="leiden", leiden_k=50)  # 6 points: k = 5
-    ref = communities(knn_graph(x, 5), method="leiden", seed=0)
+    got = cluster(x, None, clustering="leiden", leiden_k=50)  # 6 points: k = 5
+    ref = communities(knn_graph(x, 5), community="leiden", seed=0, leiden_iterations=-1)
     np.testing.assert_array_equal(got, ref)
 
 
 def test_cluster_accepts_torch_and_is_deterministic(noisy):
     x, _ = noisy
-    a = cluster(torch.from_numpy(x), 4, method="kmeans", seed=1)
-    np.testing.assert_array_equal(a, cluster(x, 4, method="kmeans", seed=1))
+    a = cluster(torch.from_numpy(x), 4, clustering="kmeans", seed=1)
+    np.testing.assert_array_equal(a, cluster(x, 4, clustering="kmeans", seed=1))
 
 
 # --------------------------------------------------------------------------- clusterability
 
 
-@pytest.mark.parametrize("method", ["ward", "kmeans"])
-def test_scores_equal_sklearn(noisy, method):
+@pytest.mark.parametrize("algorithm", ["ward", "kmeans"])
+def test_scores_equal_sklearn(noisy, algorithm):
     x, y = noisy
-    out = clusterability(x, y, method=method, seed=2)
-    if method == "ward":
+    out = clusterability(x, y, clustering=algorithm, seed=2)
+    if algorithm == "ward":
         pred = AgglomerativeClustering(n_clusters=4, linkage="ward").fit_predict(x)
     else:
         pred = KMeans(n_clusters=4, n_init=KMEANS_N_INIT, random_state=2).fit_predict(x)
@@ -145,8 +145,8 @@ def test_scores_equal_sklearn(noisy, method):
 
 def test_leiden_scores_equal_sklearn(noisy):
     x, y = noisy
-    out = clusterability(x, y, method="leiden", leiden_k=10)
-    pred = communities(knn_graph(x, 10), method="leiden", seed=0)
+    out = clusterability(x, y, clustering="leiden", leiden_k=10)
+    pred = communities(knn_graph(x, 10), community="leiden", seed=0, leiden_iterations=-1)
     ref = sk_scores(y, pred)
     for key in ("ami", "ari", "nmi", "purity"):
         assert out[key] == pytest.approx(ref[key], abs=1e-12), key
@@ -189,15 +189,15 @@ def test_groups_clip_clusters_to_group_size():
     assert out["purity"] == 1.0
 
 
-@pytest.mark.parametrize("method", ["ward", "kmeans", "leiden"])
-def test_perfect_separation_scores_one(method):
+@pytest.mark.parametrize("algorithm", ["ward", "kmeans", "leiden"])
+def test_perfect_separation_scores_one(algorithm):
     x, y = blobs(40, 4, seed=5)
-    out = clusterability(x, y, method=method)
+    out = clusterability(x, y, clustering=algorithm)
     for key in ("ami", "ari", "nmi", "purity"):
-        assert out[key] == pytest.approx(1.0, abs=1e-12), (method, key)
+        assert out[key] == pytest.approx(1.0, abs=1e-12), (algorithm, key)
     assert out["n_clusters"] == 4
     # the same, within two superclasses of two labels each
-    out = clusterability(x, y, method=method, groups=y // 2)
+    out = clusterability(x, y, clustering=algorithm, groups=y // 2)
     assert out["ami"] == pytest.approx(1.0, abs=1e-12) and out["n_groups"] == 2
 
 
@@ -241,7 +241,7 @@ def test_consistency():
 def test_ward_size_guard(monkeypatch, noisy):
     x, y = noisy
     monkeypatch.setattr(clustering, "WARD_MAX_N", 100)
-    with pytest.raises(LatentccError, match=r"max_samples.*kmeans"):
+    with pytest.raises(LatentccError, match=r"max_samples_per_split.*clustering='kmeans'"):
         cluster(x, 3)
     with pytest.raises(LatentccError, match="WARD_MAX_N"):
         clusterability(x, y)
@@ -251,7 +251,7 @@ def test_ward_size_guard(monkeypatch, noisy):
     labels = np.where(np.arange(240) < 150, 9, y)
     out = clusterability(x, labels, groups=(np.arange(240) >= 150).astype(int))
     assert (out["n_groups"], out["n_groups_skipped"]) == (1, 1)
-    assert len(cluster(x, 3, method="kmeans")) == 240
+    assert len(cluster(x, 3, clustering="kmeans")) == 240
 
 
 def test_errors():
@@ -266,10 +266,10 @@ def test_errors():
         (lambda: cluster(x[:1], 1), "features"),
         (lambda: cluster(x, 0), "n_clusters"),
         (lambda: cluster(x, 21), "n_clusters"),
-        (lambda: cluster(x, 2, method="dbscan"), "method"),
+        (lambda: cluster(x, 2, clustering="dbscan"), "clustering"),
         (lambda: cluster(x, 2, seed=-1), "seed"),
-        (lambda: cluster(x, None, method="leiden", leiden_k=0), "leiden_k"),
-        (lambda: cluster(x, None, method="leiden", resolution=0.0), "resolution"),
+        (lambda: cluster(x, None, clustering="leiden", leiden_k=0), "leiden_k"),
+        (lambda: cluster(x, None, clustering="leiden", resolution=0.0), "resolution"),
         (lambda: clusterability(x[:1], y[:1]), "features"),
         (lambda: clusterability(np.where(np.eye(20, 3) > 0, np.nan, x), y), "features"),
         (lambda: clusterability(x, y[:19]), "labels"),
@@ -282,10 +282,24 @@ def test_errors():
         (lambda: clusterability(x, y, n_clusters=21), "n_clusters"),
         (lambda: clusterability(x, y, groups=y[:5]), "groups"),
         (lambda: clusterability(x, y, groups=y), "groups"),  # every group holds one label
-        (lambda: clusterability(x, y, method="spectral"), "method"),
+        (lambda: clusterability(x, y, clustering="spectral"), "clustering"),
         (lambda: cluster_consistency([0], [0]), "labels_a"),
         (lambda: cluster_consistency([0, 1, 1], [0, 1]), "labels_b"),
     ]
     for call, param in cases:
         with pytest.raises(LatentccError, match=f"'{param}'"):
             call()
+
+
+def test_defaults_are_the_probe_config_defaults():
+    """The functions' defaults come from ProbeConfig (one home per default), not restated literals."""
+    import inspect
+
+    from latentcc.config import ProbeConfig
+
+    cfg = ProbeConfig()
+    for fn in (cluster, clusterability):
+        params = inspect.signature(fn).parameters
+        assert params["clustering"].default == cfg.clustering
+        assert params["seed"].default == cfg.seed
+    assert inspect.signature(clusterability).parameters["overcluster"].default == cfg.overcluster

@@ -103,18 +103,18 @@ def make_data(n, d, k, seed, *, spread=2.0):
 def test_matches_textbook_reference(n, d, k):
     h, y, w, b = make_data(n, d, k, seed=n + d + k)
     assert_metrics_close(neural_collapse(h, y), reference(h, y))
-    got = neural_collapse(h, y, weight=w, bias=b)
+    got = neural_collapse(h, y, classifier_weight=w, classifier_bias=b)
     assert set(got) == BASE_KEYS | W_KEYS
     assert_metrics_close(got, reference(h, y, w, b))
     # W = M^T makes NC3 zero-ish and the nearest-class-mean classifier w_k = mu_k, b_k = -||mu_k||^2/2
     # makes NC4 exactly zero: checks the default bias and NC4 against a reference with real agreement.
     mu = np.stack([h[y == c].mean(axis=0) for c in range(k)])
     assert_metrics_close(
-        neural_collapse(h, y, weight=mu, bias=-0.5 * (mu**2).sum(1)),
+        neural_collapse(h, y, classifier_weight=mu, classifier_bias=-0.5 * (mu**2).sum(1)),
         reference(h, y, mu, -0.5 * (mu**2).sum(1)),
     )
-    assert neural_collapse(h, y, weight=mu, bias=-0.5 * (mu**2).sum(1))["nc4"] == 0.0
-    assert_metrics_close(neural_collapse(h, y, weight=w), reference(h, y, w))
+    assert neural_collapse(h, y, classifier_weight=mu, classifier_bias=-0.5 * (mu**2).sum(1))["nc4"] == 0.0
+    assert_metrics_close(neural_collapse(h, y, classifier_weight=w), reference(h, y, w))
 
 
 def test_singleton_class_has_zero_variance():
@@ -123,7 +123,7 @@ def test_singleton_class_has_zero_variance():
     y[y == 2] = 1
     y[7] = 2  # class 2 has a single sample
     ref = reference(h, y, w, b)
-    assert_metrics_close(neural_collapse(h, y, weight=w, bias=b), ref)
+    assert_metrics_close(neural_collapse(h, y, classifier_weight=w, classifier_bias=b), ref)
 
 
 def test_one_sample_per_class_is_refused():
@@ -160,7 +160,7 @@ def simplex_etf_features(k=5, d=8, per_class=6, seed=0):
 
 def test_perfect_collapse():
     h, y, means = simplex_etf_features()
-    got = neural_collapse(h, y, weight=2.5 * means)
+    got = neural_collapse(h, y, classifier_weight=2.5 * means)
     assert got["nc1"] == pytest.approx(0.0, abs=1e-12)
     assert got["nc1_papyan"] == pytest.approx(0.0, abs=1e-12)
     assert got["nc1_trace_ratio"] == pytest.approx(0.0, abs=1e-12)
@@ -178,7 +178,7 @@ def test_random_features_are_far_from_collapse():
     h = rng.normal(size=(n, d))
     y = rng.integers(0, k, size=n)
     w = rng.normal(size=(k, d))
-    got = neural_collapse(h, y, weight=w)
+    got = neural_collapse(h, y, classifier_weight=w)
     assert 30 < got["nc1"] < 300
     assert got["cdnv"] > 10
     assert got["nc1_trace_ratio"] > 100
@@ -186,7 +186,7 @@ def test_random_features_are_far_from_collapse():
     assert 0.5 < got["nc4"] < 0.95
     # The nearest-class-mean head agrees everywhere, even without class structure.
     mu = np.stack([h[y == c].mean(axis=0) for c in range(k)])
-    assert neural_collapse(h, y, weight=mu, bias=-0.5 * (mu**2).sum(1))["nc4"] == 0.0
+    assert neural_collapse(h, y, classifier_weight=mu, classifier_bias=-0.5 * (mu**2).sum(1))["nc4"] == 0.0
 
 
 def test_memmap_chunks_torch_and_label_remapping(tmp_path):
@@ -196,11 +196,16 @@ def test_memmap_chunks_torch_and_label_remapping(tmp_path):
     mm[:] = h32
     mm.flush()
     mm = np.memmap(tmp_path / "h.f32", dtype=np.float32, mode="r", shape=h32.shape)
-    base = neural_collapse(h32, y, weight=w, bias=b)
-    assert_metrics_close(neural_collapse(mm, y, weight=w, bias=b), base, rtol=1e-12)
-    assert_metrics_close(neural_collapse(h32, y, weight=w, bias=b, chunk_size=7), base, rtol=1e-10)
+    base = neural_collapse(h32, y, classifier_weight=w, classifier_bias=b)
+    assert_metrics_close(neural_collapse(mm, y, classifier_weight=w, classifier_bias=b), base, rtol=1e-12)
+    assert_metrics_close(
+        neural_collapse(h32, y, classifier_weight=w, classifier_bias=b, chunk_size=7), base, rtol=1e-10
+    )
     t = neural_collapse(
-        torch.from_numpy(h32), torch.from_numpy(y), weight=torch.from_numpy(w), bias=torch.from_numpy(b)
+        torch.from_numpy(h32),
+        torch.from_numpy(y),
+        classifier_weight=torch.from_numpy(w),
+        classifier_bias=torch.from_numpy(b),
     )
     assert_metrics_close(t, base, rtol=1e-12)
     # Without weight any ints work: {3, 10, 42} is remapped to {0, 1, 2} in sorted order.
@@ -212,8 +217,8 @@ def test_memmap_chunks_torch_and_label_remapping(tmp_path):
 
 def test_streaming_twins_equal_the_function():
     h, y, w, b = make_data(300, 6, 4, seed=5)
-    want = neural_collapse(h, y, weight=w, bias=b)
-    nc = NeuralCollapse(4, weight=torch.from_numpy(w), bias=b)
+    want = neural_collapse(h, y, classifier_weight=w, classifier_bias=b)
+    nc = NeuralCollapse(4, classifier_weight=torch.from_numpy(w), classifier_bias=b)
     assert nc.phase == "first"
     for s in range(0, 300, 64):
         nc.update(torch.from_numpy(h[s : s + 64]), y[s : s + 64])
@@ -227,7 +232,11 @@ def test_streaming_twins_equal_the_function():
     def batches():
         return ((h[s : s + 50], y[s : s + 50]) for s in range(0, 300, 50))
 
-    assert_metrics_close(neural_collapse_stream(batches, num_classes=4, weight=w, bias=b), want, rtol=1e-10)
+    assert_metrics_close(
+        neural_collapse_stream(batches, num_classes=4, classifier_weight=w, classifier_bias=b),
+        want,
+        rtol=1e-10,
+    )
     assert_metrics_close(neural_collapse_stream(batches, num_classes=4), neural_collapse(h, y), rtol=1e-10)
 
 
@@ -287,20 +296,20 @@ def test_degenerate_inputs_raise_naming_the_parameter():
         neural_collapse(h_nan, y, chunk_size=2)
     with pytest.raises(LatentccError, match="'features'.*2-D"):
         neural_collapse(h[:, 0], y)
-    with pytest.raises(LatentccError, match=r"'weight'.*\(K, d\) = \(4, 7\)"):
-        neural_collapse(h, y, weight=w.T)
-    with pytest.raises(LatentccError, match=r"'weight'.*\(K, d\) = \(4, 7\)"):
-        neural_collapse(h, y, weight=w[:, :5])
-    with pytest.raises(LatentccError, match=r"'weight'.*\(K, d\) = \(5, 7\)"):
-        neural_collapse(h, y, weight=w, num_classes=5)
-    with pytest.raises(LatentccError, match=r"'labels'.*0\.\.3 \(K = weight.shape\[0\] = 4\)"):
-        neural_collapse(h, y + 1, weight=w)
+    with pytest.raises(LatentccError, match=r"'classifier_weight'.*\(K, d\) = \(4, 7\)"):
+        neural_collapse(h, y, classifier_weight=w.T)
+    with pytest.raises(LatentccError, match=r"'classifier_weight'.*\(K, d\) = \(4, 7\)"):
+        neural_collapse(h, y, classifier_weight=w[:, :5])
+    with pytest.raises(LatentccError, match=r"'classifier_weight'.*\(K, d\) = \(5, 7\)"):
+        neural_collapse(h, y, classifier_weight=w, num_classes=5)
+    with pytest.raises(LatentccError, match=r"'labels'.*0\.\.3 \(K = classifier_weight.shape\[0\] = 4\)"):
+        neural_collapse(h, y + 1, classifier_weight=w)
     with pytest.raises(LatentccError, match=r"'labels'.*num_classes = 5.*no samples for classes \[4\]"):
         neural_collapse(h, y, num_classes=5)
-    with pytest.raises(LatentccError, match="'bias'"):
-        neural_collapse(h, y, weight=w, bias=np.zeros(3))
-    with pytest.raises(LatentccError, match="'bias'"):
-        neural_collapse(h, y, bias=np.zeros(4))
+    with pytest.raises(LatentccError, match="'classifier_bias'"):
+        neural_collapse(h, y, classifier_weight=w, classifier_bias=np.zeros(3))
+    with pytest.raises(LatentccError, match="'classifier_bias'"):
+        neural_collapse(h, y, classifier_bias=np.zeros(4))
     with pytest.raises(LatentccError, match="'chunk_size'"):
         neural_collapse(h, y, chunk_size=0)
 
@@ -310,9 +319,9 @@ def test_invariances():
     rng = np.random.default_rng(1)
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     t = rng.normal(size=6) * 10
-    base = neural_collapse(h, y, weight=w, bias=b)
+    base = neural_collapse(h, y, classifier_weight=w, classifier_bias=b)
     # h' = Q^T h + t with W' = W Q and b' = b - W' t leaves every logit and distance unchanged.
-    moved = neural_collapse(h @ q + t, y, weight=w @ q, bias=b - (w @ q) @ t)
+    moved = neural_collapse(h @ q + t, y, classifier_weight=w @ q, classifier_bias=b - (w @ q) @ t)
     keys = [k for k in base if k.startswith(("nc1", "cdnv", "nc2", "nc3"))]
     for key in keys:
         np.testing.assert_allclose(moved[key], base[key], rtol=1e-8, err_msg=key)

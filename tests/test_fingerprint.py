@@ -461,15 +461,15 @@ def test_a_record_not_written_by_latentcc_is_called_corrupt(tmp_path):
         assert f"{path} is corrupt ({said}" in msg and "Restore it from a copy of the run" in msg, msg
 
 
-def test_gc_reg_penalty_built_again_is_the_same_and_another_gc_lambda_is_not():
+def test_gc_reg_penalty_built_again_is_the_same_and_another_gc_weight_is_not():
     """latentcc's own penalty (a closure): rebuilt for a CLI resume it must compare equal, else no gc_reg run
-    could resume; its captured gc_lambda is what tells two apart."""
+    could resume; its captured gc_weight is what tells two apart."""
     from latentcc.config import MethodConfig
     from latentcc.train.fingerprint import callable_identity
     from latentcc.train.methods import apply_method
 
-    def penalty(gc_lambda: float):
-        setup = apply_method(_model(), MethodConfig(method="gc_reg", gc_lambda=gc_lambda))
+    def penalty(gc_weight: float):
+        setup = apply_method(_model(), MethodConfig(method="gc_reg", gc_weight=gc_weight))
         return callable_identity(setup.penalty)
 
     assert penalty(1e-3) == penalty(1e-3)

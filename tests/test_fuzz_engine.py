@@ -175,7 +175,7 @@ def test_communities_on_arbitrary_graphs(seed, density, weight, method):
     def check(lab):
         assert lab.shape == (n,) and lab.min() == 0 and set(lab.tolist()) == set(range(lab.max() + 1))
 
-    _either(lambda: communities(g, method=method, seed=0), check)
+    _either(lambda: communities(g, community=method, seed=0), check)
 
 
 # ----------------------------------------------------------------------------- matching, targets, loss
@@ -230,7 +230,7 @@ def test_lcc_targets_then_loss(data, x, k):
         if np.abs(np.asarray(x, dtype=np.float64)).max() < 1e18:  # float32 squares overflow near 1.8e19
             assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
-    _either(lambda: lcc_targets(x, yt, yc, k=k), check)
+    _either(lambda: lcc_targets(x, yt, yc, k_target=k), check)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -265,7 +265,7 @@ def test_clusterability_and_purity(data, x, method):
         assert 0 < r["purity"] <= 1
         assert 1 <= r["n_clusters"] <= n
 
-    _either(lambda: clusterability(x, y, method=method), check)
+    _either(lambda: clusterability(x, y, clustering=method), check)
     pred = data.draw(labels(n))
     _either(lambda: purity(y, pred), lambda p: 0 < p <= 1)
 
@@ -277,7 +277,7 @@ def test_tiny_inputs_never_crash(n):
     for call in (
         lambda: knn_graph(x, 1),
         lambda: communities(knn_graph(x, 1)),
-        lambda: lcc_targets(x, y, y, k=1),
+        lambda: lcc_targets(x, y, y, k_target=1),
         lambda: neural_collapse(x, y),
         lambda: clusterability(x, y),
     ):

@@ -366,3 +366,96 @@ def test_default_ivf_recall_is_calibrated_and_reproducible(monkeypatch):
     np.testing.assert_allclose(
         da[:, 0][a[:, 0] == exact[:, 0]], exact_d[:, 0][a[:, 0] == exact[:, 0]], rtol=1e-5
     )
+
+
+# --------------------------------------------------------------------------- one search: queries, backends, threads
+
+
+def brute_queries(base: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    d = ((q[:, None, :].astype(np.float64) - base[None, :, :].astype(np.float64)) ** 2).sum(-1)
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return idx, np.take_along_axis(d, idx, axis=1)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch", "hnsw", "ivf", "auto"])
+def test_queries_against_brute_force(backend):
+    """knn_search(x, k, queries=q): every backend finds each query's neighbours among x (none excluded)."""
+    x, _ = gaussian_mixture(1500, 8, 6, seed=3)
+    x += np.float32(1e4)  # far from the origin: the translation (one frame for x and q) keeps the ranks
+    q = np.random.default_rng(4).normal(scale=4.0, size=(300, 8)).astype(np.float32) + np.float32(1e4)
+    idx, dist = knn_search(x, 6, queries=q, backend=backend)
+    ref_idx, ref_d = brute_queries(x, q, 6)
+    assert idx.shape == dist.shape == (300, 6)
+    if backend in ("hnsw", "ivf"):
+        assert knn_recall(idx, ref_idx) >= 0.95
+    else:
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_allclose(dist, ref_d, rtol=1e-3, atol=1e-3)
+
+
+def test_queries_validation(small):
+    with pytest.raises(
+        LatentccError, match=r"'exclude_self' parameter of knn_search must be False or None when"
+    ):
+        knn_search(small, 3, queries=small[:5], exclude_self=True)
+    with pytest.raises(LatentccError, match=r"'queries'.*width of x, D = 12"):
+        knn_search(small, 3, queries=small[:5, :4])
+    with pytest.raises(LatentccError, match=r"'k'.*k <= 200 \(N = 200 points\)"):
+        knn_search(small, 201, queries=small[:5])
+    # a query equal to a row of x finds that row first (distance 0): nothing is excluded
+    idx, dist = knn_search(small, 1, queries=small[7:9])
+    np.testing.assert_array_equal(idx[:, 0], [7, 8])
+    np.testing.assert_allclose(dist[:, 0], 0.0, atol=1e-5)
+
+
+def test_backend_names_are_lccconfig_choices():
+    import typing
+
+    from latentcc.config import LCCConfig
+
+    hint = typing.get_type_hints(LCCConfig)["knn_backend"]
+    assert set(typing.get_args(hint)) == set(knn.BACKENDS) == {"auto", *knn.KNN_BACKENDS}
+    for name, backend in knn.KNN_BACKENDS.items():
+        assert backend.name == name and backend.exact == (name not in ("hnsw", "ivf"))
+
+
+def test_auto_never_picks_an_approximate_backend_for_exact_searches(monkeypatch):
+    monkeypatch.setattr(knn, "EXACT_MAX_N", 10)
+    big = np.zeros((100, 3), dtype=np.float32)
+    assert knn.choose_backend("auto", big, 100, exact=False).name == "ivf"
+    assert knn.choose_backend("auto", big, 100, exact=True).name == "torch"  # 10^4 pairs: small
+    assert knn.choose_backend("auto", big, 2**20, exact=True).name == "faiss"
+    # an approximate choice is kept where approximation is allowed (the graph), exact faiss where it is not
+    assert knn.choose_backend("hnsw", big, 100, exact=False).name == "hnsw"
+    assert [knn.choose_backend(b, big, 100, exact=True).name for b in ("hnsw", "ivf")] == ["faiss", "faiss"]
+    assert knn.choose_backend("torch", big, 100, exact=True).name == "torch"
+
+
+@pytest.mark.parametrize("backend", ["faiss", "hnsw", "ivf"])
+def test_faiss_thread_count_is_restored(backend, monkeypatch):
+    """Every faiss call sizes faiss's OpenMP pool to torch's intra-op count for its duration, then restores
+    the process-wide count it found (before: each call left it at torch's count)."""
+    import faiss
+
+    monkeypatch.setattr(knn, "EXACT_MAX_N", 100)  # "auto" would pick ivf: here the backend is explicit
+    seen: list[int] = []
+    add = faiss.IndexFlatL2.add
+    monkeypatch.setattr(
+        faiss.IndexFlatL2, "add", lambda self, a: seen.append(faiss.omp_get_max_threads()) or add(self, a)
+    )
+    before = faiss.omp_get_max_threads()
+    other = 3 if torch.get_num_threads() != 3 else 4
+    faiss.omp_set_num_threads(other)
+    try:
+        # faiss and torch may share one OpenMP runtime (then this is `other` too): the count a search uses
+        torch_threads = torch.get_num_threads()
+        x, _ = gaussian_mixture(3000, 8, 6, seed=5, spread=1.0)
+        knn_search(x, 5, backend=backend)
+        assert faiss.omp_get_max_threads() == other and torch.get_num_threads() == torch_threads
+        if backend != "hnsw":  # the flat index of "faiss" and ivf's quantizer were filled at torch's count
+            assert seen and set(seen) == {torch_threads}
+        with knn.faiss_threads("a test", 1) as f:  # the scoped setter itself
+            assert f.omp_get_max_threads() == 1
+        assert faiss.omp_get_max_threads() == other
+    finally:
+        faiss.omp_set_num_threads(before)

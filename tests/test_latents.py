@@ -62,7 +62,10 @@ def test_mode_restored_hooks_removed_no_bn_update(data):
     collect_latents(model, DataLoader(data, batch_size=10), "conv")
     assert model.training and model.drop.training
     assert torch.equal(model.bn.running_mean, stats)  # eval-mode pass leaves BN statistics alone
-    assert not model.conv._forward_hooks
+    assert not model.conv._forward_hooks and not model._forward_pre_hooks
+    model.bn.eval()  # a frozen BatchNorm in a training model keeps its own mode (not model.train(True))
+    collect_latents(model, DataLoader(data, batch_size=10), "conv")
+    assert model.training and model.drop.training and not model.bn.training
 
 
 def test_flatten_projection_and_memmap(tmp_path, data):

@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from latentcc.latents.layers import capture, list_layers, pool_latent, resolve_layers
+from latentcc.latents.layers import (
+    capture,
+    hooks,
+    list_layers,
+    match_layer,
+    model_mode,
+    pool_latent,
+    resolve_layer,
+    resolve_layers,
+)
 from latentcc.plumbing.errors import LatentccError
 
 
@@ -323,3 +332,66 @@ def test_the_compiled_check_runs_once_per_resolution_not_every_capture(monkeypat
     with pytest.raises(LatentccError, match=r"its submodule 'body'.*\(body._orig_mod\)"):
         with LatentClusterCorrection(LCCConfig(layers=("lin1",))).capture(outer):
             pass
+
+
+def test_match_layer_returns_what_matched_and_why_not_as_data() -> None:
+    model = Backbone()
+    assert match_layer(model, "neck.fc").names == ("backbone.neck.fc",)
+    assert match_layer(model, "re:.*fc").names == ("backbone.head.fc", "backbone.neck.fc", "myfc")
+    ambiguous = match_layer(model, "fc")  # no exception: the caller decides which parameter to name
+    assert ambiguous.names == () and ambiguous.expected == "a name that identifies one layer"
+    assert ambiguous.hint.startswith("It is a suffix of 2 layers: ['backbone.head.fc', 'backbone.neck.fc']")
+    missing = match_layer(MLP(), "lin2")
+    assert missing.names == () and missing.hint.startswith("Did you mean 'lin1', 'lin0'?")  # closest first
+    assert match_layer(model, "re:(").hint.startswith("Regex error: ")
+    assert match_layer(model, "myfc") == match_layer(model, "myfc") and match_layer(model, "myfc").hint == ""
+
+
+def test_resolve_layer_names_the_callers_parameter() -> None:
+    model = Backbone()
+    assert resolve_layer(model, "head.fc", func="f") == "backbone.head.fc"
+    with pytest.raises(LatentccError, match=r"^The 'block' parameter of f must be the name of one layer .*"
+                       r"Got 'fcc' instead\. Did you mean 'backbone.head.fc', 'backbone.neck.fc'"):  # fmt: skip
+        resolve_layer(model, "fcc", func="f", param="block")
+    with pytest.raises(LatentccError, match=r"'head' parameter of f must be a name that selects exactly one "
+                       r"layer.*It matches \['backbone.head.fc', 'backbone.neck.fc', 'myfc'\]"):  # fmt: skip
+        resolve_layer(model, "re:.*fc", func="f", param="head")
+    with pytest.raises(LatentccError, match=r"'layer' parameter of f.*It is a suffix of 2 layers"):
+        resolve_layer(model, "fc", func="f")
+
+
+def test_hooks_are_removed_on_exit_and_on_error_and_pre_hooks_may_change_inputs() -> None:
+    model = MLP()
+    seen: list[tuple[int, ...]] = []
+    x = torch.randn(2, 4)
+
+    def double_input(module: nn.Module, args: tuple) -> tuple:
+        return (2 * args[0],)
+
+    def record(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen.append(tuple(out.shape))
+
+    with hooks(pre=[(model.lin1, double_input)], forward=[(model.lin0, record), (model.act, record)]):
+        y = model(x)
+    assert seen == [(2, 8), (2, 8)]
+    torch.testing.assert_close(
+        y, model.lin1(2 * model.act(model.lin0(x)))
+    )  # the pre-hook changed lin1's input
+    torch.testing.assert_close(model(x), model.lin1(model.act(model.lin0(x))))  # and is gone
+    with pytest.raises(RuntimeError, match="boom"), hooks(forward=[(model.lin0, record)]):
+        raise RuntimeError("boom")
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_model_mode_restores_each_modules_own_mode_also_on_error() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    model.train()
+    model[1].eval()  # a frozen BatchNorm inside a training model: model.train(True) would not give this back
+    before = [m.training for m in model.modules()]
+    with model_mode(model, training=False):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before == [True, True, False, True]
+    with pytest.raises(RuntimeError, match="boom"), model_mode(model.eval(), training=True):
+        assert all(m.training for m in model.modules())
+        raise RuntimeError("boom")
+    assert not any(m.training for m in model.modules())

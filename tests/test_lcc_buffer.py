@@ -190,7 +190,7 @@ def test_a_repeated_index_in_one_batch_gets_the_mean_of_its_rows(digits_splits):
 
 
 def _eval_rows(model, data, rows, layers=("2",), **kw):
-    from latentcc.plumbing.distributed import index_loader
+    from latentcc.lcc.distributed import index_loader
 
     if rows.size == 0:
         return None

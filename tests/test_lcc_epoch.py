@@ -82,3 +82,48 @@ def test_epoch_start_errors_name_the_layer():
         epoch_start(x, np.zeros(len(x), dtype=int), LCCConfig(k=3))
     with pytest.raises(LatentccError, match="'k'"):
         epoch_start(x, y, LCCConfig(k=len(x)))
+
+
+def test_cluster_latents_returns_named_fields_equal_to_epoch_start():
+    from latentcc.lcc.epoch import LatentClusters, cluster_latents
+
+    x, y = _mixture(n_per=40, c=4, d=12, sep=1.0, seed=3)
+    cfg = LCCConfig(k=6, graph_dim=8)
+    c = cluster_latents(x, y.astype(np.float64), cfg)  # whole-number float labels are labels
+    full = epoch_start(x, y, cfg)
+    assert isinstance(c, LatentClusters) and c.labels.dtype == np.int64
+    np.testing.assert_array_equal(c.labels, y)
+    np.testing.assert_array_equal(c.clusters, full.clusters)
+    np.testing.assert_array_equal(c.owners, full.owners)
+    np.testing.assert_array_equal(c.cc, full.cc)
+    np.testing.assert_array_equal(c.cc, c.owners[c.clusters] == y)  # the plurality owners' CC mask
+    assert set(c.seconds) == {"reduce", "knn", "communities", "matching"}
+
+
+@pytest.mark.parametrize("graph_dim", [None, 8])
+def test_epoch_start_validates_each_input_once(graph_dim, monkeypatch):
+    """The door validates the latents and labels once; the stages (PCA, graph, communities, matching,
+    targets) call the trusting twins: no second as_matrix/as_labels/graph check per refresh."""
+    import latentcc.graph.community as community_module
+    import latentcc.graph.knn as knn_module
+    import latentcc.lcc.epoch as epoch_module
+    import latentcc.lcc.matching as matching_module
+    import latentcc.lcc.targets as targets_module
+    from latentcc.plumbing import validate
+
+    counts: dict[str, int] = {}
+
+    def counting(name, fn):
+        def wrapped(*a, **kw):
+            counts[name] = counts.get(name, 0) + 1
+            return fn(*a, **kw)
+
+        return wrapped
+
+    for module in (epoch_module, knn_module, community_module, matching_module, targets_module):
+        for name in ("as_matrix", "as_labels", "as_label_pair", "as_owners", "as_adjacency"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counting(name, getattr(validate, name)))
+    x, y = _mixture(n_per=40, c=4, d=12, sep=1.0, seed=3)
+    epoch_start(x, y, LCCConfig(k=6, graph_dim=graph_dim), initial=np.arange(len(x)) % 5)
+    assert counts == {"as_matrix": 1, "as_labels": 2}  # the latents; the labels and the warm start

@@ -144,8 +144,9 @@ def test_accepts_torch_and_lists() -> None:
         ([0, 1], [0], "same length as y_true"),
         ([], [], "non-empty 1-D"),
         ([[0, 1]], [[0, 1]], "non-empty 1-D"),
-        ([0.0, 1.0], [0, 1], "integer array"),
-        ([True, False], [0, 1], "integer array"),
+        ([0.0, 1.5], [0, 1], r"integer class labels \(or floats holding whole numbers\)"),
+        ([0.0, np.nan], [0, 1], "integer class labels"),
+        (["a", "b"], [0, 1], "integer class labels"),
         ([0, -1], [0, 1], r"labels in \[0, 2\*\*31\)"),
         ([0, 1], [0, 2**31], r"labels in \[0, 2\*\*31\)"),
     ],
@@ -153,6 +154,19 @@ def test_accepts_torch_and_lists() -> None:
 def test_validation(y_true: list, y_clst: list, match: str) -> None:
     with pytest.raises(LatentccError, match=match):
         match_clusters(y_true, y_clst)
+
+
+def test_whole_float_and_bool_labels_are_labels() -> None:
+    """One rule for labels everywhere (latentcc.plumbing.validate): floats holding whole numbers and bools
+    are accepted and give exactly what the int labels give."""
+    y_true, y_clst = np.array([0, 1, 1, 0, 1]), np.array([2, 0, 0, 2, 2])
+    ref = match_clusters(y_true, y_clst)
+    np.testing.assert_array_equal(ref, [1, -1, 0])  # cluster 1 is empty: owned by no class
+    np.testing.assert_array_equal(
+        match_clusters(y_true.astype(np.float32), torch.tensor(y_clst).double()), ref
+    )
+    np.testing.assert_array_equal(match_clusters(y_true.astype(bool), y_clst), ref)
+    np.testing.assert_array_equal(cc_mask(y_true.astype(float), y_clst, ref), [True, True, True, True, False])
 
 
 def test_validation_of_counts_and_owners() -> None:

@@ -175,13 +175,13 @@ def test_config_checks_the_variant_and_refuses_an_inert_tangent_dim() -> None:
 def test_public_targets_validate_the_variant() -> None:
     x, y, c = make_data()
     with pytest.raises(LatentccError, match="'loss' parameter of lcc_targets"):
-        lcc_targets(x, y, c, k=3, loss="nope")
+        lcc_targets(x, y, c, k_target=3, loss="nope")
     with pytest.raises(LatentccError, match="'tangent_dim' parameter of lcc_targets.*default"):
-        lcc_targets(x, y, c, k=3, tangent_dim=1)
+        lcc_targets(x, y, c, k_target=3, tangent_dim=1)
     with pytest.raises(LatentccError, match="'tangent_dim'.*smaller than k_target"):
-        lcc_targets(x, y, c, k=3, loss="orthogonal", tangent_dim=3)
+        lcc_targets(x, y, c, k_target=3, loss="orthogonal", tangent_dim=3)
     with pytest.raises(LatentccError, match="'tangent_dim'.*latent width D"):
-        lcc_targets(x[:, :2], y, c, k=5, loss="orthogonal", tangent_dim=2)
+        lcc_targets(x[:, :2], y, c, k_target=5, loss="orthogonal", tangent_dim=2)
 
 
 # ----------------------------------------------------------------------------- paper
@@ -189,7 +189,7 @@ def test_public_targets_validate_the_variant() -> None:
 
 def test_paper_is_the_default_and_unchanged() -> None:
     x, y, c = make_data()
-    t0, t1 = lcc_targets(x, y, c, k=3), lcc_targets(x, y, c, k=3, loss="paper")
+    t0, t1 = lcc_targets(x, y, c, k_target=3), lcc_targets(x, y, c, k_target=3, loss="paper")
     assert t0.loss == t1.loss == "paper" and t0.basis is None
     assert torch.equal(t0.vectors, t1.vectors) and torch.equal(t0.slot, t1.slot)
     idx, z = batch(x, 0)
@@ -244,7 +244,7 @@ def test_scale_free_whole_pipeline_is_invariant_to_rescaling_and_translation(dty
 
 def test_scale_free_equals_a_brute_force_reference_loss_and_gradient() -> None:
     x, y, c = make_data()
-    t = lcc_targets(x, y, c, k=3, loss="scale_free")
+    t = lcc_targets(x, y, c, k_target=3, loss="scale_free")
     nbrs = ref_neighbours(x, y, c, 3)
     assert t.loss == "scale_free" and t.num_with_target == len(nbrs) > 10
     for seed in range(3):
@@ -261,7 +261,7 @@ def test_scale_free_equals_a_brute_force_reference_loss_and_gradient() -> None:
 
 def test_scale_free_batch_of_one_and_identical_rows() -> None:
     x, y, c = make_data()
-    t = lcc_targets(x, y, c, k=3, loss="scale_free")
+    t = lcc_targets(x, y, c, k_target=3, loss="scale_free")
     i = int(np.flatnonzero(t.slot.numpy() >= 0)[0])
     one = torch.tensor(x[[i]], requires_grad=True)
     out = lcc_loss(one, torch.tensor([i]), t)
@@ -280,7 +280,7 @@ def test_scale_free_batch_of_one_and_identical_rows() -> None:
 
 def test_scale_free_half_precision_latents_use_a_float32_frame() -> None:
     x, y, c = make_data()
-    t = lcc_targets(x.astype(np.float32), y, c, k=3, loss="scale_free")
+    t = lcc_targets(x.astype(np.float32), y, c, k_target=3, loss="scale_free")
     idx, z = batch(x, 2)
     got = lcc_loss(torch.tensor(z, dtype=torch.bfloat16), torch.from_numpy(idx), t)
     ref = ref_loss(
@@ -299,7 +299,7 @@ def test_scale_free_half_precision_latents_use_a_float32_frame() -> None:
 def test_orthogonal_equals_a_brute_force_reference() -> None:
     x, y, c = make_data()
     for policy in ("skip", "class_centroid"):
-        t = lcc_targets(x, y, c, k=4, loss="orthogonal", tangent_dim=2, orphan_policy=policy)
+        t = lcc_targets(x, y, c, k_target=4, loss="orthogonal", tangent_dim=2, orphan_policy=policy)
         nbrs = ref_neighbours(x, y, c, 4, policy=policy)
         slot = t.slot.numpy()
         assert sorted(np.flatnonzero(slot >= 0)) == sorted(nbrs)
@@ -324,7 +324,7 @@ def test_orthogonal_correction_is_orthogonal_to_the_tangent_basis(dtype, atol) -
         x.astype(np.float32 if dtype == torch.float32 else np.float64),
         y,
         c,
-        k=6,
+        k_target=6,
         loss="orthogonal",
         tangent_dim=3,
     )
@@ -341,7 +341,7 @@ def test_orthogonal_correction_is_orthogonal_to_the_tangent_basis(dtype, atol) -
     assert float(scale.min()) > 0
     assert float((along / scale).abs().max()) < atol
     # and it is not the paper's pull: the tangent part of z - t was removed
-    paper = lcc_targets(x, y, c, k=6)
+    paper = lcc_targets(x, y, c, k_target=6)
     zp = z.detach().double().clone().requires_grad_(True)
     lcc_loss(zp, torch.from_numpy(idx), paper).backward()
     assert zp.grad is not None and float(torch.einsum("bd,brd->br", zp.grad, u.double()).abs().max()) > 1e-3
@@ -352,7 +352,7 @@ def test_orthogonal_keeps_directions_the_neighbours_do_not_span() -> None:
     x = np.array([[0.0, 0, 0], [2, 0, 0], [0, 5, 0], [9, 9, 9], [9, 9, 8], [0.5, 0.5, 0.5]])
     y = np.array([0, 0, 1, 1, 1, 0])
     c = np.array([0, 0, 1, 1, 1, 1])  # sample 5 (class 0) sits in class 1's cluster: MC, 2 CC neighbours
-    t = lcc_targets(x, y, c, k=3, loss="orthogonal", tangent_dim=2)
+    t = lcc_targets(x, y, c, k_target=3, loss="orthogonal", tangent_dim=2)
     u = t.basis[t.slot[5]].numpy().T  # (D, r) columns
     np.testing.assert_allclose(np.abs(u[:, 0]), [1, 0, 0], atol=1e-15)
     np.testing.assert_array_equal(u[:, 1], 0.0)
@@ -372,7 +372,7 @@ def test_all_samples_gives_every_row_a_target_equal_to_a_brute_force_loop() -> N
     y = rng.integers(0, 3, n)
     c = np.where(rng.random(n) < 0.8, y, rng.integers(0, 3, n))  # every class owns its cluster, 20% noise
     x = rng.normal(scale=2.0, size=(3, d))[c] + rng.normal(size=(n, d))
-    t = lcc_targets(x, y, c, k=4, loss="all_samples")
+    t = lcc_targets(x, y, c, k_target=4, loss="all_samples")
     nbrs = ref_neighbours(x, y, c, 4, all_samples=True)
     assert bool((t.slot >= 0).all()) and len(nbrs) == n  # every row, CC and MC
     assert t.num_mc == int((~(match_clusters(y, c)[c] == y)).sum()) < n // 2
@@ -395,7 +395,7 @@ def test_all_samples_with_orphans_and_several_clusters_per_class(policy) -> None
     y[::13] = 3  # 7 samples of class 3, scattered: it wins no cluster's plurality, an orphan
     owners = match_clusters(y, c)
     assert 3 not in owners and np.bincount(owners[owners >= 0]).max() >= 2
-    t = lcc_targets(x, y, c, k=3, loss="all_samples", orphan_policy=policy)
+    t = lcc_targets(x, y, c, k_target=3, loss="all_samples", orphan_policy=policy)
     nbrs = ref_neighbours(x, y, c, 3, all_samples=True, policy=policy)
     slot = t.slot.numpy()
     assert sorted(np.flatnonzero(slot >= 0)) == sorted(nbrs)
@@ -412,7 +412,7 @@ def test_state_dict_round_trips_through_a_checkpoint(variant, tmp_path) -> None:
     from safetensors.torch import load_file, save_file
 
     x, y, c = make_data()
-    t = lcc_targets(x.astype(np.float32), y, c, k=3, loss=variant)
+    t = lcc_targets(x.astype(np.float32), y, c, k_target=3, loss=variant)
     tree, tensors = flatten_state({"t": t.state_dict()})  # the checkpoint's JSON + safetensors split
     save_file(tensors, tmp_path / "s.safetensors")
     back = LCCTargets.from_state_dict(unflatten_state(tree, load_file(tmp_path / "s.safetensors"))["t"])
@@ -433,7 +433,7 @@ def test_state_dict_round_trips_through_a_checkpoint(variant, tmp_path) -> None:
 
 def test_loss_refuses_targets_of_another_variant() -> None:
     x, y, c = make_data()
-    t = lcc_targets(x, y, c, k=3, loss="orthogonal")
+    t = lcc_targets(x, y, c, k_target=3, loss="orthogonal")
     idx, z = batch(x, 0)
     with pytest.raises(LatentccError, match=r"'loss' parameter of lcc_loss.*\('orthogonal'.*Fix: compute"):
         lcc_loss(torch.tensor(z), torch.from_numpy(idx), t, loss="scale_free")
@@ -474,7 +474,7 @@ def test_correction_refresh_and_loss_use_the_configured_variant(variant) -> None
     t = lcc.targets["0"]
     assert t.loss == variant
     lat = collect_latents(model, DataLoader(data, batch_size=64), ["0"])
-    ref = lcc_targets(lat["0"], lat.labels, lcc.last["0"].clusters, k=5, loss=variant)
+    ref = lcc_targets(lat["0"], lat.labels, lcc.last["0"].clusters, k_target=5, loss=variant)
     assert torch.equal(ref.slot, t.slot) and torch.allclose(ref.vectors, t.vectors, rtol=0, atol=1e-6)
     x, _, idx = next(iter(DataLoader(data, batch_size=32)))
     with lcc.capture(model) as z:
@@ -504,13 +504,13 @@ def _broadcast_worker(rank, folder, x, y, c):
         "gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2, timeout=timedelta(seconds=60)
     )
     try:
-        from latentcc.plumbing.distributed import broadcast_epoch_start
+        from latentcc.lcc.distributed import broadcast_epoch_start
 
         out = {}
         for variant in LCC_LOSSES:
 
             def compute(variant=variant):
-                t = lcc_targets(x, y, c, k=3, loss=variant)
+                t = lcc_targets(x, y, c, k_target=3, loss=variant)
                 return EpochStart(t, c.copy(), t.owners.copy(), ~t.mc_mask.numpy(), {"targets": 1.0})
 
             res = broadcast_epoch_start(compute if rank == 0 else None)
@@ -534,7 +534,7 @@ def test_ddp_broadcast_carries_every_variant_bitwise(tmp_path) -> None:
             pytest.fail("the 2 processes did not finish within 120 s (a collective hung?)")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
     for variant in LCC_LOSSES:
-        single = lcc_targets(x, y, c, k=3, loss=variant).state_dict()
+        single = lcc_targets(x, y, c, k_target=3, loss=variant).state_dict()
         assert set(r1[variant]) == set(r0[variant]) == set(single)
         for key, v in single.items():
             for got in (r0[variant][key], r1[variant][key]):

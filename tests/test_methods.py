@@ -16,7 +16,9 @@ from latentcc.models import load_model
 from latentcc.plumbing.errors import CheckpointError, LatentccError
 from latentcc.train import fit
 from latentcc.train.checkpoint import load_weights
-from latentcc.train.methods import SkipConnection, apply_method, trainable_parameters
+from latentcc.train.freeze import trainable_parameters
+from latentcc.train.methods import apply_method
+from latentcc.train.scl_ft import SkipConnection
 
 QUICK = TrainConfig(
     epochs=1, batch_size=32, lr=1e-2, max_steps_per_epoch=5, progress=False, tensorboard=False
@@ -121,7 +123,7 @@ def test_exact_trainable_parameter_counts(factory, cfg, trainable, total):
         MethodConfig(method="scl_ft", block="lin1"),
         MethodConfig(method="scl_ft", block="lin0"),
         MethodConfig(method="scl_ft", block="lin0", skip="concat"),
-        MethodConfig(method="gc_reg", gc_lambda=0.01),
+        MethodConfig(method="gc_reg", gc_weight=0.01),
     ],
     ids=lambda c: f"{c.method}-{c.block}-{c.skip}",
 )
@@ -198,7 +200,7 @@ def test_gc_regularisation_lowers_the_measured_gc(digits_splits):
     gc, hist = {}, {}
     for lam in (0.0, 0.01):
         model = named_mlp()
-        setup = apply_method(model, MethodConfig(method="gc_reg", gc_lambda=lam))
+        setup = apply_method(model, MethodConfig(method="gc_reg", gc_weight=lam))
         res = fit(setup.model, digits_splits, config=cfg, penalty=setup.penalty)
         model.eval()
         # the default embedding is the head's input: here act1's output
@@ -215,7 +217,9 @@ def test_gc_regularisation_lowers_the_measured_gc(digits_splits):
 
 def test_gc_penalty_only_in_training_mode_and_only_for_float_inputs():
     model = named_mlp()
-    setup = apply_method(model, MethodConfig(method="gc_reg", gc_lambda=1.0, gc_layer="lin1", gc_draws=4))
+    setup = apply_method(
+        model, MethodConfig(method="gc_reg", gc_weight=1.0, gc_layer="lin1", gc_projections=4)
+    )
     logits = model(X)
     y = torch.zeros(len(X), dtype=torch.long)
     pen = setup.penalty(model.train(), X, y, logits)
@@ -242,8 +246,8 @@ def test_bad_method_settings_name_the_parameter():
     for kw, param in [
         ({"method": "sft"}, "method"),
         ({"skip": "mul"}, "skip"),
-        ({"gc_lambda": -1.0}, "gc_lambda"),
-        ({"gc_draws": 0}, "gc_draws"),
+        ({"gc_weight": -1.0}, "gc_weight"),
+        ({"gc_projections": 0}, "gc_projections"),
         ({"block": 3}, "block"),
     ]:
         with pytest.raises(LatentccError, match=f"'{param}' parameter of MethodConfig"):
@@ -316,8 +320,8 @@ def test_cli_transfer_layers_prints_the_table_and_writes_csv_json(tmp_path, caps
     ("cfg", "message"),
     [
         (
-            MethodConfig(method="ft", gc_lambda=0.01),
-            r"gc_lambda=0.01 \(--gc-lambda\) is read by gc_reg\). Got 'ft'",
+            MethodConfig(method="ft", gc_weight=0.01),
+            r"gc_weight=0.01 \(--gc-weight\) is read by gc_reg\). Got 'ft'",
         ),
         (
             MethodConfig(method="lp", block="lin0"),

@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 import latentcc
+from latentcc.app.probe_args import load_groups
 from latentcc.metrics import clusterability, knn_probe, linear_probe, neural_collapse
 from latentcc.plumbing.errors import LatentccError
-from latentcc.probes.profile import Profile, load_groups, summarize
-from latentcc.probes.report import short_names, write_probe_report
+from latentcc.probes.profile import Profile
+from latentcc.probes.report import plot_layer_curves, short_names, write_probe_report
+from latentcc.probes.summary import summarize
 
 
 class Named(nn.Module):
@@ -79,7 +81,7 @@ def test_profile_equals_metric_functions_and_uses_one_pass_per_split(small):
         nc = neural_collapse(tr[layer], tr.labels)
         for key in ("nc1", "cdnv", "nc2_etf", "nc1_trace_ratio"):
             assert p.value(layer, key) == pytest.approx(nc[key], rel=1e-5)
-        cl = clusterability(tr[layer], tr.labels, method="ward", seed=0)
+        cl = clusterability(tr[layer], tr.labels, clustering="ward", seed=0)
         assert p.value(layer, "ami") == pytest.approx(cl["ami"], rel=1e-6)
         assert p.value(layer, "purity") == pytest.approx(cl["purity"], rel=1e-6)
         acc = linear_probe(tr[layer], tr.labels, te[layer], te.labels, seed=0)
@@ -93,7 +95,7 @@ def test_profile_equals_metric_functions_and_uses_one_pass_per_split(small):
 
 def test_profile_all_layers_skips_pass_throughs_and_gc_matches_function(small):
     model = Named()
-    p = latentcc.profile(model, small, metrics=["gc"], gc_samples=32, gc_draws=4, progress=False)
+    p = latentcc.profile(model, small, metrics=["gc"], gc_examples=32, gc_projections=4, progress=False)
     assert p.layers == ["lin0", "act0", "lin1", "act1", "head"]  # Flatten and Dropout are not layers
     from latentcc.metrics import geometric_complexity, layer_fn
 
@@ -205,7 +207,7 @@ def test_summary_separation_layer_and_correlations_equal_scipy():
 
 def test_report_files(small, tmp_path):
     p = latentcc.profile(
-        Named(), small, layers=["lin0", "act1", "head"], gc_samples=16, gc_draws=2, progress=False
+        Named(), small, layers=["lin0", "act1", "head"], gc_examples=16, gc_projections=2, progress=False
     )
     html = write_probe_report(p, tmp_path)
     text = html.read_text()
@@ -242,8 +244,17 @@ def test_cli_probe_writes_report(tmp_path, capsys):
     out = tmp_path / "probe"
     groups = tmp_path / "groups.json"
     groups.write_text(json.dumps({"small": ["0", "1", "2", "3", "4"], "big": ["5", "6", "7", "8", "9"]}))
-    argv = ["probe", "--model", "mnist-cnn", "--data", "digits", "--max-samples", "300", "--no-progress"]
-    argv += ["--layers", "conv_layers.2,fc_layers.1", "--gc-samples", "16", "--out", str(out)]
+    argv = [
+        "probe",
+        "--model",
+        "mnist-cnn",
+        "--data",
+        "digits",
+        "--max-samples-per-split",
+        "300",
+        "--no-progress",
+    ]
+    argv += ["--layers", "conv_layers.2,fc_layers.1", "--gc-examples", "16", "--out", str(out)]
     assert main([*argv, "--groups", str(groups)]) == 0
     printed = capsys.readouterr().out
     assert "report:" in printed and "Classes separate from layer" in printed
@@ -271,7 +282,7 @@ def test_short_names_keep_a_name_never_a_bare_index():
 
 def _figures(monkeypatch):
     """Capture the matplotlib figures the report would save (to read their titles and ticks)."""
-    from latentcc.report import probe_report
+    from latentcc.probes import report as probe_report
 
     figs = []
     monkeypatch.setattr(probe_report, "save_png", lambda fig, path: figs.append(fig) or path)
@@ -312,15 +323,18 @@ class Tabular(nn.Module):
 
 
 def test_report_few_layers_two_classes(monkeypatch, tmp_path):
-    from latentcc.report import probe_report
+    from latentcc.probes import report as probe_report
+    from latentcc.probes.summary import NC2_TWO_CLASSES, summary_lines
 
     data = _two_class_data()
-    one = latentcc.profile(Tabular(), data, layers=["fc_layers.0"], gc_samples=16, gc_draws=2, progress=False)
-    lines = probe_report.summary_lines(one)
+    one = latentcc.profile(
+        Tabular(), data, layers=["fc_layers.0"], gc_examples=16, gc_projections=2, progress=False
+    )
+    lines = summary_lines(one)
     assert "Geometric complexity at layer fc_layers.0: " in " ".join(lines)
     assert not any("ranges from" in s or "Classes separate from" in s for s in lines)
     assert any(s.startswith("The linear-probe accuracy at layer fc_layers.0 is ") for s in lines)
-    assert probe_report.NC2_TWO_CLASSES in lines  # 2 classes: NC2 flat by construction, and said so
+    assert NC2_TWO_CLASSES in lines  # 2 classes: NC2 flat by construction, and said so
 
     figs = _figures(monkeypatch)
     probe_report.plot_layer_curves(one, tmp_path / "c.png")
@@ -337,13 +351,13 @@ def test_report_few_layers_two_classes(monkeypatch, tmp_path):
         data,
         layers=["fc_layers.0", "fc_layers.1"],
         metrics=["nc", "gc"],
-        gc_samples=16,
+        gc_examples=16,
         progress=False,
     )
     figs.clear()
     probe_report.plot_layer_curves(two, tmp_path / "c.png")
     assert all(t == ["fc_layers.0", "fc_layers.1"] for t in _texts(figs[0])["ticks"])
-    gc_line = [s for s in probe_report.summary_lines(two) if s.startswith("Geometric complexity")]
+    gc_line = [s for s in summary_lines(two) if s.startswith("Geometric complexity")]
     assert (
         gc_line
         and "ranges from" in gc_line[0]
@@ -353,7 +367,7 @@ def test_report_few_layers_two_classes(monkeypatch, tmp_path):
 
 
 def test_summary_never_states_a_degenerate_range():
-    from latentcc.probes.report import summary_lines
+    from latentcc.probes.summary import summary_lines
 
     p = _synthetic_profile([2.0, 2.0], [0.1, 0.1])  # 10 classes: accuracy at chance everywhere
     for layer in p.layers:
@@ -384,7 +398,16 @@ def test_cli_same_seed_same_numbers(command, tmp_path, capsys):
     from latentcc.app.cli import main
 
     def run(seed: int, name: str) -> dict:
-        argv = [command, "--model", "mnist-cnn", "--data", "digits", "--max-samples", "100", "--no-progress"]
+        argv = [
+            command,
+            "--model",
+            "mnist-cnn",
+            "--data",
+            "digits",
+            "--max-samples-per-split",
+            "100",
+            "--no-progress",
+        ]
         argv += ["--layers", "fc_layers.1,fc_layers.2", "--seed", str(seed), "--out", str(tmp_path / name)]
         if command == "probe":
             argv += ["--metrics", "nc,linear_probe", "--view-points", "20"]
@@ -423,7 +446,7 @@ def test_profile_of_a_float64_model_equals_its_float32_twin():
 
 def test_knn_k_at_least_the_training_samples_is_refused_before_any_pass(small):
     from latentcc.config import ProbeConfig
-    from latentcc.probes.profile import check_knn_k
+    from latentcc.probes.checks import check_knn_k
 
     model = Named()
     calls = _forward_counter(model)
@@ -434,9 +457,11 @@ def test_knn_k_at_least_the_training_samples_is_refused_before_any_pass(small):
         rf"training samples probed \({n}\)\. Got {n} instead.*majority class.*--knn-k",
     ):
         latentcc.profile(model, small, layers=["act1"], metrics=["knn_probe"], knn_k=n, progress=False)
-    # max_samples is what is probed: 100 training samples
+    # max_samples_per_split is what is probed: 100 training samples
     with pytest.raises(LatentccError, match=r"samples probed \(100\)\. Got 150"):
-        latentcc.profile(model, small, metrics=["knn_probe"], knn_k=150, max_samples=100, progress=False)
+        latentcc.profile(
+            model, small, metrics=["knn_probe"], knn_k=150, max_samples_per_split=100, progress=False
+        )
     assert calls[0] == 0  # refused before the layer scan and the latent passes
     with pytest.raises(LatentccError, match=r"'knn_k' parameter of latentcc probe .*\(400\)"):
         check_knn_k(ProbeConfig(metrics=("knn_probe",), knn_k=500), small, func="latentcc probe")
@@ -457,8 +482,8 @@ def test_knn_k_at_least_the_training_samples_is_refused_before_any_pass(small):
     [
         ({"metrics": ["nc"], "knn_k": 3}, r"'metrics' .*\(knn_k=3 \(--knn-k\) is read by knn_probe\)"),
         (
-            {"metrics": ["nc", "clusterability"], "gc_samples": 10},
-            r"gc_samples=10 \(--gc-samples\) is read by gc",
+            {"metrics": ["nc", "clusterability"], "gc_examples": 10},
+            r"gc_examples=10 \(--gc-examples\) is read by gc",
         ),
         (
             {"metrics": ["nc"], "gc_estimator": "exact"},
@@ -470,12 +495,12 @@ def test_knn_k_at_least_the_training_samples_is_refused_before_any_pass(small):
             r"groups \(--groups\) is read by clust",
         ),
         (
-            {"overcluster": 3, "cluster_method": "leiden"},
-            r"'overcluster' .*must be 1 with cluster_method='leiden'",
+            {"overcluster": 3, "clustering": "leiden"},
+            r"'overcluster' .*must be 1 with clustering='leiden'",
         ),
         (
-            {"metrics": ["gc"], "gc_estimator": "exact", "gc_draws": 4},
-            r"'gc_draws' .*default \(8\) with gc_est",
+            {"metrics": ["gc"], "gc_estimator": "exact", "gc_projections": 4},
+            r"'gc_projections' .*default \(8\) with gc_est",
         ),
     ],
 )
@@ -489,13 +514,13 @@ def test_settings_that_would_do_nothing_are_refused_before_any_pass(small, kw, m
 
 def test_settings_in_use_pass_the_check():
     from latentcc.config import ProbeConfig
-    from latentcc.probes.profile import check_settings_used
+    from latentcc.probes.checks import check_settings_used
 
     check_settings_used(ProbeConfig(metrics=("clusterability",), overcluster=3), groups=True)  # ward: read
-    check_settings_used(ProbeConfig(metrics=("knn_probe", "gc"), knn_k=5, gc_samples=8, gc_draws=2))
+    check_settings_used(ProbeConfig(metrics=("knn_probe", "gc"), knn_k=5, gc_examples=8, gc_projections=2))
     check_settings_used(ProbeConfig(metrics=("gc",), gc_estimator="exact"))
-    # cluster_method and view_points shape the report's views whatever the metrics
-    check_settings_used(ProbeConfig(metrics=("nc",), cluster_method="kmeans", view_points=50))
+    # clustering and view_points shape the report's views whatever the metrics
+    check_settings_used(ProbeConfig(metrics=("nc",), clustering="kmeans", view_points=50))
 
 
 def test_cli_probe_refuses_inert_flags_before_loading_anything(tmp_path, capsys):
@@ -513,8 +538,8 @@ def test_cli_probe_refuses_inert_flags_before_loading_anything(tmp_path, capsys)
     ]
     runs = [
         (["--metrics", "nc", "--knn-k", "3"], r"'metrics' parameter of latentcc probe .*--knn-k"),
-        (["--overcluster", "3", "--cluster-method", "leiden"], r"'overcluster' parameter of latentcc probe"),
-        (["--max-samples", "150", "--metrics", "knn_probe", "--knn-k", "500"], r"'knn_k' .*probed \(150\)"),
+        (["--overcluster", "3", "--clustering", "leiden"], r"'overcluster' parameter of latentcc probe"),
+        (["--max-samples-per-split", "150", "--metrics", "knn_probe", "--knn-k", "500"], r"'knn_k' .*probed \(150\)"),
         (["--checkpoint", str(tmp_path / "run"), "--no-pretrained"],
          r"'pretrained' parameter of latentcc probe must be left unset with --checkpoint.*Got '--no-pretrained'"),
         (["--checkpoint", str(tmp_path / "run"), "--pretrained"], r"Got '--pretrained' instead"),
@@ -558,7 +583,7 @@ def test_cli_probe_checkpoint_refuses_a_model_or_data_the_run_was_not_trained_wi
 
 
 def test_checkpoint_settings_same_folder_spelled_two_ways(tmp_path, monkeypatch):
-    from latentcc.probes.profile import check_checkpoint_settings
+    from latentcc.app.probe_args import check_checkpoint_settings
 
     (tmp_path / "hf-model").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -592,8 +617,8 @@ def test_load_weights_names_the_keys_that_do_not_fit_not_torchs_wall(tmp_path):
 def test_load_run_weights_without_config_names_the_model_built(tmp_path):
     from safetensors.torch import save_file
 
+    from latentcc.app.probe_args import load_run_weights
     from latentcc.plumbing.errors import CheckpointError
-    from latentcc.probes.profile import load_run_weights
 
     (tmp_path / "run").mkdir()
     save_file({"w": torch.zeros(2)}, str(tmp_path / "run" / "best.safetensors"))
@@ -606,3 +631,137 @@ def test_load_run_weights_without_config_names_the_model_built(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_run_weights(tmp_path / "run", model, model_name="m", data_name="d")
     assert str(e.value).endswith("The model here is 'm' built for 'd'.")
+
+
+# ----------------------------------------------------------------------------- the metric family registry
+
+
+def test_every_registered_key_is_in_a_real_profile_on_its_split(small):
+    """A family's entry and its job must agree: each declared key, on the declared split, at every layer."""
+    from latentcc.probes.registry import FAMILIES
+
+    p = latentcc.profile(
+        Named(), small, layers=["lin0", "act1"], gc_examples=8, gc_projections=2, progress=False
+    )
+    assert p.params["metrics"] == list(FAMILIES)  # metrics="all" (the default): every family, registry order
+    got = {(r["layer"], r["metric"], r["split"]) for r in p.rows}
+    want = {(layer, key, fam.split) for fam in FAMILIES.values() for key in fam.keys for layer in p.layers}
+    assert got == want
+    assert len(p.rows) == len(want)  # one row each
+    assert all(math.isfinite(r["value"]) for r in p.rows)
+
+
+def _toy_family():
+    """A metric family defined in a test: the mean L2 norm of each layer's training latents."""
+    from latentcc.probes import registry
+
+    def job(inp):
+        tr = inp.latents["train"]
+        return lambda layer: {"toy_norm": float(np.linalg.norm(tr[layer], axis=1).mean())}
+
+    return registry.Family(
+        "toy", "Mean latent norm", "mean L2 norm of the training latents", ("toy_norm",), "train", job,
+        panels=(registry.Panel("Mean latent norm (toy)", (registry.Series("toy_norm", "norm"),)),),
+    )  # fmt: skip
+
+
+def test_a_registered_family_is_computed_summarised_and_drawn_without_other_edits(
+    small, monkeypatch, tmp_path
+):
+    from latentcc.app.cli import build_parser
+    from latentcc.probes import registry
+    from latentcc.probes.summary import summary_lines
+
+    monkeypatch.setitem(registry.FAMILIES, "toy", _toy_family())
+    model = Named()
+    p = latentcc.profile(model, small, layers=["lin0", "act1"], metrics=["nc", "toy"], progress=False)
+    assert p.params["metrics"] == ["nc", "toy"] and "toy" in p.timings
+    # computed: the value of an independent numpy computation on the same latents
+    lat = latentcc.collect_latents(
+        model, torch.utils.data.DataLoader(small["train"], batch_size=64), p.layers
+    )
+    norms = {layer: float(np.linalg.norm(lat[layer].astype(np.float64), axis=1).mean()) for layer in p.layers}
+    for layer in p.layers:
+        assert p.value(layer, "toy_norm") == pytest.approx(norms[layer], rel=1e-5)
+    # summarised: the default sentence of a family (its first key's range over layers)
+    lo, hi = min(norms, key=norms.get), max(norms, key=norms.get)
+    want = f"Mean latent norm ranges from {p.value(lo, 'toy_norm'):.3g} ({lo}) to {p.value(hi, 'toy_norm'):.3g} ({hi})."
+    assert want in summary_lines(p)
+    # drawn: its column in the HTML table, its own panel in the curves
+    assert "<th>toy_norm</th>" in write_probe_report(p, tmp_path).read_text()
+    figs = _figures(monkeypatch)
+    plot_layer_curves(p, tmp_path / "c.png")
+    titles = _texts(figs[0])["titles"]
+    assert "Mean latent norm (toy)" in titles and "Within-class variability (NC1)" in titles
+    # listed by `latentcc probe --help`
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert "toy: mean L2 norm of the training latents" in sub.choices["probe"].format_help().replace(
+        "\n", " "
+    )
+
+
+def test_a_family_whose_job_disagrees_with_its_entry_fails_loudly(small, monkeypatch):
+    import dataclasses
+
+    from latentcc.probes import registry
+
+    toy = _toy_family()
+    wrong = dataclasses.replace(toy, job=lambda inp: lambda layer: {"toy_nrom": 1.0})
+    monkeypatch.setitem(registry.FAMILIES, "toy", wrong)
+    with pytest.raises(
+        TypeError, match=r"family 'toy' returned keys \['toy_nrom'\], declared \['toy_norm'\]"
+    ):
+        latentcc.profile(Named(), small, layers=["act1"], metrics=["toy"], progress=False)
+    with pytest.raises(LatentccError, match="taken"):
+        registry.register(dataclasses.replace(toy, name="nc"))
+    with pytest.raises(
+        LatentccError, match=r"keys \['ami'\] of family 'toy2' are written by 'clusterability'"
+    ):
+        registry.register(dataclasses.replace(toy, name="toy2", keys=("ami",)))
+
+
+def test_selections_are_all_or_names_never_empty():
+    from latentcc.config import ProbeConfig
+    from latentcc.probes.registry import FAMILIES, select_families
+
+    assert ProbeConfig().layers == ("all",) and ProbeConfig().metrics == ("all",)
+    assert ProbeConfig(layers="all", metrics="nc").metrics == ("nc",)  # one name: a common slip, accepted
+    for field_name, value in (
+        ("layers", ()),
+        ("metrics", []),
+        ("layers", ("all", "lin0")),
+        ("metrics", ("nc", "all")),
+    ):
+        with pytest.raises(LatentccError, match=rf"'{field_name}' parameter of ProbeConfig must be 'all' or a "
+                           rf"non-empty list of names.*Fix: {field_name}='all'"):  # fmt: skip
+            ProbeConfig(**{field_name: value})
+    assert [f.name for f in select_families(("all",), "profile")] == list(FAMILIES)
+    assert [f.name for f in select_families(("gc", "nc"), "profile")] == ["nc", "gc"]  # registry order
+    with pytest.raises(LatentccError, match=r"'metrics' parameter of profile must be 'all' or names of metric "
+                       r"families, any of \['nc', 'clusterability', 'linear_probe', 'knn_probe', 'gc'\]\. Got 'nc9'"):  # fmt: skip
+        select_families(("nc", "nc9"), "profile")
+
+
+def test_cli_max_samples_is_the_data_total_and_per_split_the_probes(tmp_path, capsys):
+    """--max-samples means what it means in every command (the whole dataset, before the split);
+    --max-samples-per-split then caps each split."""
+    from latentcc.app.cli import main
+
+    base = ["probe", "--model", "mnist-cnn", "--data", "digits", "--metrics", "nc", "--layers", "fc_layers.2",
+            "--view-points", "20", "--no-progress"]  # fmt: skip
+    assert main([*base, "--max-samples", "200", "--out", str(tmp_path / "a")]) == 0
+    assert (
+        main([*base, "--max-samples", "200", "--max-samples-per-split", "30", "--out", str(tmp_path / "b")])
+        == 0
+    )
+    capsys.readouterr()
+    a, b = (json.loads((tmp_path / n / "profile.json").read_text())["params"] for n in "ab")
+    from latentcc.app.finetune import load_data
+    from latentcc.config import DataConfig
+
+    splits = load_data(
+        DataConfig(data="digits", max_samples=200)
+    )  # what finetune --max-samples 200 trains on
+    assert a["samples"] == {"train": len(splits.train), "test": len(splits.test)}
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 200
+    assert b["samples"] == {"train": 30, "test": 30} and b["max_samples_per_split"] == 30

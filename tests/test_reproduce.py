@@ -6,7 +6,7 @@ import pytest
 
 from latentcc.app.cli import main
 from latentcc.app.reproduce import REPRODUCTIONS, run_reproduction
-from latentcc.app.reproduce.base import ClaimResult, update_docs
+from latentcc.app.reproduce.base import ClaimResult, Paired, correlation_verdict, update_docs, verdict
 
 
 @pytest.mark.parametrize("name", list(REPRODUCTIONS))
@@ -166,3 +166,100 @@ def test_lcc_variants_refuses_fewer_than_5_seeds_naming_the_fix(tmp_path):
 
     with pytest.raises(LatentccError, match=r"'seeds'.*--seeds 0,1,2,3,4,5,6,7"):
         run_reproduction("lcc-variants", size="default", seeds=(0, 1, 2), out_dir=tmp_path)
+
+
+# --- the verdict rules, on hand-made differences with known answers -----------------------------------
+# t(0.975, 2) = 4.3027: three pairs [a, b, c] have the half-width 4.3027 * sd / sqrt(3)
+
+
+@pytest.mark.parametrize(
+    ("diffs", "seeds_up", "seeds_up_ci"),
+    [
+        ([0.02, 0.03, 0.025], "agree", "agree"),  # mean 0.025, half 0.0124: CI above 0, every seed up
+        ([0.05], "agree", "agree"),  # one seed up: no CI, its sign decides
+        ([0.05, 0.06, -0.001], "inconclusive", "inconclusive"),  # one seed below 0
+        ([0.01, 0.03, 0.0], "inconclusive", "inconclusive"),  # a tie is not "up"
+        ([0.001, 0.002, 0.09], "inconclusive", "inconclusive"),  # every seed up, CI [-0.10, 0.16] holds 0
+        ([-0.02, 0.01, -0.02], "disagree", "inconclusive"),  # mean < 0, CI [-0.05, 0.03] holds 0
+        ([-0.02, -0.03, -0.025], "disagree", "disagree"),  # CI below 0
+        ([-0.05], "disagree", "inconclusive"),  # one seed: no CI to be below 0
+    ],
+)
+def test_one_comparison_rules(diffs, seeds_up, seeds_up_ci):
+    assert verdict(diffs, "seeds_up") == seeds_up
+    assert verdict(diffs, "seeds_up_ci") == seeds_up_ci
+
+
+def test_paired_summary_matches_the_t_interval():
+    p = Paired.of([0.02, 0.03, 0.025])
+    assert p.mean == pytest.approx(0.025) and p.half == pytest.approx(4.302652729911275 * 0.005 / 3**0.5)
+    assert p.above and not p.below
+    one = Paired.of([0.1])
+    assert one.mean == 0.1 and one.half != one.half and not one.above and not one.below  # NaN half
+
+
+UP, DOWN, NULL = [0.02, 0.03, 0.025], [-0.02, -0.03, -0.025], [-0.01, 0.0, 0.01]
+
+
+@pytest.mark.parametrize(
+    ("cells", "want"),
+    [
+        ({"a": UP, "b": UP, "c": NULL}, "agree"),  # 2 of 3 above 0
+        ({"a": UP, "b": NULL}, "inconclusive"),  # 1 of 2 is not more than half
+        ({"a": DOWN, "b": DOWN, "c": UP}, "disagree"),
+        ({"a": UP, "b": DOWN, "c": NULL}, "inconclusive"),
+        ({"a": [0.05], "b": [0.06]}, "inconclusive"),  # one seed per cell: never counted
+        ({}, "inconclusive"),
+    ],
+)
+def test_majority_rule(cells, want):
+    assert verdict(cells, "majority") == want
+
+
+def test_any_up_rule_counts_tight_nulls_as_evidence_against():
+    tight = Paired((0.0,) * 5, 0.0005, 0.0015)  # a null narrower than the 0.3 pp margin
+    wide = Paired((0.0,) * 5, 0.0, 0.02)
+    assert verdict({"a": tight, "b": UP}, "any_up", margin=0.003) == "agree"  # one improvement suffices
+    assert verdict({"a": tight, "b": DOWN}, "any_up", margin=0.003) == "disagree"
+    assert verdict({"a": wide, "b": DOWN}, "any_up", margin=0.003) == "inconclusive"
+    assert (
+        verdict({"a": Paired((), 0.0, 0.003)}, "any_up", margin=0.003) == "disagree"
+    )  # half == margin counts
+    assert verdict({"a": tight}, "any_up") == "inconclusive"  # margin 0: no null is tight enough
+
+
+def test_any_near_rule():
+    near = Paired((), -0.008, 0.004)  # within 1 point of the baseline
+    far = Paired((), -0.05, 0.01)  # CI [-0.06, -0.04]: entirely more than 1 point below
+    unsure = Paired((), -0.02, 0.015)  # CI [-0.035, -0.005]
+    assert verdict({"a": far, "b": near}, "any_near", margin=0.01) == "agree"
+    assert verdict({"a": far, "b": far}, "any_near", margin=0.01) == "disagree"
+    assert verdict({"a": far, "b": unsure}, "any_near", margin=0.01) == "inconclusive"
+    assert verdict({}, "any_near", margin=0.01) == "inconclusive"
+
+
+def test_verdict_refuses_bad_rules_and_shapes():
+    from latentcc.plumbing.errors import LatentccError
+
+    with pytest.raises(LatentccError, match=r"'rule' parameter of verdict must be one of \['seeds_up'"):
+        verdict(UP, "most")
+    with pytest.raises(LatentccError, match="'paired_diffs' parameter of verdict must be one comparison"):
+        verdict({"a": UP}, "seeds_up")
+    with pytest.raises(
+        LatentccError, match="'paired_diffs' parameter of verdict must be {cell: differences}"
+    ):
+        verdict(UP, "majority")
+    with pytest.raises(LatentccError, match="'margin'"):
+        verdict({"a": UP}, "any_up", margin=-1)
+
+
+def test_correlation_verdict():
+    sig_neg, sig_pos, weak_neg = (-0.9, 0.001, -1), (0.9, 0.001, -1), (-0.3, 0.2, -1)
+    assert correlation_verdict({"a": sig_neg, "b": sig_neg}) == "agree"
+    assert correlation_verdict({"a": sig_neg, "b": weak_neg}) == "inconclusive"  # not significant
+    assert correlation_verdict({"a": sig_neg, "b": sig_pos}) == "disagree"  # one significant the other way
+    assert correlation_verdict({"a": sig_neg, "b": sig_pos}, contrary=2) == "inconclusive"
+    # a sign read without a test (None): needed to agree, never evidence against
+    assert correlation_verdict({"a": sig_neg, "sweep": (-0.5, None, -1)}) == "agree"
+    assert correlation_verdict({"a": sig_neg, "sweep": (0.5, None, -1)}) == "inconclusive"
+    assert correlation_verdict({"a": (float("nan"), 0.001, -1)}) == "inconclusive"  # NaN never counts

@@ -122,7 +122,7 @@ def test_hugging_face_loads_never_trust_remote_code():
 def test_config_and_metadata_files_are_read_with_json():
     readers = {
         "app/cliargs.py": "read_config_file",
-        "probes/profile.py": "load_groups",
+        "app/probe_args.py": "load_groups",
         "train/checkpoint.py": "verify_checkpoint",
     }
     for rel, func in readers.items():

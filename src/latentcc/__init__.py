@@ -11,7 +11,8 @@ from latentcc.latents.layers import capture, list_layers, resolve_layers
 from latentcc.lcc import LCCTargets, cc_mask, epoch_start, lcc_loss, lcc_targets, match_clusters
 from latentcc.plumbing.errors import CheckpointError, LatentccError, MissingExtraError, WriteError
 from latentcc.probes.profile import Profile, profile
-from latentcc.train.methods import MethodSetup, apply_method, trainable_parameters
+from latentcc.train.freeze import trainable_parameters
+from latentcc.train.methods import MethodSetup, apply_method
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from latentcc.plumbing.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.validate import check_int
 
 C = TypeVar("C")
 
@@ -141,8 +142,9 @@ class LCCConfig:
     k_target: int | None = _f(None, "correctly clustered neighbours averaged into a target; None = k")
     warmup: int = _f(1, "epochs of plain fine-tuning before the first correction epoch")
     interval: int = _f(1, "recompute clusters and targets every this many epochs")
-    method: Literal["leiden", "louvain", "leidenalg"] = _f(
-        "leiden", "community detection (modularity): igraph Leiden, igraph Louvain, or the leidenalg package"
+    community: Literal["leiden", "louvain", "leidenalg"] = _f(
+        "leiden",
+        "community detection algorithm (modularity): igraph Leiden, igraph Louvain, or the leidenalg package",
     )
     resolution: float = _f(1.0, "modularity resolution (higher: more, smaller clusters)")
     leiden_iterations: int = _f(
@@ -159,8 +161,9 @@ class LCCConfig:
     )
     knn_backend: Literal["auto", "faiss", "hnsw", "ivf", "torch", "faiss-gpu"] = _f(
         "auto",
-        "k-NN backend: exact faiss up to 30k samples, above it IVF calibrated to recall@k >= 0.96 on a 1000-row sample "
-        "(deterministic); torch on a CUDA tensor",
+        "k-NN backend of the graph (auto: exact faiss up to 30k samples, above it IVF calibrated to recall@k >= 0.96 "
+        "on a 1000-row sample, deterministic; torch on a CUDA tensor) and of the targets' searches (always exact: "
+        "hnsw and ivf mean exact faiss there)",
     )
     metric: Literal["l2", "cosine"] = _f("l2", "k-NN distance")
     weighted: bool = _f(False, "UMAP-style fuzzy edge weights (the paper's graph is unweighted)")
@@ -213,14 +216,14 @@ class LCCConfig:
             if getattr(self, name) is not None:
                 _check_int(getattr(self, name), name, f, 1)
         _check_int(self.seed, "seed", f, 0, _MAX_SEED)
-        _check_choice(self.method, "method", f, ("leiden", "louvain", "leidenalg"))
+        _check_choice(self.community, "community", f, ("leiden", "louvain", "leidenalg"))
         default_iterations = type(self).__dataclass_fields__["leiden_iterations"].default
-        if self.method == "louvain" and self.leiden_iterations != default_iterations:
+        if self.community == "louvain" and self.leiden_iterations != default_iterations:
             raise param_error(
-                "method", f, f"'leiden' or 'leidenalg' when leiden_iterations={self.leiden_iterations} is set "
-                "(--lcc-leiden-iterations)", self.method,
-                "Louvain always runs to convergence, so that setting would be ignored. Fix: method='leiden' "
-                "(--lcc-method leiden), or leave leiden_iterations at its default.",
+                "community", f, f"'leiden' or 'leidenalg' when leiden_iterations={self.leiden_iterations} is set "
+                "(--lcc-leiden-iterations)", self.community,
+                "Louvain always runs to convergence, so that setting would be ignored. Fix: community='leiden' "
+                "(--lcc-community leiden), or leave leiden_iterations at its default.",
             )  # fmt: skip
         _check_choice(self.pool, "pool", f, ("avg", "flatten"))
         _check_choice(
@@ -234,7 +237,11 @@ class LCCConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which parameters train, and how (``latentcc.train.methods.apply_method``); definitions: docs/methods.md."""
+    """Which parameters train, and how (``latentcc.train.methods.apply_method``); definitions: docs/methods.md.
+
+    A layer name left empty ("") means "not set": the method uses its documented default (``head``: the last
+    nn.Linear; ``gc_layer``: the head's input), and a method that needs a ``block`` refuses it by name.
+    """
 
     method: Literal["ft", "lp", "layer_ft", "scl_ft", "gc_reg"] = _f(
         "ft",
@@ -248,9 +255,9 @@ class MethodConfig:
         "scl_ft: h + P b at the head's input (P = identity if widths match), or [h, b] and a wider head",
     )
     skip_pool: Literal["avg", "flatten"] = _f("avg", "scl_ft: how the block's output becomes a vector")
-    gc_lambda: float = _f(1e-3, "gc_reg: weight of the GC penalty (aim for 1-10 percent of the task loss)")
+    gc_weight: float = _f(1e-3, "gc_reg: weight of the GC penalty (aim for 1-10 percent of the task loss)")
     gc_layer: str = _f("", "gc_reg: the embedding whose GC is penalised; empty = the head's input")
-    gc_draws: int = _f(1, "gc_reg: Hutchinson projections per training step")
+    gc_projections: int = _f(1, "gc_reg: Hutchinson random projections per training step")
 
     def __post_init__(self) -> None:
         f = "MethodConfig"
@@ -261,36 +268,44 @@ class MethodConfig:
         for name in ("block", "head", "gc_layer"):
             if not isinstance(getattr(self, name), str):
                 raise param_error(name, f, "a layer name (str; empty = unset)", getattr(self, name))
-        _check_float(self.gc_lambda, "gc_lambda", f)
-        _check_int(self.gc_draws, "gc_draws", f, 1)
-
-
-PROBE_METRICS = ("nc", "clusterability", "linear_probe", "knn_probe", "gc")
+        _check_float(self.gc_weight, "gc_weight", f)
+        _check_int(self.gc_projections, "gc_projections", f, 1)
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Latent-geometry probes (``latentcc.profile``, ``latentcc probe``); definitions in docs/probes.md."""
+    """Latent-geometry probes (``latentcc.profile``, ``latentcc probe``); definitions in docs/probes.md.
+
+    ``layers`` and ``metrics`` select: ``("all",)`` (the default) or at least one name; an empty selection is
+    refused (it has no meaning here). The metric family names are those of the probes' registry
+    (``latentcc.probes.registry.FAMILIES``), checked where a profile starts (``profile``, ``latentcc probe``).
+    """
 
     layers: tuple[str, ...] = _f(
-        (), "layers to profile (names, dotted suffixes, 're:<regex>'); empty = all (see docs/probes.md)"
+        ("all",), "layers to profile: 'all' (every layer with a per-sample float output) or names, dotted "
+        "suffixes, 're:<regex>' (see docs/probes.md)",
+    )  # fmt: skip
+    metrics: tuple[str, ...] = _f(
+        ("all",), "metric families to compute: 'all' or names (listed by `latentcc probe --help`)"
     )
-    metrics: tuple[str, ...] = _f(PROBE_METRICS, f"metric families to compute, any of {list(PROBE_METRICS)}")
-    max_samples: int = _f(0, "stratified subset of at most this many samples per split; 0 = all")
+    max_samples_per_split: int = _f(
+        0, "stratified subset of at most this many samples in each split; 0 = all"
+    )
     pool: Literal["avg", "flatten"] = _f("avg", "how a layer output becomes one vector per sample")
     dim: int | None = _f(
         None, "seeded random projection of each layer's latents to this width (for 'flatten')"
     )
-    cluster_method: Literal["ward", "kmeans", "leiden"] = _f(
-        "ward", "clusterability: Ward (the probing paper), k-means, or Leiden on a k-NN graph"
-    )
+    clustering: Literal["ward", "kmeans", "leiden"] = _f(
+        "ward", "clustering algorithm of clusterability and the report's views: Ward (the probing paper), "
+        "k-means, or Leiden on a k-NN graph",
+    )  # fmt: skip
     overcluster: int = _f(1, "clusterability: clusters per class (1-5; ward and kmeans, not leiden)")
     knn_k: int = _f(20, "k-NN probe: neighbours voting (cosine distance); below the training samples probed")
     gc_estimator: Literal["exact", "hutchinson", "outputs"] = _f(
         "hutchinson", "geometric complexity estimator (exact = full Jacobian, slow for wide layers)"
     )
-    gc_samples: int = _f(256, "geometric complexity: training examples used (it needs gradients)")
-    gc_draws: int = _f(8, "geometric complexity: random projections per example")
+    gc_examples: int = _f(256, "geometric complexity: training examples used (it needs gradients)")
+    gc_projections: int = _f(8, "geometric complexity: random projections per example")
     view_points: int = _f(2000, "report: training points in each 2-D projection and contingency map")
     batch_size: int = _f(256, "batch size of the latent pass")
     seed: int = _f(0, "seed of subsets, projections, clustering and estimators")
@@ -301,23 +316,19 @@ class ProbeConfig:
         f = "ProbeConfig"
         _check_field_types(self, f)
         for name in ("layers", "metrics"):
-            object.__setattr__(self, name, _as_names(getattr(self, name), name, f))
-        for m in self.metrics:
-            _check_choice(m, "metrics", f, PROBE_METRICS)
-        if not self.metrics:
-            raise param_error("metrics", f, f"a non-empty subset of {list(PROBE_METRICS)}", self.metrics)
-        _check_int(self.max_samples, "max_samples", f, 0)
+            object.__setattr__(self, name, _as_selection(getattr(self, name), name, f))
+        _check_int(self.max_samples_per_split, "max_samples_per_split", f, 0)
         if self.dim is not None:
             _check_int(self.dim, "dim", f, 1)
         _check_choice(self.pool, "pool", f, ("avg", "flatten"))
-        _check_choice(self.cluster_method, "cluster_method", f, ("ward", "kmeans", "leiden"))
+        _check_choice(self.clustering, "clustering", f, ("ward", "kmeans", "leiden"))
         _check_int(self.overcluster, "overcluster", f, 1)
         if self.overcluster > 5:
             raise param_error("overcluster", f, "an int in 1..5 (clusters per class)", self.overcluster)
         _check_int(self.knn_k, "knn_k", f, 1)
         _check_choice(self.gc_estimator, "gc_estimator", f, ("exact", "hutchinson", "outputs"))
-        _check_int(self.gc_samples, "gc_samples", f, 1)
-        _check_int(self.gc_draws, "gc_draws", f, 1)
+        _check_int(self.gc_examples, "gc_examples", f, 1)
+        _check_int(self.gc_projections, "gc_projections", f, 1)
         _check_int(self.view_points, "view_points", f, 10)
         _check_int(self.batch_size, "batch_size", f, 1)
         _check_int(self.seed, "seed", f, 0, _MAX_SEED)
@@ -362,6 +373,17 @@ def _check_loss_variant(c: LCCConfig, f: str) -> None:
             f"Fix: tangent_dim <= {k - 1} (--lcc-tangent-dim), or average more neighbours into each target "
             f"(k_target >= {c.tangent_dim + 1}, --lcc-k-target).",
         )  # fmt: skip
+
+
+def _as_selection(v: Any, name: str, func: str) -> tuple[str, ...]:
+    """``("all",)`` or a non-empty tuple of names without "all" (ProbeConfig's layers and metrics)."""
+    names = _as_names(v, name, func)
+    if not names or ("all" in names and len(names) > 1):
+        raise param_error(
+            name, func, "'all' or a non-empty list of names ('all' alone: it already selects everything)", v,
+            f"Fix: {name}='all' (--{name} all), or name what to include.",
+        )  # fmt: skip
+    return names
 
 
 def _as_names(v: Any, name: str, func: str) -> tuple[str, ...]:
@@ -415,12 +437,35 @@ def _check_choice(v: Any, name: str, func: str, choices: tuple[str, ...]) -> Non
 
 
 def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
-    """Build a config from a plain dict (e.g. parsed JSON), refusing unknown keys by name."""
+    """Build a config from a plain dict (e.g. parsed JSON), refusing unknown keys by name (and naming the new
+    name of a renamed one)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
-        raise LatentccError(f"Unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}.")
+        renamed = RENAMED_FIELDS.get(cls.__name__, {})
+        hint = "".join(f" '{k}' was renamed '{renamed[k]}'." for k in unknown if k in renamed)
+        raise LatentccError(
+            f"Unknown key(s) {unknown} for {cls.__name__}; valid keys are {sorted(names)}.{hint}"
+        )
     return cls(**values)
+
+
+# Settings renamed in 0.1 (docs/glossary.md, "Renamed settings"): the API and the CLI take only the new names;
+# a run folder's config.json recorded with an old name is read with the new one
+# (latentcc.train.resume.with_legacy_values), and any other use of an old name is refused, naming the new one.
+RENAMED_FIELDS: dict[str, dict[str, str]] = {
+    "LCCConfig": {"method": "community"},
+    "MethodConfig": {"gc_lambda": "gc_weight", "gc_draws": "gc_projections"},
+    "ProbeConfig": {
+        "cluster_method": "clustering", "max_samples": "max_samples_per_split", "gc_samples": "gc_examples",
+        "gc_draws": "gc_projections",
+    },
+}  # fmt: skip
+# the config.json sections of a run (latentcc.app.finetune) whose keys were renamed
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "lcc": RENAMED_FIELDS["LCCConfig"],
+    "method": RENAMED_FIELDS["MethodConfig"],
+}
 
 
 # What a run recorded before a setting existed did: a config.json without the key is read with this value on
@@ -431,17 +476,3 @@ LEGACY_VALUES: dict[str, dict[str, Any]] = {"lcc": {"latent_source": "eval_pass"
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-# The demo (`latentcc demo`, `make demo`): baseline vs LCC fine-tuning of the pretrained MNIST CNN on
-# Animal-MNIST over 3 seeds, sized for <= 5 min on 2 CPU cores.
-DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"model": "mnist-cnn"},
-    "data": {"data": "animal-mnist"},
-    "train": {"epochs": 3, "batch_size": 64, "lr": 1e-3},
-    "lcc": {"layers": ("net.fc_layers.1",), "diagnostic": True},
-}
-DEMO_SEEDS = (0, 1, 2)
-# `latentcc demo --full`: a longer, stronger run (more seeds and epochs).
-DEMO_FULL: dict[str, dict[str, Any]] = {"train": {"epochs": 6}}
-DEMO_FULL_SEEDS = (0, 1, 2, 3, 4)

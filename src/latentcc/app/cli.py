@@ -8,12 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from latentcc.app.cliargs import add_config_args, config_from_args, read_config_file
-from latentcc.app.extras import check_extras
+from latentcc.app.presets import DEMO_DEFAULTS, DEMO_FULL, DEMO_FULL_SEEDS, DEMO_SEEDS
 from latentcc.config import (
-    DEMO_DEFAULTS,
-    DEMO_FULL,
-    DEMO_FULL_SEEDS,
-    DEMO_SEEDS,
     DataConfig,
     LCCConfig,
     MethodConfig,
@@ -21,6 +17,7 @@ from latentcc.config import (
     ProbeConfig,
     TrainConfig,
 )
+from latentcc.extras import check_extras
 from latentcc.plumbing.errors import (
     CheckpointError,
     LatentccError,
@@ -46,14 +43,15 @@ _DEMO_SECTIONS = tuple(s for s in SECTIONS if s[0] != "method")
 # How to avoid replacing a folder's outputs (probe, transfer-layers): another folder, or the old one moved away.
 _FIX_OUT = "choose another --out (a new or empty folder), or move the old outputs away first."
 
-# `latentcc probe`: ProbeConfig owns --max-samples (per split); the data's own subsetting is not exposed.
+# `latentcc probe`: --max-samples subsets the dataset before it is split (a total, as in every command);
+# --max-samples-per-split (ProbeConfig) then subsets each split.
 PROBE_SECTIONS = (("model", ModelConfig, ""), ("data", DataConfig, ""), ("probe", ProbeConfig, ""))
-_PROBE_EXCLUDE: dict[str, tuple[str, ...]] = {"model": (), "data": ("max_samples",), "probe": ()}
+_PROBE_EXCLUDE: dict[str, tuple[str, ...]] = {"model": (), "data": (), "probe": ()}
 # `latentcc transfer-layers`: NC1 + linear probe per layer; the ProbeConfig knobs of other metrics are not exposed.
 _TRANSFER_METRICS = ("nc", "linear_probe")
 _TRANSFER_EXCLUDE = {
     **_PROBE_EXCLUDE,
-    "probe": ("metrics", "cluster_method", "overcluster", "knn_k", "gc_estimator", "gc_samples", "gc_draws",
+    "probe": ("metrics", "clustering", "overcluster", "knn_k", "gc_estimator", "gc_examples", "gc_projections",
               "view_points"),
 }  # fmt: skip
 
@@ -128,6 +126,30 @@ def _configs(
     return m, d, t, lcc, method  # type: ignore[return-value]
 
 
+def _add_probe_parser(sub: Any) -> None:
+    """`latentcc probe`: its own flags, every ProbeConfig flag, and the metric families of the registry."""
+    from latentcc.probes.registry import FAMILIES
+
+    p = sub.add_parser(
+        "probe",
+        help=f"per-layer latent geometry ({', '.join(FAMILIES)}) -> report.html + profile.csv/json",
+        description="Metric families (--metrics): "
+        + "; ".join(f"{f.name}: {f.description}" for f in FAMILIES.values()),
+    )
+    p.add_argument("--out", help="report folder (default: runs/probe/<timestamp>)")
+    p.add_argument(
+        "--checkpoint",
+        help="a `latentcc finetune` run folder: probe its best weights (model/data default to the run's)",
+    )
+    p.add_argument(
+        "--groups",
+        help='JSON file of superclasses, {"group": ["class", ...]} or {"class": "group"}: '
+        "clusterability within each group (train on superclasses, probe subclasses)",
+    )
+    p.add_argument("--view-layers", type=_csv_arg, help="layers drawn as 2-D projections (default: auto)")
+    _add_probe_args(p, _PROBE_EXCLUDE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import latentcc
 
@@ -164,22 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_compare_args(p)
 
-    p = sub.add_parser(
-        "probe",
-        help="per-layer latent geometry (NC, clusterability, probes, GC) -> report.html + profile.csv/json",
-    )
-    p.add_argument("--out", help="report folder (default: runs/probe/<timestamp>)")
-    p.add_argument(
-        "--checkpoint",
-        help="a `latentcc finetune` run folder: probe its best weights (model/data default to the run's)",
-    )
-    p.add_argument(
-        "--groups",
-        help='JSON file of superclasses, {"group": ["class", ...]} or {"class": "group"}: '
-        "clusterability within each group (train on superclasses, probe subclasses)",
-    )
-    p.add_argument("--view-layers", type=_csv_arg, help="layers drawn as 2-D projections (default: auto)")
-    _add_probe_args(p, _PROBE_EXCLUDE)
+    _add_probe_parser(sub)
 
     p = sub.add_parser(
         "transfer-layers",
@@ -362,7 +369,7 @@ def _with_lcc_test(res: Any, splits: Any, lcc: LCCConfig, t: TrainConfig, folder
     samples and their share (``test_cc_top1``, ``test_mc_top1``, ``test_mc_fraction``), added to results.json."""
     summary: dict[str, Any] = res.summary()
     if lcc.layers and res.model is not None and res.test is not None:
-        from latentcc.lcc.correction import cc_mc_accuracy
+        from latentcc.lcc.diagnostics import cc_mc_accuracy
         from latentcc.plumbing.atomic import atomic_write_json
         from latentcc.report.table import lcc_test_columns
 
@@ -444,19 +451,20 @@ def _probe(ns: argparse.Namespace) -> None:
     from pathlib import Path
 
     from latentcc.app.finetune import load_data, prepare_model
+    from latentcc.app.probe_args import (
+        check_checkpoint_settings,
+        check_checkpoint_split,
+        load_groups,
+        load_run_weights,
+    )
     from latentcc.config import config_from_dict
     from latentcc.plumbing.progress import log_to
     from latentcc.plumbing.runlock import FolderLock, check_new_output, new_folder
     from latentcc.plumbing.seeding import seed_everything
-    from latentcc.probes.profile import (
-        check_checkpoint_settings,
-        check_knn_k,
-        check_settings_used,
-        load_groups,
-        load_run_weights,
-        profile,
-    )
-    from latentcc.probes.report import summary_lines, write_probe_report
+    from latentcc.probes.checks import check_knn_k, check_settings_used
+    from latentcc.probes.profile import profile
+    from latentcc.probes.report import write_probe_report
+    from latentcc.probes.summary import summary_lines
 
     file_values: dict[str, dict] = {}
     ckpt = Path(ns.checkpoint) if ns.checkpoint else None
@@ -476,7 +484,11 @@ def _probe(ns: argparse.Namespace) -> None:
         file_values = (
             read_config_file(ckpt / "config.json", _FILE_SECTIONS) if (ckpt / "config.json").is_file() else {}
         )
+        from latentcc.train.resume import with_legacy_values
+
+        file_values = with_legacy_values(file_values)  # a run recorded before a rename
         check_checkpoint_settings(ckpt, file_values, vars(ns))  # --model/--data the weights cannot fit
+        check_checkpoint_split(ckpt, file_values, vars(ns))  # a split that would mix training samples in
     m, d, pc = _probe_configs(ns, _PROBE_EXCLUDE, file_values)
     check_settings_used(pc, groups=bool(ns.groups), func="latentcc probe")  # before data, model and latents
     check_extras("latentcc probe", probe=pc, models=[m.model], data=[d.data])
@@ -515,7 +527,8 @@ def _transfer_layers(ns: argparse.Namespace) -> None:
     from latentcc.plumbing.progress import log_to
     from latentcc.plumbing.runlock import FolderLock, check_new_output, new_folder
     from latentcc.plumbing.seeding import seed_everything
-    from latentcc.probes.profile import profile, summarize
+    from latentcc.probes.profile import profile
+    from latentcc.probes.summary import summarize
     from latentcc.report.table import format_table
 
     m, d, pc = _probe_configs(ns, _TRANSFER_EXCLUDE, defaults={"probe": {"metrics": _TRANSFER_METRICS}})
@@ -555,14 +568,14 @@ def _transfer_layers(ns: argparse.Namespace) -> None:
 def _reproduce(ns: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from latentcc.app.reproduce import NOT_IN_ALL, REPRODUCTIONS, run_reproduction
+    from latentcc.app.reproduce import NOT_IN_ALL, REPRODUCTIONS, reproduction_needs, run_reproduction
 
     if ns.name == "list":
         for name, (_, what) in REPRODUCTIONS.items():
             print(f"{name:26s} {what}")
         return
     names = [n for n in REPRODUCTIONS if n not in NOT_IN_ALL] if ns.name == "all" else [ns.name]
-    check_extras("latentcc reproduce", reproductions=names, size=ns.size)  # all of them before the first runs
+    check_extras("latentcc reproduce", needs=reproduction_needs(names, ns.size))  # all before the first runs
     for name in names:
         out = Path(ns.out) / name if ns.out and len(names) > 1 else ns.out
         r = run_reproduction(
@@ -611,7 +624,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
         print("\n".join(list_models()))
     elif ns.command == "layers":
         from latentcc.models import layer_summary, load_model, model_kind
-        from latentcc.plumbing.errors import check_int
+        from latentcc.plumbing.validate import check_int
         from latentcc.report.table import format_table
 
         model_kind(ns.model, param="--model", func="latentcc layers")  # an unknown name names the flag

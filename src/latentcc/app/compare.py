@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentcc.app.finetune import _check_lcc_has_layers, finetune, load_data
+from latentcc.app.finetune import check_lcc_has_layers, finetune, load_data
 from latentcc.config import DataConfig, LCCConfig, MethodConfig, ModelConfig, TrainConfig, config_to_dict
 from latentcc.plumbing.atomic import atomic_write_json, atomic_write_text
-from latentcc.plumbing.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
 from latentcc.plumbing.runlock import FolderLock, check_new_output
+from latentcc.plumbing.validate import check_int
 from latentcc.report.stats import conclusion, mean_ci, paired_difference
 from latentcc.train.resume import RESUME_FREE
 
@@ -102,7 +103,7 @@ class RunSpec:
         for name, cls in (("lcc", LCCConfig), ("method", MethodConfig)):  # type: ignore[assignment]
             if getattr(self, name) is not None and not isinstance(getattr(self, name), cls):
                 raise param_error(name, "RunSpec", f"a {cls.__name__} or None", getattr(self, name))
-        _check_lcc_has_layers(self.lcc)  # LCC settings without layers would be dropped silently
+        check_lcc_has_layers(self.lcc)  # LCC settings without layers would be dropped silently
 
 
 def side_config(spec: RunSpec) -> dict[str, Any]:
@@ -324,7 +325,7 @@ def _train_if_missing(
         runs["reused"].append(label)
     else:
         if not runs["trained"] and not runs["resumed"]:  # the first run to train: every optional package
-            from latentcc.app.extras import check_extras  # either side needs, before it starts
+            from latentcc.extras import check_extras  # either side needs, before it starts
 
             for s in both:
                 check_extras("compare", lcc=s.lcc, models=[s.model.model], data=[s.data.data])

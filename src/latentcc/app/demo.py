@@ -18,11 +18,11 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from latentcc.app.compare import RunSpec, compare
-from latentcc.app.extras import check_extras
 from latentcc.app.finetune import build_model, load_data
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
+from latentcc.extras import check_extras
 from latentcc.latents.collect import collect_latents
-from latentcc.lcc.correction import cc_mc_accuracy
+from latentcc.lcc.diagnostics import cc_mc_accuracy
 from latentcc.lcc.epoch import cluster_latents
 from latentcc.lcc.weight import weight_label
 from latentcc.plumbing.atomic import atomic_write_json, atomic_write_text
@@ -213,7 +213,7 @@ def _settings(
         f"`{', '.join(lcfg.layers)}`. Seeds {', '.join(map(str, seeds))} ({len(seeds)} seeds); {tcfg.epochs} epochs, "
         f"batch size {tcfg.batch_size}, {tcfg.optimizer} lr {tcfg.lr:g}, {tcfg.scheduler} schedule. LCC: weight "
         f"{weight_label(lcfg)}, k {lcfg.k}, warmup {lcfg.warmup} epoch(s), refresh every {lcfg.interval} epoch(s), "
-        f"{lcfg.method} communities."
+        f"{lcfg.community} communities."
     )
 
 
@@ -352,7 +352,7 @@ def _plot_latent_maps(out: Path, models: dict[str, Any], mcfg: ModelConfig, spli
         layer = lcfg.layers[0]
         lat = collect_latents(model, DataLoader(subset, batch_size=256), layer, pool=lcfg.pool)
         name = next(iter(lat.arrays))
-        cc = cluster_latents(lat[name], lat.labels, lcfg, name=name)[3]
+        cc = cluster_latents(lat[name], lat.labels, lcfg, name=name).cc
         panels.append((title, pca_2d(lat[name]), lat.labels, ~cc))
     plot_latent_maps(panels, out / "latent_map.png", classes=splits.classes,
                      title=f"{lcfg.layers[0]} on {len(subset)} training samples (PCA; x = misclustered)")  # fmt: skip

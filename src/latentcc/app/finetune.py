@@ -93,7 +93,7 @@ def finetune(
     The run folder stores every config, and the parameter counts in config.json's ``parameters``;
     ``result.model`` holds the trained (best-on-val) model.
     """
-    _check_lcc_has_layers(lcc)
+    check_lcc_has_layers(lcc)
     splits = splits if splits is not None else load_data(dcfg)
     seed_everything(tcfg.seed)  # the new head's initialisation is part of the run: same seed, same run
     setup = prepare_model(mcfg, splits, method)
@@ -117,7 +117,7 @@ def finetune(
     )
 
 
-def _check_lcc_has_layers(lcc: LCCConfig | None) -> None:
+def check_lcc_has_layers(lcc: LCCConfig | None) -> None:
     """LCC settings without layers would be dropped silently (no layers = no LCC): refuse them by name."""
     if lcc is None or lcc.layers:
         return

@@ -413,6 +413,32 @@ def from_hf(
     hw = _target_hw(size, func)
     mode = "L" if grayscale else "RGB"
 
+    y_train, y_test, names = _hf_labels(train, test, label_column, datasets, func)
+    x_train = _hf_inputs(train, datasets, column, kind, hw, mode)
+    if kind == "array":
+        kind = "tabular" if np.ndim(x_train) == 2 else "image"
+    test_pair = None
+    if test is not None:
+        if hw is None and kind == "image" and isinstance(x_train, np.ndarray):
+            hw = (int(x_train.shape[-2]), int(x_train.shape[-1]))  # test images take the train size
+        test_pair = (_hf_inputs(test, datasets, column, kind, hw, mode), y_test)
+    return make_splits(
+        x_train,
+        y_train,
+        names,
+        name=name if name is not None else "hf",
+        kind=kind,
+        test=test_pair,
+        func=func,
+        **split_kw,
+    )
+
+
+def _hf_labels(
+    train: Any, test: Any, label_column: str, datasets: Any, func: str
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """(train labels, test labels or None, class names) of a Hugging Face train (and test) split: class
+    names from a ``ClassLabel`` feature, else from the values of both splits at once, so that they agree."""
     label_feature = train.features[label_column]
     y_train = np.asarray(list(train[label_column]))
     y_test = np.asarray(list(test[label_column])) if test is not None else None
@@ -437,26 +463,7 @@ def from_hf(
         both, names, func, "label_column",
         rows=rows, drop=f"ds = ds.filter(lambda r: r['{label_column}'] >= 0)",
     )  # fmt: skip
-    y_train, y_test = labels[:n_train], (labels[n_train:] if y_test is not None else None)
-
-    x_train = _hf_inputs(train, datasets, column, kind, hw, mode)
-    if kind == "array":
-        kind = "tabular" if np.ndim(x_train) == 2 else "image"
-    test_pair = None
-    if test is not None:
-        if hw is None and kind == "image" and isinstance(x_train, np.ndarray):
-            hw = (int(x_train.shape[-2]), int(x_train.shape[-1]))  # test images take the train size
-        test_pair = (_hf_inputs(test, datasets, column, kind, hw, mode), y_test)
-    return make_splits(
-        x_train,
-        y_train,
-        names,
-        name=name if name is not None else "hf",
-        kind=kind,
-        test=test_pair,
-        func=func,
-        **split_kw,
-    )
+    return labels[:n_train], (labels[n_train:] if y_test is not None else None), names
 
 
 def _to_train_classes(

@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from latentcc.data.pixels import UINT8_TOP, array_pixels, unit_pixels
-from latentcc.plumbing.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.validate import check_int
 
 Kind = Literal["image", "text", "tabular"]
 KINDS: tuple[str, ...] = ("image", "text", "tabular")
@@ -379,31 +380,43 @@ def label_ids(
     if arr.ndim != 1:
         raise param_error(param, func, "a 1-D array of labels (one per sample)", f"shape {arr.shape}")
     if arr.dtype == object:
-        items = arr.tolist()
-        missing = np.array([v is None for v in items], dtype=bool)
-        if missing.any():
-            raise param_error(
-                param, func, "a class label for every sample",
-                f"{int(missing.sum())} missing labels (None) at {_positions(missing, rows)}",
-                "Fix: drop the unlabelled samples (or give each a class) before loading.",
-            )  # fmt: skip
-        odd = np.array(
-            [isinstance(v, str) or not isinstance(v, int | float | np.number) for v in items], bool
-        )
-        if odd.any():
-            first = items[int(np.flatnonzero(odd)[0])]
-            raise param_error(
-                param, func, "integer class ids, or class-name strings for every sample (not a mix)",
-                f"{type(first).__name__} {first!r} at {_positions(odd, rows)}",
-                "Fix: make every label a class name (str) or every label a class id (int).",
-            )  # fmt: skip
-        arr = np.asarray(items)  # numbers: int64, float64 or bool
-        if arr.dtype == object:  # python ints beyond 64 bits
-            raise param_error(param, func, "class ids 0..K-1", "integers beyond 64 bits", f"Fix: {_REMAP}.")
+        arr = _numbers_of(arr, func, param, rows)
+    arr = _whole_numbers(arr, func, param, rows)
+    if arr.size:
+        _check_id_range(arr, func, param, n_classes, rows, drop)
+    return arr.astype(np.int64)
+
+
+def _numbers_of(arr: np.ndarray, func: str, param: str, rows: Any) -> np.ndarray:
+    """An object array of labels (a Python list of mixed values) as a numeric array, or the error."""
+    items = arr.tolist()
+    missing = np.array([v is None for v in items], dtype=bool)
+    if missing.any():
+        raise param_error(
+            param, func, "a class label for every sample",
+            f"{int(missing.sum())} missing labels (None) at {_positions(missing, rows)}",
+            "Fix: drop the unlabelled samples (or give each a class) before loading.",
+        )  # fmt: skip
+    odd = np.array([isinstance(v, str) or not isinstance(v, int | float | np.number) for v in items], bool)
+    if odd.any():
+        first = items[int(np.flatnonzero(odd)[0])]
+        raise param_error(
+            param, func, "integer class ids, or class-name strings for every sample (not a mix)",
+            f"{type(first).__name__} {first!r} at {_positions(odd, rows)}",
+            "Fix: make every label a class name (str) or every label a class id (int).",
+        )  # fmt: skip
+    out = np.asarray(items)  # numbers: int64, float64 or bool
+    if out.dtype == object:  # python ints beyond 64 bits
+        raise param_error(param, func, "class ids 0..K-1", "integers beyond 64 bits", f"Fix: {_REMAP}.")
+    return out
+
+
+def _whole_numbers(arr: np.ndarray, func: str, param: str, rows: Any) -> np.ndarray:
+    """Bool labels as 0/1; float labels checked finite and whole; any other non-integer dtype refused."""
     kind = arr.dtype.kind
     if kind == "b":
-        arr = arr.astype(np.int64)  # a yes/no label: False is class 0, True class 1
-    elif kind == "f":
+        return arr.astype(np.int64)  # a yes/no label: False is class 0, True class 1
+    if kind == "f":
         finite = np.isfinite(arr)
         if not finite.all():
             raise param_error(
@@ -424,8 +437,13 @@ def label_ids(
         raise param_error(
             param, func, "integer class ids", f"an array of dtype {arr.dtype}", f"Fix: {_REMAP}."
         )
-    if arr.size == 0:
-        return arr.astype(np.int64)
+    return arr
+
+
+def _check_id_range(
+    arr: np.ndarray, func: str, param: str, n_classes: int | None, rows: Any, drop: str
+) -> None:
+    """Ids >= 0, below ``n_classes`` when the class list is known, else not implausibly sparse."""
     lo, hi = int(arr.min()), int(arr.max())  # python ints: uint64 ids above 2**63 must not wrap
     if lo < 0:
         neg = arr < 0
@@ -457,7 +475,6 @@ def label_ids(
                 f"{hi + 1 - distinct} of them empty",
                 f"Fix: {_REMAP}; or, if the ids are positions in a longer class list, pass that list as classes=.",
             )  # fmt: skip
-    return arr.astype(np.int64)
 
 
 def check_labels(y: Any, n: int, classes: Sequence[str], func: str, param: str = "y") -> np.ndarray:
@@ -573,7 +590,7 @@ def _carve(y: np.ndarray, counts: list[np.ndarray], k: int, rng: np.random.Gener
     return [order[part == j] for j in range(len(counts) + 1)]
 
 
-def make_splits(
+def make_splits(  # long: a third of it is the docstring of every argument; the body reads top to bottom
     x: Any,
     y: Any,
     classes: Sequence[str],
@@ -616,12 +633,9 @@ def make_splits(
     tf = _check_fraction(test_fraction, "test_fraction", func)
     if test is None and vf + tf >= 1.0:
         raise param_error(
-            "val_fraction",
-            func,
-            "such that val_fraction + test_fraction < 1",
-            f"{vf} + {tf}",
+            "val_fraction", func, "such that val_fraction + test_fraction < 1", f"{vf} + {tf}",
             "Fix: leave room for training.",
-        )
+        )  # fmt: skip
     if max_samples is not None:
         max_samples = check_int(max_samples, "max_samples", func, 1)
     data = as_storage(x, kind, func)
@@ -629,22 +643,9 @@ def make_splits(
     rng = np.random.default_rng(seed)
 
     test_data: Storage | None = None
+    test_labels = np.zeros(0, dtype=np.int64)
     if test is not None:
-        if not isinstance(test, tuple | list) or len(test) != 2:
-            raise param_error("test", func, "a pair (x_test, y_test)", type(test).__name__)
-        test_data = as_storage(test[0], kind, func, param="test")
-        test_labels = check_labels(test[1], len(test_data), names, func, param="test")
-        if isinstance(data, torch.Tensor) and isinstance(test_data, torch.Tensor):
-            if data.shape[1:] != test_data.shape[1:]:
-                raise param_error(
-                    "test",
-                    func,
-                    f"samples like x: shape {tuple(data.shape[1:])}",
-                    f"shape {tuple(test_data.shape[1:])}",
-                )
-            if data.dtype != test_data.dtype:  # uint8 and float32 pixels: both on the float scale
-                data, test_data = _unit_tensor(data), _unit_tensor(test_data)
-
+        data, test_data, test_labels = _own_test_split(test, data, kind, names, func)
     n = len(data)
     n_total = n + (len(test_data) if test_data is not None else 0)
     if n == 0:
@@ -652,24 +653,16 @@ def make_splits(
     keep = np.arange(n, dtype=np.int64)
     keep_test = np.arange(n_total - n, dtype=np.int64)
     if max_samples is not None and max_samples < n_total:
-        if test_data is None:
-            keep = _stratified_pick(labels, max_samples, k, rng)
-        else:
-            n_keep = int(np.floor(max_samples * n / n_total + 0.5))
-            keep = _stratified_pick(labels, n_keep, k, rng) if n_keep else keep[:0]
-            keep_test = _stratified_pick(test_labels, max_samples - n_keep, k, rng)
+        keep, keep_test = _subsample(
+            labels, test_labels if test_data is not None else None, max_samples, k, rng
+        )
         # Compact the storage so a small subset of a big dataset holds only its own rows.
-        data = _take(data, keep)
-        labels = labels[keep]
+        data, labels = _take(data, keep), labels[keep]
         if test_data is not None:
-            test_data = _take(test_data, keep_test)
-            test_labels = test_labels[keep_test]
+            test_data, test_labels = _take(test_data, keep_test), test_labels[keep_test]
 
     n_c = np.bincount(labels, minlength=k)
-    if test_data is None:
-        n_test = _allocate(n_c * tf, _round_total(len(labels), tf), n_c, rng)
-    else:
-        n_test = np.zeros(k, dtype=np.int64)
+    n_test = _allocate(n_c * tf, _round_total(len(labels), tf), n_c, rng) if test_data is None else 0 * n_c
     n_val = _allocate(n_c * vf, _round_total(len(labels), vf), n_c - n_test, rng)
     test_pos, val_pos, train_pos = _carve(labels, [n_test, n_val], k, rng)
 
@@ -686,18 +679,69 @@ def make_splits(
     else:
         test_ds = view(test_data, test_labels, np.arange(len(test_labels)), n + keep_test)
 
+    splits = DatasetSplits(name=name, train=train, val=val, test=test_ds, classes=names, kind=kind)
+    _check_not_empty(splits, func, n_total, vf, tf, own_test=test is not None, max_samples=max_samples)
+    return splits
+
+
+def _subsample(
+    labels: np.ndarray, test_labels: np.ndarray | None, max_samples: int, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified rows to keep of the samples and of the dataset's own test set (None: no own test set),
+    ``max_samples`` in all, shared in proportion to the two sets' sizes."""
+    if test_labels is None:
+        return _stratified_pick(labels, max_samples, k, rng), np.zeros(0, dtype=np.int64)
+    n, n_total = len(labels), len(labels) + len(test_labels)
+    n_keep = int(np.floor(max_samples * n / n_total + 0.5))
+    keep = _stratified_pick(labels, n_keep, k, rng) if n_keep else np.zeros(0, dtype=np.int64)
+    return keep, _stratified_pick(test_labels, max_samples - n_keep, k, rng)
+
+
+def _own_test_split(
+    test: Any, data: Storage, kind: str, names: list[str], func: str
+) -> tuple[Storage, Storage, np.ndarray]:
+    """``make_splits(test=(x_test, y_test))`` checked against the training samples: (data, test data,
+    test labels), image pixels of two dtypes both moved to the float scale."""
+    if not isinstance(test, tuple | list) or len(test) != 2:
+        raise param_error("test", func, "a pair (x_test, y_test)", type(test).__name__)
+    test_data = as_storage(test[0], kind, func, param="test")
+    test_labels = check_labels(test[1], len(test_data), names, func, param="test")
+    if isinstance(data, torch.Tensor) and isinstance(test_data, torch.Tensor):
+        if data.shape[1:] != test_data.shape[1:]:
+            raise param_error(
+                "test",
+                func,
+                f"samples like x: shape {tuple(data.shape[1:])}",
+                f"shape {tuple(test_data.shape[1:])}",
+            )
+        if data.dtype != test_data.dtype:  # uint8 and float32 pixels: both on the float scale
+            data, test_data = _unit_tensor(data), _unit_tensor(test_data)
+    return data, test_data, test_labels
+
+
+def _check_not_empty(
+    splits: DatasetSplits,
+    func: str,
+    n_total: int,
+    vf: float,
+    tf: float,
+    *,
+    own_test: bool,
+    max_samples: int | None,
+) -> None:
+    """Every split asked for (a positive fraction; train, and a dataset's own test set, always) is not empty."""
+    test_frac = 1.0 if own_test else tf
     for split, ds, frac in (
-        ("train", train, 1.0),
-        ("val", val, vf),
-        ("test", test_ds, tf if test is None else 1.0),
+        ("train", splits.train, 1.0),
+        ("val", splits.val, vf),
+        ("test", splits.test, test_frac),
     ):
         if frac > 0 and len(ds) == 0:
             raise LatentccError(
-                f"{func}('{name}'): the {split} split is empty ({n_total} samples, "
+                f"{func}('{splits.name}'): the {split} split is empty ({n_total} samples, "
                 f"val_fraction={vf}, test_fraction={tf}, max_samples={max_samples}). "
                 "Fix: use more samples or smaller fractions; every split needs at least one sample."
             )
-    return DatasetSplits(name=name, train=train, val=val, test=test_ds, classes=names, kind=kind)
 
 
 def _is_storage(data: Any, kind: str) -> bool:

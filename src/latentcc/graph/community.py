@@ -12,74 +12,12 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from latentcc.config import LCCConfig
 from latentcc.plumbing.errors import param_error, require
+from latentcc.plumbing.validate import as_adjacency, as_labels, check_choice, check_float, check_int
 
-CommunityMethod = Literal["leiden", "louvain", "leidenalg"]
-COMMUNITY_METHODS: tuple[str, ...] = ("leiden", "louvain", "leidenalg")
-
-
-# --------------------------------------------------------------------------- validation (the door)
-
-
-def _check_graph(graph: Any, func: str) -> sp.csr_matrix:
-    if not sp.issparse(graph):
-        raise param_error(
-            "graph",
-            func,
-            "a scipy.sparse (N, N) adjacency matrix",
-            type(graph).__name__,
-            "Fix: build it with latentcc.graph.knn_graph, or wrap a dense array in scipy.sparse.csr_matrix(a).",
-        )
-    if graph.ndim != 2 or graph.shape[0] != graph.shape[1] or graph.shape[0] < 2:
-        raise param_error("graph", func, "square (N, N) with N >= 2", f"shape {graph.shape}")
-    # No float64 copy of a large graph (31M entries at N=40k, k=500): keep a float CSR as given, and copy
-    # only when it must be cleaned, so the caller's matrix is never modified.
-    g = graph.tocsr()
-    if g.dtype not in (np.float32, np.float64):
-        g = g.astype(np.float64)
-    if g is graph and (not g.has_canonical_format or not g.data.all()):
-        g = g.copy()
-    g.sum_duplicates()
-    if not np.isfinite(g.data).all() or (g.data < 0).any():
-        raise param_error(
-            "graph",
-            func,
-            "non-negative and finite (modularity needs weights >= 0)",
-            "negative or non-finite weights",
-        )
-    # 0.04 s at N=50k, k=50: cheap insurance, since the upper triangle of an asymmetric matrix drops edges.
-    if (g != g.T).nnz:
-        raise param_error(
-            "graph",
-            func,
-            "symmetric (an undirected graph)",
-            "an asymmetric matrix",
-            "Fix: symmetrise, e.g. a.maximum(a.T).",
-        )
-    g.eliminate_zeros()
-    return g
-
-
-def _check_labels(labels: Any, n: int, param: str, func: str) -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.ndim != 1 or arr.shape[0] != n or not np.issubdtype(arr.dtype, np.integer):
-        raise param_error(
-            param, func, f"a 1-D integer array of length N = {n}", f"{arr.dtype} array of shape {arr.shape}"
-        )
-    if n and arr.min() < 0:
-        raise param_error(param, func, "non-negative community ids", f"min {arr.min()}")
-    return arr.astype(np.int64, copy=False)
-
-
-def _check_resolution(resolution: Any, func: str) -> float:
-    ok = isinstance(resolution, int | float | np.integer | np.floating) and not isinstance(resolution, bool)
-    if not ok or not np.isfinite(resolution) or resolution <= 0:
-        raise param_error("resolution", func, "a finite float > 0 (1.0 = standard modularity)", resolution)
-    return float(resolution)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+Community = Literal["leiden", "louvain", "leidenalg"]
+COMMUNITIES: tuple[str, ...] = ("leiden", "louvain", "leidenalg")
 
 
 # --------------------------------------------------------------------------- public API
@@ -88,55 +26,64 @@ def _is_int(v: Any) -> bool:
 def communities(
     graph: sp.spmatrix | sp.sparray,
     *,
-    method: CommunityMethod = "leiden",
-    resolution: float = 1.0,
-    seed: int = 0,
+    community: Community = LCCConfig.community,
+    resolution: float = LCCConfig.resolution,
+    seed: int = LCCConfig.seed,
     initial: np.ndarray | None = None,
-    n_iterations: int = -1,
+    leiden_iterations: int = LCCConfig.leiden_iterations,
 ) -> np.ndarray:
     """Partition a graph into communities maximising (generalised) modularity; seeded and deterministic.
 
     Args:
         graph: (N, N) symmetric scipy sparse adjacency (e.g. :func:`~latentcc.graph.knn_graph`); weights are
             used unless every entry is 1; the diagonal (self loops) is ignored.
-        method: ``"leiden"`` (igraph's built-in ``community_leiden``, modularity objective; the fastest),
-            ``"louvain"`` (igraph ``community_multilevel``) or ``"leidenalg"`` (the leidenalg package).
+        community: the algorithm: ``"leiden"`` (igraph's built-in ``community_leiden``, modularity
+            objective; the fastest), ``"louvain"`` (igraph ``community_multilevel``) or ``"leidenalg"``
+            (the leidenalg package).
         resolution: modularity resolution gamma > 0; larger gives more, smaller communities.
         seed: seeds the algorithm; the caller's ``random`` module state is left untouched.
-        initial: (N,) non-negative ints, a previous partition to start from (warm start; leiden and
+        initial: (N,) non-negative ids, a previous partition to start from (warm start; leiden and
             leidenalg only: Louvain cannot start from a partition and raises).
-        n_iterations: Leiden iterations; negative = until an iteration changes nothing (leiden, leidenalg).
+        leiden_iterations: Leiden passes; -1 = until a pass changes nothing (leiden, leidenalg). Louvain
+            always runs to convergence: with it, leave this at its default.
 
     Returns:
         (N,) int64 labels 0..C-1, numbered by decreasing community size (ties: smallest member index).
     """
     func = "communities"
-    if method not in COMMUNITY_METHODS:
-        raise param_error("method", func, f"one of {list(COMMUNITY_METHODS)}", method)
-    g = _check_graph(graph, func)
+    community = check_choice(community, "community", func, COMMUNITIES)
+    g = as_adjacency(graph, func)
     n = g.shape[0]
-    res = _check_resolution(resolution, func)
-    if not _is_int(seed) or seed < 0:
-        raise param_error("seed", func, "an int >= 0", seed)
-    if not _is_int(n_iterations) or n_iterations == 0:
-        raise param_error("n_iterations", func, "a non-zero int (negative = until stable)", n_iterations)
+    res = check_float(resolution, "resolution", func, positive=True, what=_RESOLUTION)
+    seed = check_int(seed, "seed", func, 0)
+    iterations = check_int(leiden_iterations, "leiden_iterations", func, -1, fix=_ITERATIONS_FIX)
+    if iterations == 0:
+        raise param_error("leiden_iterations", func, _ITERATIONS, iterations, _ITERATIONS_FIX)
+    if community == "louvain" and iterations != LCCConfig.leiden_iterations:
+        raise param_error(
+            "leiden_iterations", func,
+            f"left at its default ({LCCConfig.leiden_iterations}) with community='louvain' (it runs to convergence)",
+            iterations,
+        )  # fmt: skip
     init = None
     if initial is not None:
-        if method == "louvain":
+        if community == "louvain":
             raise param_error(
-                "initial", func, "None with method='louvain' (igraph's Louvain has no warm start)", "an array",
-                "Fix: use method='leiden' to start from a previous partition.",
+                "initial", func, "None with community='louvain' (igraph's Louvain has no warm start)", "an array",
+                "Fix: use community='leiden' to start from a previous partition.",
             )  # fmt: skip
-        # Compact ids to 0..C-1: igraph and leidenalg index their community tables by id.
-        init = np.unique(_check_labels(initial, n, "initial", func), return_inverse=True)[1].astype(np.int64)
-    if method == "louvain" and n_iterations != -1:
-        raise param_error(
-            "n_iterations", func, "-1 with method='louvain' (it runs to convergence)", n_iterations
-        )
-    return _communities(g, method, res, int(seed), init, int(n_iterations))
+        init = as_labels(initial, n, func, "initial", non_negative=True)
+    return communities_trusted(g, community, res, seed, init, iterations)
 
 
-def modularity(graph: sp.spmatrix | sp.sparray, labels: np.ndarray, resolution: float = 1.0) -> float:
+_RESOLUTION = "a finite float > 0 (1.0 = standard modularity)"
+_ITERATIONS = "a non-zero int (-1 = until stable)"
+_ITERATIONS_FIX = "Fix: a positive number of passes, or -1 (until stable)."
+
+
+def modularity(
+    graph: sp.spmatrix | sp.sparray, labels: np.ndarray, resolution: float = LCCConfig.resolution
+) -> float:
     """Newman modularity Q = sum_c [ L_c / 2m - gamma (K_c / 2m)^2 ] of a partition of an undirected graph.
 
     L_c: sum of the adjacency within community c over ordered pairs; K_c: its total (weighted) degree;
@@ -148,9 +95,9 @@ def modularity(graph: sp.spmatrix | sp.sparray, labels: np.ndarray, resolution: 
         resolution: gamma > 0.
     """
     func = "modularity"
-    g = _check_graph(graph, func)
-    lab = _check_labels(labels, g.shape[0], "labels", func)
-    return _modularity(g, lab, _check_resolution(resolution, func))
+    g = as_adjacency(graph, func)
+    lab = as_labels(labels, g.shape[0], func, "labels", non_negative=True)
+    return _modularity(g, lab, check_float(resolution, "resolution", func, positive=True, what=_RESOLUTION))
 
 
 # --------------------------------------------------------------------------- private fast path (trusts inputs)
@@ -217,25 +164,29 @@ def _canonical(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.reshape(-1)]
 
 
-def _communities(
+def communities_trusted(
     graph: sp.csr_matrix,
-    method: str,
+    community: str,
     resolution: float,
     seed: int,
     initial: np.ndarray | None,
-    n_iterations: int,
+    leiden_iterations: int,
 ) -> np.ndarray:
+    """:func:`communities` of validated inputs: a canonical symmetric CSR graph with non-negative finite
+    weights (:func:`~latentcc.plumbing.validate.as_adjacency`, or :func:`~latentcc.graph.knn_graph`'s output),
+    non-negative int64 ``initial`` ids or None (never with Louvain)."""
     g = _to_igraph(graph)
     weights = "weight" if "weight" in g.es.attributes() else None
-    init = initial.tolist() if initial is not None else None
-    if method == "leidenalg":
-        la = require("leidenalg", "graph", purpose="community detection with method='leidenalg'")
+    # Compact ids to 0..C-1: igraph and leidenalg index their community tables by id.
+    init = None if initial is None else np.unique(initial, return_inverse=True)[1].reshape(-1).tolist()
+    if community == "leidenalg":
+        la = require("leidenalg", "graph", purpose="community detection with community='leidenalg'")
         if resolution == 1.0:
             kind, kw = la.ModularityVertexPartition, {}
         else:
             kind, kw = la.RBConfigurationVertexPartition, {"resolution_parameter": resolution}
         part = la.find_partition(
-            g, kind, initial_membership=init, weights=weights, n_iterations=n_iterations, seed=seed, **kw
+            g, kind, initial_membership=init, weights=weights, n_iterations=leiden_iterations, seed=seed, **kw
         )
         return _canonical(np.asarray(part.membership, dtype=np.int64))
     ig = require("igraph", "graph", purpose="community detection")
@@ -244,7 +195,7 @@ def _communities(
     # `seed` only and the caller's `random` state is never touched, then hand back the default module.
     ig.set_random_number_generator(random.Random(seed))
     try:
-        if method == "leiden":
+        if community == "leiden":
             # objective_function="modularity" is essential: igraph's default (CPM) at resolution 1 on an
             # unweighted graph returns N singletons.
             cl = g.community_leiden(
@@ -252,7 +203,7 @@ def _communities(
                 weights=weights,
                 resolution=resolution,
                 initial_membership=init,
-                n_iterations=n_iterations,
+                n_iterations=leiden_iterations,
             )
         else:
             cl = g.community_multilevel(weights=weights, resolution=resolution)

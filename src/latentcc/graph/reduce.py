@@ -12,21 +12,22 @@ from typing import Literal
 import numpy as np
 import torch
 
-from latentcc.plumbing.arrays import as_matrix
+from latentcc.config import LCCConfig
 from latentcc.plumbing.errors import param_error
+from latentcc.plumbing.validate import as_matrix, check_choice, check_int
 
 ReduceMethod = Literal["pca", "random"]
 REDUCE_METHODS: tuple[str, ...] = ("pca", "random")
 
 
 def reduce_dim(
-    x: np.ndarray | torch.Tensor, dim: int | None, *, method: ReduceMethod = "pca", seed: int = 0
+    x: np.ndarray | torch.Tensor, dim: int | None, *, method: ReduceMethod = "pca", seed: int = LCCConfig.seed
 ) -> np.ndarray:
     """Project (N, D) rows to (N, dim) float32.
 
     Args:
         x: (N, D) numpy array, torch tensor (moved to CPU) or nested list, any real dtype
-            (:mod:`latentcc.plumbing.arrays`).
+            (:mod:`latentcc.plumbing.validate`).
         dim: target dimension >= 1; ``None`` or ``dim >= D`` returns x unchanged (as float32 numpy).
         method: ``"pca"``: the top ``dim`` principal-component scores (randomized SVD with
             ``random_state=seed`` for D > 4096, signs fixed as scikit-learn does); ``"random"``:
@@ -45,12 +46,10 @@ def reduce_dim(
     """
     func = "reduce_dim"
     m = as_matrix(x, "x", func)
-    if method not in REDUCE_METHODS:
-        raise param_error("method", func, f"one of {list(REDUCE_METHODS)}", method)
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
-        raise param_error("seed", func, "an int >= 0", seed)
-    if dim is not None and (not isinstance(dim, int | np.integer) or isinstance(dim, bool) or dim < 1):
-        raise param_error("dim", func, "an int >= 1 or None (no reduction)", dim)
+    method = check_choice(method, "method", func, REDUCE_METHODS)
+    seed = check_int(seed, "seed", func, 0)
+    if dim is not None:
+        dim = check_int(dim, "dim", func, 1, fix="Or pass None (no reduction).")
     n, d = m.shape
     if dim is None or dim >= d:
         return _float32(m.values(), func)  # x itself: only the range check
@@ -60,7 +59,7 @@ def reduce_dim(
         )
     a = m.centred()
     assert isinstance(a, np.ndarray)  # as_matrix without keep_device gives numpy
-    out = _random_projection(a, int(dim), int(seed)) if method == "random" else _pca(a, int(dim), int(seed))
+    out = _random_projection(a, dim, seed) if method == "random" else pca_trusted(a, dim, seed)
     # back to the units of x, via float64 so the range check sees the true values, not inf or 0
     return _float32(out.astype(np.float64) / m.scale if m.scale != 1.0 else out, func)
 
@@ -92,7 +91,9 @@ _COVARIANCE_MAX_D = 4096
 _BLOCK_ROWS = 4096  # 16 MiB float64 blocks at D=512: cache-friendly, few page faults
 
 
-def _pca(a: np.ndarray, dim: int, seed: int) -> np.ndarray:
+def pca_trusted(a: np.ndarray, dim: int, seed: int) -> np.ndarray:
+    """(N, dim) float32 principal-component scores of the float32 (N, D) rows ``a`` (already translated and
+    scaled: :meth:`~latentcc.plumbing.arrays.Matrix.centred`), dim < D; the trusting twin of :func:`reduce_dim`."""
     mean = a.mean(axis=0, dtype=np.float64)
     if a.shape[1] <= _COVARIANCE_MAX_D:
         # Exact PCA from the D x D covariance (eigh), accumulated in float64 over row blocks: O(N D^2) in

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from latentcc.config import LCCConfig
-from latentcc.lcc.correction import LatentClusterCorrection, cc_mc_accuracy
+from latentcc.lcc.correction import LatentClusterCorrection
+from latentcc.lcc.diagnostics import cc_mc_accuracy
 from latentcc.lcc.weight import calibrate_weight
 from latentcc.plumbing.errors import param_error
 from latentcc.plumbing.seeding import rng_state, set_rng_state

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from latentcc.config import LCCConfig
+from latentcc.latents.layers import hooks
 from latentcc.lcc.correction import LatentClusterCorrection
 from latentcc.lcc.weight import require_numeric_weight
 from latentcc.plumbing.errors import LatentccError, param_error, require
@@ -106,11 +107,8 @@ class LCCTrainerMixin(_Base):
         if data is None:
             data = DataLoader(self.train_dataset, batch_size=bs, collate_fn=self._lcc_collate)  # type: ignore[arg-type]
         # the latent pass calls model(x); a pre-hook turns a dict x into model(**x) for the HF forward
-        hook = net.register_forward_pre_hook(_dict_as_kwargs, with_kwargs=True)
-        try:
+        with hooks(pre=[(net, _dict_as_kwargs)], with_kwargs=True):
             stats = self.lcc.begin_epoch(net, data, epoch, batch_size=bs, device=self.args.device)
-        finally:
-            hook.remove()
         if stats:
             self.log({f"lcc/{k}": float(v) for k, v in stats.items() if isinstance(v, int | float)})
         return stats

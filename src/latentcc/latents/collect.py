@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentcc.latents.layers import POOLS, capture, pool_latent, resolve_layers
+from latentcc.latents.layers import POOLS, capture, model_mode, pool_latent, resolve_layers
 from latentcc.plumbing.batch import (
     check_labels,
     check_materialised,
@@ -104,8 +104,8 @@ def collect_latents(
 ) -> Latents:
     """Latents of ``layers`` for every sample of ``loader`` (batches ``(x, y, idx)``), in sample-index order.
 
-    The model runs in eval mode without gradients; its train/eval mode is restored afterwards, and
-    the capture hooks are removed even on error. ``pool``: "avg" (global average over spatial or
+    The model runs in eval mode without gradients; each module's train/eval mode is restored afterwards,
+    and the capture hooks are removed even on error. ``pool``: "avg" (global average over spatial or
     token dims) or "flatten" (all non-batch dims). ``dim``: if set and smaller than the pooled
     width, a seeded Gaussian random projection to ``dim`` is applied batch by batch on the device
     (bounded memory even for 25k-d flattened maps). A layer whose N x D float32 array exceeds
@@ -118,6 +118,48 @@ def collect_latents(
     indices of its dataset, and row i of the result is sample ``indices[i]`` (``Latents.index``).
     Raises if indices are missing, repeated or out of range, or if a latent is NaN/inf.
     """
+    _check_settings(pool, dim, dtype)
+    names = list(resolve_layers(model, layers, func="collect_latents"))
+    check_materialised(model, "collect_latents")  # else a raw "Cannot copy out of meta tensor" at the end
+    dev = _device(model, device)
+    n = _dataset_len(loader)
+    if n is None or n < 1:
+        raise param_error("loader", "collect_latents", "a DataLoader over a non-empty sized dataset", n)
+    # a shard: (n,) its indices, (N,) bool membership and (N,) row of each index; None: all N, row = index
+    shard, want, row_of = _shard(indices, n)
+    rows = n if shard is None else shard.size
+    store = _Store(rows, pool, dim, seed, dtype, memory_budget, memmap_dir)
+    labels = np.full(rows, -1, dtype=np.int64)
+    seen = np.zeros(n, dtype=bool)
+    in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. a float64 model)
+    with model_mode(model, training=False), capture(model, names, detach=True) as out:
+        # read_batches: a clear error when the dataset's __len__ promises more than it holds
+        batches = read_batches(loader, "whose latents are collected")
+        for batch in track(batches, "latents", unit="batches", enabled=progress):
+            x, y, idx = unpack_batch(batch, need_index=True)
+            idx_np = _batch_indices(idx, n, seen, want)
+            pos = idx_np if row_of is None else row_of[idx_np]
+            # integer class ids, one per sample: a cast would truncate float labels and one-hot rows
+            # would not fit; this pass syncs once per batch anyway
+            check_labels(y, len(idx_np), func="collect_latents", param="loader")
+            labels[pos] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+            run_model(model, to_device(x, dev, in_dtype), "collect_latents")
+            for name in names:
+                store.put(name, out.get(name), pos, idx_np)
+            out.clear()
+    if seen.sum() != rows:
+        missing = np.flatnonzero(~seen if want is None else want & ~seen)
+        raise LatentccError(
+            f"collect_latents did not see {len(missing)} of {rows} samples (e.g. index {missing[:5].tolist()}); "
+            "the loader must cover the whole dataset, or exactly its 'indices' shard (drop_last=False)."
+        )
+    for a in store.arrays.values():
+        if isinstance(a, np.memmap):
+            a.flush()
+    return Latents(store.arrays, labels, store.files, index=shard)
+
+
+def _check_settings(pool: str, dim: int | None, dtype: str) -> None:
     if pool not in POOLS:
         raise param_error("pool", "collect_latents", f"one of {list(POOLS)}", pool)
     if dtype not in _STORAGE:
@@ -126,118 +168,104 @@ def collect_latents(
         )
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
         raise param_error("dim", "collect_latents", "None or an int >= 1", dim)
-    names = list(resolve_layers(model, layers, func="collect_latents"))
-    check_materialised(model, "collect_latents")  # else a raw "Cannot copy out of meta tensor" at the end
+
+
+def _device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    """Where the inputs go: ``device``, or (None) where the model's first parameter is (CPU without any)."""
     if device is None:
         p = next(model.parameters(), None)
-        dev = p.device if p is not None else torch.device("cpu")
-    else:
-        from latentcc.train.loop import resolve_device  # lazily: the training loop imports this module
+        return p.device if p is not None else torch.device("cpu")
+    from latentcc.train.loop import resolve_device  # lazily: the training loop imports this module
 
-        dev = resolve_device(device, func="collect_latents")
-    n = _dataset_len(loader)
-    if n is None or n < 1:
-        raise param_error("loader", "collect_latents", "a DataLoader over a non-empty sized dataset", n)
-    # a shard: (n,) its indices, (N,) bool membership and (N,) row of each index; None: all N, row = index
-    shard, want, row_of = _shard(indices, n)
-    rows = n if shard is None else shard.size
+    return resolve_device(device, func="collect_latents")
 
-    arrays: dict[str, np.ndarray] = {}
-    files: list[Path] = []
-    proj: dict[str, torch.Tensor] = {}
-    labels = np.full(rows, -1, dtype=np.int64)
-    seen = np.zeros(n, dtype=bool)
-    in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. a float64 model)
-    was_training = model.training
-    model.eval()
-    try:
-        with capture(model, names, detach=True) as out:
-            # read_batches: a clear error when the dataset's __len__ promises more than it holds
-            batches = read_batches(loader, "whose latents are collected")
-            for batch in track(batches, "latents", unit="batches", enabled=progress):
-                x, y, idx = unpack_batch(batch, need_index=True)
-                idx_np = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
-                if idx_np.min() < 0 or idx_np.max() >= n:
-                    raise LatentccError(
-                        f"collect_latents got sample index {int(idx_np.max()) if idx_np.max() >= n else int(idx_np.min())}"
-                        f" outside 0..{n - 1} (dataset length {n}); indices must be positions 0..N-1 in the dataset."
-                    )
-                if seen[idx_np].any() or len(np.unique(idx_np)) != len(idx_np):
-                    raise LatentccError(
-                        "collect_latents saw the same sample index twice; the loader must visit each sample once "
-                        "(no sampler with replacement, no drop_last tricks, no duplicated indices)."
-                    )
-                if want is not None and not want[idx_np].all():
-                    raise LatentccError(
-                        f"collect_latents got sample index {int(idx_np[~want[idx_np]][0])}, which is not in its "
-                        "'indices' shard; the loader must visit exactly the shard's samples."
-                    )
-                seen[idx_np] = True
-                pos = idx_np if row_of is None else row_of[idx_np]
-                # integer class ids, one per sample: a cast would truncate float labels and one-hot rows
-                # would not fit; this pass syncs once per batch anyway
-                check_labels(y, len(idx_np), func="collect_latents", param="loader")
-                labels[pos] = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
-                run_model(model, to_device(x, dev, in_dtype), "collect_latents")
-                for name in names:
-                    if name not in out:
-                        raise LatentccError(
-                            f"Layer '{name}' did not run in the model's forward pass; pick a layer that does "
-                            "(see latentcc.list_layers(model))."
-                        )
-                    if out[name].ndim == 0 or out[name].shape[0] != len(idx_np):
-                        raise LatentccError(
-                            f"Layer '{name}' returned shape {tuple(out[name].shape)} for a batch of {len(idx_np)} "
-                            "samples; its first dimension is not the batch (e.g. position embeddings). Pick a "
-                            "layer whose output is (batch, ...) (see latentcc.list_layers(model))."
-                        )
-                    store = _storage(dtype, out[name].dtype)
-                    z = pool_latent(out[name], pool).to(
-                        torch.float64 if store == "float64" else torch.float32
-                    )
-                    if dim is not None and z.shape[1] > dim:
-                        if name not in proj:  # one fixed projection per layer, seeded
-                            proj[name] = projection_matrix(z.shape[1], dim, seed=seed, device=z.device)
-                        z = z @ proj[name].to(z.dtype)
-                    if name not in arrays:
-                        arrays[name] = _allocate(
-                            rows, z.shape[1], memory_budget, memmap_dir, files, name, store
-                        )
-                    elif arrays[name].shape[1] != z.shape[1]:
-                        raise LatentccError(
-                            f"Layer '{name}' changed width between batches; use pool='avg' or fixed-size inputs."
-                        )
-                    zn = (
-                        z.cpu().numpy()
-                    )  # once per batch: the latent pass is an epoch-start job, not the hot loop
-                    if not np.isfinite(zn).all():
-                        bad = int((~np.isfinite(zn)).any(axis=1).sum())
-                        raise LatentccError(
-                            f"Layer '{name}' produced NaN/inf latents for {bad} sample(s) of this batch "
-                            f"(indices {idx_np[:5].tolist()}...). Check the inputs and learning rate; training may have diverged."
-                        )
-                    if dtype == "float16" and np.abs(zn).max() > 65504.0:
-                        raise param_error(
-                            "dtype",
-                            "collect_latents",
-                            "'float32' for latents beyond float16's range (|x| > 65504)",
-                            dtype,
-                            f"Layer '{name}' has values up to {float(np.abs(zn).max()):.3g}.",
-                        )
-                    arrays[name][pos] = zn
-                out.clear()
-    finally:
-        model.train(was_training)
-    if seen.sum() != rows:
-        missing = np.flatnonzero(~seen if want is None else want & ~seen)
+
+def _batch_indices(idx: Any, n: int, seen: np.ndarray, want: np.ndarray | None) -> np.ndarray:
+    """A batch's sample indices as (B,) int64, checked (in 0..n-1, new, in the shard) and marked ``seen``."""
+    idx_np = np.asarray(idx.cpu() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
+    if idx_np.min() < 0 or idx_np.max() >= n:
         raise LatentccError(
-            f"collect_latents did not see {len(missing)} of {rows} samples (e.g. index {missing[:5].tolist()}); "
-            "the loader must cover the whole dataset, or exactly its 'indices' shard (drop_last=False)."
+            f"collect_latents got sample index {int(idx_np.max()) if idx_np.max() >= n else int(idx_np.min())}"
+            f" outside 0..{n - 1} (dataset length {n}); indices must be positions 0..N-1 in the dataset."
         )
-    for a in arrays.values():
-        if isinstance(a, np.memmap):
-            a.flush()
-    return Latents(arrays, labels, files, index=shard)
+    if seen[idx_np].any() or len(np.unique(idx_np)) != len(idx_np):
+        raise LatentccError(
+            "collect_latents saw the same sample index twice; the loader must visit each sample once "
+            "(no sampler with replacement, no drop_last tricks, no duplicated indices)."
+        )
+    if want is not None and not want[idx_np].all():
+        raise LatentccError(
+            f"collect_latents got sample index {int(idx_np[~want[idx_np]][0])}, which is not in its "
+            "'indices' shard; the loader must visit exactly the shard's samples."
+        )
+    seen[idx_np] = True
+    return idx_np
+
+
+@dataclass
+class _Store:
+    """Where collect_latents puts each layer's rows: one (rows, D) array per layer (RAM or a memory map),
+    and each layer's seeded projection (one fixed matrix per layer)."""
+
+    rows: int
+    pool: str
+    dim: int | None
+    seed: int
+    dtype: str
+    memory_budget: int
+    memmap_dir: str | Path | None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    proj: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def put(self, name: str, latent: torch.Tensor | None, pos: np.ndarray, idx_np: np.ndarray) -> None:
+        """Pool (and project) one layer's batch output and write it to the rows ``pos``."""
+        z, store = self._pooled(name, latent, len(idx_np))
+        if name not in self.arrays:
+            self.arrays[name] = allocate(
+                self.rows, z.shape[1], self.memory_budget, self.memmap_dir, self.files, name, store
+            )
+        elif self.arrays[name].shape[1] != z.shape[1]:
+            raise LatentccError(
+                f"Layer '{name}' changed width between batches; use pool='avg' or fixed-size inputs."
+            )
+        zn = z.cpu().numpy()  # once per batch: the latent pass is an epoch-start job, not the hot loop
+        if not np.isfinite(zn).all():
+            bad = int((~np.isfinite(zn)).any(axis=1).sum())
+            raise LatentccError(
+                f"Layer '{name}' produced NaN/inf latents for {bad} sample(s) of this batch "
+                f"(indices {idx_np[:5].tolist()}...). Check the inputs and learning rate; training may have diverged."
+            )
+        if self.dtype == "float16" and np.abs(zn).max() > 65504.0:
+            raise param_error(
+                "dtype",
+                "collect_latents",
+                "'float32' for latents beyond float16's range (|x| > 65504)",
+                self.dtype,
+                f"Layer '{name}' has values up to {float(np.abs(zn).max()):.3g}.",
+            )
+        self.arrays[name][pos] = zn
+
+    def _pooled(self, name: str, latent: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, str]:
+        """(the batch's (B, D) latents, projected when ``dim`` is set, and the layer's storage dtype)."""
+        if latent is None:
+            raise LatentccError(
+                f"Layer '{name}' did not run in the model's forward pass; pick a layer that does "
+                "(see latentcc.list_layers(model))."
+            )
+        if latent.ndim == 0 or latent.shape[0] != batch:
+            raise LatentccError(
+                f"Layer '{name}' returned shape {tuple(latent.shape)} for a batch of {batch} "
+                "samples; its first dimension is not the batch (e.g. position embeddings). Pick a "
+                "layer whose output is (batch, ...) (see latentcc.list_layers(model))."
+            )
+        store = _storage(self.dtype, latent.dtype)
+        z = pool_latent(latent, self.pool).to(torch.float64 if store == "float64" else torch.float32)
+        if self.dim is not None and z.shape[1] > self.dim:
+            if name not in self.proj:  # one fixed projection per layer, seeded
+                self.proj[name] = projection_matrix(z.shape[1], self.dim, seed=self.seed, device=z.device)
+            z = z @ self.proj[name].to(z.dtype)
+        return z, store
 
 
 def _shard(
@@ -265,7 +293,7 @@ def _shard(
     return idx.astype(np.int64, copy=False), want, row_of
 
 
-def _allocate(
+def allocate(
     n: int,
     d: int,
     budget: int,
@@ -274,6 +302,8 @@ def _allocate(
     name: str,
     dtype: str = "float32",
 ) -> np.ndarray:
+    """An uninitialised (n, d) array of ``dtype`` for one layer's latents: in RAM up to ``budget`` bytes, else a
+    memory map in a new file in ``folder`` (appended to ``files``, which the caller deletes when done)."""
     if n * d * np.dtype(dtype).itemsize <= budget:
         return np.empty((n, d), dtype=dtype)
     f = tempfile.NamedTemporaryFile(

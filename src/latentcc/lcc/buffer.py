@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from latentcc.latents.collect import Latents
-from latentcc.plumbing.distributed import comm_device, world
+from latentcc.lcc.distributed import comm_device, world
 from latentcc.plumbing.errors import LatentccError, param_error
 
 

@@ -12,7 +12,7 @@ The math lives in ``latentcc.lcc`` (functions on arrays and tensors); this class
 per-layer targets, the previous partition (for warm starts) and, with ``latent_source="train_pass"`` (the
 default), the buffer of latents the steps captured, which the next refresh clusters instead of running an
 eval pass over the training set (docs/algorithms.md, LCC step 9). Under DDP (an initialised
-process group with world_size > 1) ``refresh`` runs on every rank and ``latentcc.plumbing.distributed`` splits the
+process group with world_size > 1) ``refresh`` runs on every rank and ``latentcc.lcc.distributed`` splits the
 work: each rank collects its shard, rank 0 clusters once, every rank receives the same targets
 (docs/distributed.md).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -34,10 +35,7 @@ from latentcc.config import LCCConfig
 from latentcc.latents.collect import Latents, collect_latents, projection_matrix
 from latentcc.latents.layers import capture, pool_latent, resolve_layers
 from latentcc.lcc.buffer import LatentBuffer
-from latentcc.lcc.epoch import EpochStart, cluster_latents, epoch_start
-from latentcc.lcc.loss import lcc_loss
-from latentcc.lcc.targets import LCCTargets
-from latentcc.plumbing.distributed import (
+from latentcc.lcc.distributed import (
     broadcast_epoch_start,
     collect_sharded,
     index_loader,
@@ -45,6 +43,9 @@ from latentcc.plumbing.distributed import (
     unwrap,
     world,
 )
+from latentcc.lcc.epoch import EpochStart, epoch_start
+from latentcc.lcc.loss import lcc_loss
+from latentcc.lcc.targets import LCCTargets
 from latentcc.plumbing.errors import LatentccError, param_error
 
 
@@ -59,7 +60,7 @@ class LatentClusterCorrection:
                 "layers", "LCCConfig", "at least one layer name", config.layers,
                 "List the model's layers with latentcc.list_layers(model) or `latentcc layers --model ...`.",
             )  # fmt: skip
-        from latentcc.app.extras import check_extras
+        from latentcc.extras import check_extras
 
         check_extras("LatentClusterCorrection", lcc=config)  # igraph/faiss now, not at the first refresh
         self.config = config
@@ -68,7 +69,8 @@ class LatentClusterCorrection:
         self.refreshed_epoch: int | None = None
         self._names: list[str] | None = None  # full layer names, resolved on first use
         self._modules: dict[str, nn.Module] | None = None
-        self._model_id: int | None = None
+        # the model they were resolved on, held weakly: an id() is reused once its object is collected
+        self._model_ref: weakref.ref[nn.Module] | None = None
         self._proj: dict[str, torch.Tensor] = {}
         # latent_source="train_pass": what the training steps captured since the last refresh
         self.buffer: LatentBuffer | None = None
@@ -163,17 +165,21 @@ class LatentClusterCorrection:
         """Whether targets exist (the loss is 0 before the first refresh)."""
         return bool(self.targets)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the weak reference (it does not pickle); the layers are resolved again on use."""
+        return {**self.__dict__, "_model_ref": None}
+
     def layer_names(self, model: nn.Module) -> list[str]:
         return list(self._resolve(model))
 
     def _resolve(self, model: nn.Module) -> dict[str, nn.Module]:
         """{full name: module} of the configured layers, resolved once per model (not every step)."""
         model = unwrap(model)  # a DDP-wrapped model has the same layer names as its module
-        if self._modules is None or self._model_id != id(model):
+        if self._modules is None or self._model_ref is None or self._model_ref() is not model:
             self._modules = resolve_layers(
                 model, list(self.config.layers), func="LatentClusterCorrection", for_capture=True
             )  # the compiled-module check runs here, once per model, not in every step's capture
-            self._model_id = id(model)
+            self._model_ref = weakref.ref(model)
             self._names = list(self._modules)
         return self._modules
 
@@ -204,40 +210,8 @@ class LatentClusterCorrection:
         names = self.layer_names(model)
         c = self.config
         rank, size = world()
-        kw: dict[str, Any] = dict(pool=c.pool, dim=c.dim, device=device, seed=c.seed)
         stats: dict[str, Any] = {}
-        lat: Latents | None
-        if self.buffer is not None and c.latent_source == "train_pass":
-            buffer = self.buffer
-
-            def collect_rows(rows: np.ndarray) -> Latents | None:  # the rows no step wrote: an eval pass
-                part, error = None, None
-                try:
-                    if rows.size:
-                        loader = index_loader(data, rows, batch_size=batch_size, num_workers=num_workers)
-                        part = collect_latents(model, loader, names, indices=rows, progress=progress, **kw)
-                except Exception as e:
-                    error = e
-                if size > 1:
-                    raise_if_any_failed(error, "collecting the latents of unwritten rows")
-                elif error is not None:
-                    raise error
-                return part
-
-            lat, counts = buffer.assemble(collect_rows, names)
-            stats |= counts
-        elif size == 1:
-            loader = (
-                data
-                if isinstance(data, DataLoader)
-                else DataLoader(data, batch_size=batch_size, num_workers=num_workers)
-            )
-            lat = collect_latents(model, loader, names, progress=progress, **kw)
-        else:  # the full arrays on rank 0 only
-            lat = collect_sharded(
-                model, data, names, batch_size=batch_size, num_workers=num_workers,
-                progress=progress and rank == 0, **kw,
-            )  # fmt: skip
+        lat = self._latents(model, data, names, stats, batch_size, num_workers, device, progress)
         t_collect = time.perf_counter() - t0
         dev = _device_of(model) if device is None else torch.device(device)
         stats["time_collect_s"] = round(t_collect, 4)
@@ -259,6 +233,46 @@ class LatentClusterCorrection:
             self.buffer.reset()  # the next refresh sees only what the steps from now on write
         stats["time_refresh_s"] = round(time.perf_counter() - t0, 4)
         return stats
+
+    def _latents(
+        self, model: nn.Module, data: Dataset[Any] | DataLoader[Any], names: list[str], stats: dict[str, Any],
+        batch_size: int, num_workers: int, device: torch.device | str | None, progress: bool,
+    ) -> Latents | None:  # fmt: skip
+        """The latents a refresh clusters: the train-pass buffer (an eval pass of the rows no step wrote),
+        else an eval pass over ``data`` (under DDP gathered on rank 0; None on the other ranks)."""
+        c = self.config
+        rank, size = world()
+        kw: dict[str, Any] = dict(pool=c.pool, dim=c.dim, device=device, seed=c.seed)
+        if self.buffer is not None and c.latent_source == "train_pass":
+
+            def collect_rows(rows: np.ndarray) -> Latents | None:  # the rows no step wrote: an eval pass
+                part, error = None, None
+                try:
+                    if rows.size:
+                        loader = index_loader(data, rows, batch_size=batch_size, num_workers=num_workers)
+                        part = collect_latents(model, loader, names, indices=rows, progress=progress, **kw)
+                except Exception as e:
+                    error = e
+                if size > 1:
+                    raise_if_any_failed(error, "collecting the latents of unwritten rows")
+                elif error is not None:
+                    raise error
+                return part
+
+            lat, counts = self.buffer.assemble(collect_rows, names)
+            stats |= counts
+            return lat
+        if size == 1:
+            loader = (
+                data
+                if isinstance(data, DataLoader)
+                else DataLoader(data, batch_size=batch_size, num_workers=num_workers)
+            )
+            return collect_latents(model, loader, names, progress=progress, **kw)
+        return collect_sharded(  # the full arrays on rank 0 only
+            model, data, names, batch_size=batch_size, num_workers=num_workers,
+            progress=progress and rank == 0, **kw,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- every step (hot path)
     @contextmanager
@@ -412,38 +426,3 @@ def _not_run_message(missing: list[str], names: list[str], z_by_layer: Mapping[s
         "`with lcc.capture(model)` (call model(x) inside it, on the same model object), or the forward "
         "skipped all of these layers for this batch."
     )
-
-
-def cc_mc_accuracy(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    correct: np.ndarray,
-    config: LCCConfig,
-    *,
-    device: torch.device | str | None = None,
-    batch_size: int = 256,
-) -> dict[str, float]:
-    """Top-1 accuracy of correctly clustered vs misclustered samples of ``dataset`` (the paper's observation).
-
-    The split's own latents are clustered with ``config`` (k-NN graph, communities, plurality owners);
-    ``correct`` (N,) bool is per-sample top-1 correctness in index order (``EvalResult.correct``).
-    Returns, per layer, ``{layer}/cc_top1``, ``{layer}/mc_top1`` (NaN when a group is empty) and
-    ``{layer}/mc_fraction``.
-    """
-    names = list(resolve_layers(model, list(config.layers), func="cc_mc_accuracy"))
-    loader = DataLoader(dataset, batch_size=batch_size)
-    lat = collect_latents(
-        model, loader, names, pool=config.pool, dim=config.dim, device=device, seed=config.seed
-    )
-    correct = np.asarray(correct, dtype=bool)
-    if correct.shape != lat.labels.shape:
-        raise param_error("correct", "cc_mc_accuracy", f"(N,) = {lat.labels.shape} booleans", correct.shape)
-    out: dict[str, float] = {}
-    if np.unique(lat.labels).size < 2 or len(lat.labels) <= config.k:
-        return out  # too small or single-class split: nothing to cluster
-    for name in names:
-        cc = cluster_latents(lat[name], lat.labels, config, name=name)[3]
-        out[f"{name}/cc_top1"] = float(correct[cc].mean()) if cc.any() else float("nan")
-        out[f"{name}/mc_top1"] = float(correct[~cc].mean()) if (~cc).any() else float("nan")
-        out[f"{name}/mc_fraction"] = float(1.0 - cc.mean())
-    return out

@@ -1,8 +1,10 @@
 """The LCC epoch-start step for one layer: latents -> k-NN graph -> communities -> owners -> targets.
 
 Runs once per correction epoch (not in the hot loop). Every stage is a public function of its own
-(``knn_graph``, ``communities``, ``match_clusters``, ``lcc_targets``); this module only chains them
-with the settings of one :class:`~latentcc.config.LCCConfig` and times each stage.
+(``reduce_dim``, ``knn_graph``, ``communities``, ``match_clusters``, ``lcc_targets``), each with a
+``*_trusted`` twin that skips validation. This module validates the latents, labels and settings once at
+its door and chains the twins with the settings of one :class:`~latentcc.config.LCCConfig`, timing each
+stage: every array is checked, copied and rescaled once per refresh (docs/algorithms.md, LCC items 1-6).
 """
 
 from __future__ import annotations
@@ -15,13 +17,25 @@ import numpy as np
 import torch
 
 from latentcc.config import LCCConfig
-from latentcc.graph import communities
-from latentcc.graph.knn import _knn_graph
-from latentcc.graph.reduce import _pca
-from latentcc.lcc.matching import cc_mask, check_labels, match_clusters
-from latentcc.lcc.targets import LCCTargets, _targets_of
-from latentcc.plumbing.arrays import Matrix, as_matrix
+from latentcc.graph.community import communities_trusted
+from latentcc.graph.knn_graph import knn_graph_trusted
+from latentcc.graph.reduce import pca_trusted
+from latentcc.lcc.matching import cc_mask_trusted, match_clusters_trusted
+from latentcc.lcc.targets import LCCTargets, check_tangent_dim, lcc_targets_trusted
+from latentcc.plumbing.arrays import Matrix
 from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.validate import as_labels, as_matrix, check_int, check_table_size
+
+
+@dataclass(frozen=True)
+class LatentClusters:
+    """Steps 2-5 of LCC for one layer (:func:`cluster_latents`), all in sample-index order."""
+
+    labels: np.ndarray  # (N,) int64 class ids, as validated
+    clusters: np.ndarray  # (N,) int64 community of each sample
+    owners: np.ndarray  # (C,) int64 owner class of each community (-1: none)
+    cc: np.ndarray  # (N,) bool, correctly clustered
+    seconds: dict[str, float] = field(default_factory=dict)  # time per stage
 
 
 @dataclass
@@ -57,7 +71,8 @@ def epoch_start(
     """Cluster one layer's (N, D) latents and compute the targets of its misclustered samples.
 
     ``latents``: any real dtype (float16 and bfloat16 included), numpy or torch on any device but meta
-    (see :mod:`latentcc.plumbing.arrays`); validated once here and shared by every stage. ``labels`` (N,) are
+    (see :mod:`latentcc.plumbing.validate`); validated once here and shared by every stage, which then
+    trust it (each array is checked, copied and rescaled once per refresh). ``labels`` (N,) are
     the true classes in the same sample-index order as ``latents``. ``initial`` (the previous epoch's
     clusters) warm-starts Leiden when ``config.warm_start``. PCA to ``config.graph_dim`` (if smaller
     than D) only shapes the graph; targets live in the full space because the loss compares them with
@@ -69,15 +84,17 @@ def epoch_start(
     with PCA it is the cosine of the principal-component scores, which are centred (as in scanpy).
     """
     where = _where(name)
-    m = as_matrix(latents, "latents", where, min_rows=2)
-    y, clusters, owners, cc, seconds = _cluster_latents(m, labels, config, initial, name, where)
+    m, y, init = _door(latents, labels, config, initial, where)
+    k_target = config.k_target or config.k
+    check_tangent_dim(config.tangent_dim, config.loss, k_target, m.shape[1], where)
+    c = cluster_latents_trusted(m, y, config, init, name)
     t = time.perf_counter()
-    k = config.k_target or config.k
-    targets = _targets_of(
-        m, y, clusters, owners, k, config.orphan_policy, "auto", config.loss, config.tangent_dim
-    )
-    seconds["targets"] = time.perf_counter() - t
-    return EpochStart(targets, clusters, owners, cc, seconds)
+    targets = lcc_targets_trusted(
+        m, y, c.clusters, c.owners, c.cc, k_target=k_target, orphan_policy=config.orphan_policy,
+        knn_backend=config.knn_backend, loss=config.loss, tangent_dim=config.tangent_dim,
+    )  # fmt: skip
+    c.seconds["targets"] = time.perf_counter() - t
+    return EpochStart(targets, c.clusters, c.owners, c.cc, c.seconds)
 
 
 def cluster_latents(
@@ -87,39 +104,51 @@ def cluster_latents(
     *,
     initial: np.ndarray | None = None,
     name: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
-    """Steps 2-5 of LCC: (labels, clusters, owners, cc mask, seconds per stage) for (N, D) latents."""
+) -> LatentClusters:
+    """Steps 2-5 of LCC for (N, D) latents: PCA (graph only), k-NN graph, communities, owners and CC mask."""
     where = _where(name)
-    m = as_matrix(latents, "latents", where, min_rows=2)
-    return _cluster_latents(m, labels, config, initial, name, where)
+    m, y, init = _door(latents, labels, config, initial, where)
+    return cluster_latents_trusted(m, y, config, init, name)
 
 
 def _where(name: str | None) -> str:
     return "epoch_start" + (f" (layer {name!r})" if name else "")
 
 
-def _cluster_latents(
-    m: Matrix,
-    labels: Any,
-    config: LCCConfig,
-    initial: np.ndarray | None,
-    name: str | None,
-    where: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+def _door(
+    latents: Any, labels: Any, config: Any, initial: Any, where: str
+) -> tuple[Matrix, np.ndarray, np.ndarray | None]:
+    """Validate the epoch start's inputs once: (latents, int64 labels, the warm start ids or None)."""
+    m = as_matrix(latents, "latents", where, min_rows=2)
     if not isinstance(config, LCCConfig):
         raise param_error(
             "config", where, "an LCCConfig", type(config).__name__, "Fix: config=LCCConfig(...)."
         )
-    y = check_labels(labels, "labels", where)
-    if len(y) != len(m):
-        raise param_error(
-            "labels", where, f"(N,) class ids with N = {len(m)} latent rows", f"shape {y.shape}"
-        )
+    n = len(m)
+    y = as_labels(labels, n, where, "labels", non_negative=True)
     if np.unique(y).size < 2:
         raise LatentccError(
             f"{where}: all {len(y)} samples have the same class ({y[0]}); LCC needs at least 2 "
             "classes (with one class every sample is correctly clustered and there is nothing to correct)."
         )
+    check_int(
+        config.k,
+        "k",
+        where,
+        1,
+        n - 1,
+        f"Fix: use k <= {n - 1} (N = {n} samples, excluding the sample itself).",
+    )
+    warm = initial is not None and config.warm_start and config.community != "louvain"
+    init = as_labels(initial, n, where, "initial", non_negative=True) if warm else None
+    return m, y, init
+
+
+def cluster_latents_trusted(
+    m: Matrix, y: np.ndarray, config: LCCConfig, initial: np.ndarray | None, name: str | None = None
+) -> LatentClusters:
+    """:func:`cluster_latents` of validated inputs: the latents, int64 labels in [0, 2**31) with >= 2
+    classes, ``config.k`` < N, ``initial`` non-negative int64 ids (used as given: the caller decides)."""
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     n, d = m.shape
@@ -127,31 +156,32 @@ def _cluster_latents(
     dim = config.graph_dim if config.graph_dim is not None and config.graph_dim < min(n, d) else None
     # The centred float32 copy (made once, shared with the targets) feeds PCA; without PCA the graph is
     # built from the validated latents themselves (l2 uses the same centred copy, cosine their unit rows).
-    g = m if dim is None else as_matrix(_pca(_numpy(m.centred()), dim, config.seed), "latents", where)
+    g = (
+        m
+        if dim is None
+        else Matrix(pca_trusted(_numpy(m.centred()), dim, config.seed), m.param, m.func, np.float32)
+    )
     seconds["reduce"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    graph = _knn_graph(
-        g, config.k, config.metric, config.knn_backend, config.seed, config.weighted,
-        "knn_graph" + (f" (for {name!r})" if name else ""),
+    graph = knn_graph_trusted(
+        g, config.k, metric=config.metric, backend=config.knn_backend, seed=config.seed,
+        weighted=config.weighted, func="knn_graph" + (f" (for {name!r})" if name else ""),
     )  # fmt: skip
     seconds["knn"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    init = initial if (config.warm_start and config.method != "louvain") else None
-    iterations = -1 if config.method == "louvain" else config.leiden_iterations  # Louvain runs to convergence
-    clusters = communities(
-        graph, method=config.method, resolution=config.resolution, seed=config.seed, initial=init,
-        n_iterations=iterations,
-    )  # fmt: skip
+    clusters = communities_trusted(
+        graph, config.community, config.resolution, config.seed, initial, config.leiden_iterations
+    )
     seconds["communities"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    owners = match_clusters(y, clusters)
-    cc = cc_mask(y, clusters, owners)
+    check_table_size(int(y.max()) + 1, int(clusters.max()) + 1, m.func)
+    owners = match_clusters_trusted(y, clusters)
+    cc = cc_mask_trusted(y, clusters, owners)
     seconds["matching"] = time.perf_counter() - t
-
-    return y, clusters, owners, cc, seconds
+    return LatentClusters(y, clusters, owners, cc, seconds)
 
 
 def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:

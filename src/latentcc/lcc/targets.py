@@ -14,32 +14,30 @@ samples of its class.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from latentcc.config import LCC_LOSSES
-from latentcc.lcc.matching import (
+from latentcc.config import LCC_LOSSES, LCCConfig
+from latentcc.graph.knn import BACKENDS, choose_backend
+from latentcc.lcc.matching import cc_mask_trusted, match_clusters_trusted, orphan_classes_trusted
+from latentcc.plumbing.arrays import Matrix
+from latentcc.plumbing.errors import CheckpointError, LatentccError, param_error
+from latentcc.plumbing.validate import (
     Labels,
-    _check_cells,
-    _check_pair,
-    _contingency,
-    _orphans,
-    _owners,
-    check_owners,
+    as_label_pair,
+    as_matrix,
+    as_owners,
+    check_choice,
+    check_int,
+    check_table_size,
 )
-from latentcc.plumbing.arrays import Matrix, as_matrix
-from latentcc.plumbing.errors import CheckpointError, LatentccError, param_error, require
 
 ORPHAN_POLICIES = ("skip", "class_centroid")
-BACKENDS = ("auto", "faiss", "torch")
 
-# Below this many query x base pairs an exact torch search is cheaper than building a faiss index.
-_SMALL_SEARCH = 2**20
-# Elements per temporary block (64 MiB of float32) in the exact search and the neighbour gather.
+# Elements per temporary block (64 MiB of float32) in the neighbour gather and the tangent bases.
 _BLOCK_ELEMS = 2**24
 
 
@@ -220,37 +218,39 @@ def lcc_targets(
     y_true: Labels,
     y_clst: Labels,
     *,
-    k: int,
+    k_target: int,
     owners: Labels | None = None,
-    orphan_policy: str = "skip",
-    backend: str = "auto",
+    orphan_policy: str = LCCConfig.orphan_policy,
+    knn_backend: str = LCCConfig.knn_backend,
     name: str | None = None,
-    loss: str = "paper",
-    tangent_dim: int = 2,
+    loss: str = LCCConfig.loss,
+    tangent_dim: int = LCCConfig.tangent_dim,
 ) -> LCCTargets:
     """Targets of the misclustered samples of one layer (docs/algorithms.md, LCC items 6 and 8), or of every sample.
 
     Args:
         latents: (N, D) epoch-start latents, numpy, torch (any device but meta) or a nested list, any
-            real dtype (:mod:`latentcc.plumbing.arrays`); searched as float32 on the CPU after a float64
+            real dtype (:mod:`latentcc.plumbing.validate`); searched as float32 on the CPU after a float64
             translation, so their position in space does not change which samples are neighbours.
         y_true: (N,) class ids; y_clst: (N,) cluster ids; all three in the SAME sample order.
-        k: neighbours per centroid (``k_target``), capped per cluster at its number of CC samples.
+        k_target: neighbours per centroid (``LCCConfig.k_target``), capped per cluster at its number of
+            CC samples.
         owners: (C,) owner class per cluster; default :func:`match_clusters` on the labels. A cluster
             that a caller-given ``owners`` assigns to a class with no member in it has no CC sample and
             simply contributes no candidate target.
         orphan_policy: samples of a class owning no cluster get no target (``"skip"``, the original)
             or the mean of the k nearest other samples of their class (``"class_centroid"``; none if
             the class has a single sample).
-        backend: exact k-NN search: ``"faiss"`` (IndexFlatL2), ``"torch"`` (blocked matmul), or
-            ``"auto"`` (torch for small searches, faiss for large ones when installed).
+        knn_backend: the k-NN backend (:mod:`latentcc.graph.knn`) of the searches among the CC samples;
+            ``"auto"`` picks an exact one (torch for small searches, faiss for large ones when installed);
+            an approximate one (``"hnsw"``, ``"ivf"``) makes the targets approximate too.
         name: label for error messages, e.g. the layer name.
         loss: the ``LCCConfig.loss`` variant the targets are for (docs/algorithms.md, LCC item 11):
             ``"paper"`` and ``"orthogonal"`` (which adds each target's tangent basis) target the MC
             samples as above; ``"scale_free"`` the same targets in the latents' normalised frame;
             ``"all_samples"`` every sample: the mean of its k nearest other CC samples of its class
             (samples of a class owning no cluster follow ``orphan_policy``).
-        tangent_dim: ``loss="orthogonal"``: directions of each target's tangent basis (< k and < D).
+        tangent_dim: ``loss="orthogonal"``: directions of each target's tangent basis (< k_target and < D).
 
     Returns:
         :class:`LCCTargets` with CPU tensors (move them with ``.to(device)``). Ties between equally
@@ -258,7 +258,7 @@ def lcc_targets(
     """
     func = "lcc_targets" if name is None else f"lcc_targets (layer {name!r})"
     m = as_matrix(latents, "latents", func, min_rows=2)
-    yt, yc = _check_pair(y_true, y_clst, func)
+    yt, yc = as_label_pair(y_true, y_clst, func)
     if yt.shape[0] != len(m):
         raise param_error(
             "y_true",
@@ -266,66 +266,71 @@ def lcc_targets(
             f"one label per latent row ({len(m)}), in the same sample order",
             f"length {yt.size}",
         )
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise param_error("k", func, "an int >= 1", k)
-    if orphan_policy not in ORPHAN_POLICIES:
-        raise param_error("orphan_policy", func, f"one of {list(ORPHAN_POLICIES)}", orphan_policy)
-    if backend not in BACKENDS:
-        raise param_error("backend", func, f"one of {list(BACKENDS)}", backend)
-    if backend == "faiss":
-        require("faiss", "graph", purpose="the nearest-neighbour search of LCC targets")
-    if loss not in LCC_LOSSES:
-        raise param_error("loss", func, f"one of {list(LCC_LOSSES)}", loss)
-    if isinstance(tangent_dim, bool) or not isinstance(tangent_dim, int | np.integer) or tangent_dim < 1:
-        raise param_error("tangent_dim", func, "an int >= 1", tangent_dim)
-    if loss != "orthogonal" and tangent_dim != 2:
+    k_target = check_int(k_target, "k_target", func, 1)
+    orphan_policy = check_choice(orphan_policy, "orphan_policy", func, ORPHAN_POLICIES)
+    knn_backend = check_choice(knn_backend, "knn_backend", func, BACKENDS)
+    loss = check_choice(loss, "loss", func, LCC_LOSSES)
+    tangent_dim = check_tangent_dim(tangent_dim, loss, k_target, m.shape[1], func)
+    num_clusters = int(yc.max()) + 1
+    if owners is None:
+        check_table_size(int(yt.max()) + 1, num_clusters, func)
+        own = match_clusters_trusted(yt, yc)
+    else:
+        own = as_owners(owners, func, num_clusters=num_clusters).copy()  # stored in the result
+    return lcc_targets_trusted(
+        m, yt, yc, own, cc_mask_trusted(yt, yc, own), k_target=k_target, orphan_policy=orphan_policy,
+        knn_backend=knn_backend, loss=loss, tangent_dim=tangent_dim,
+    )  # fmt: skip
+
+
+def check_tangent_dim(tangent_dim: Any, loss: str, k_target: int, d: int, func: str) -> int:
+    """``tangent_dim`` validated for the variant ``loss``, ``k_target`` neighbours and latents of width d."""
+    tangent_dim = check_int(tangent_dim, "tangent_dim", func, 1)
+    if loss != "orthogonal" and tangent_dim != LCCConfig.tangent_dim:
         raise param_error(
-            "tangent_dim", func, f"left at its default (2) when loss={loss!r}", tangent_dim,
+            "tangent_dim", func, f"left at its default ({LCCConfig.tangent_dim}) when loss={loss!r}", tangent_dim,
             "Only loss='orthogonal' estimates a tangent space.",
         )  # fmt: skip
-    num_classes = int(yt.max()) + 1
-    if owners is None:
-        _check_cells(num_classes, int(yc.max()) + 1, func)
-        own = _owners(_contingency(yt, yc, num_classes, int(yc.max()) + 1))
-    else:
-        own = check_owners(owners, func, num_clusters=int(yc.max()) + 1).copy()  # stored in the result
-    return _targets_of(m, yt, yc, own, int(k), orphan_policy, backend, loss, int(tangent_dim))
+    if loss == "orthogonal" and tangent_dim >= min(k_target, d):
+        raise param_error(
+            "tangent_dim", func,
+            f"smaller than k_target ({k_target}) and the latent width D ({d}): the tangent space of a "
+            f"target averaged from {k_target} neighbours has at most {min(k_target - 1, d)} directions",
+            tangent_dim,
+            "Fix: a smaller tangent_dim, or a larger k_target.",
+        )  # fmt: skip
+    return tangent_dim
 
 
-def _targets_of(
+def lcc_targets_trusted(
     m: Matrix,
     yt: np.ndarray,
     yc: np.ndarray,
     owners: np.ndarray,
-    k: int,
+    cc: np.ndarray,
+    *,
+    k_target: int,
     orphan_policy: str,
-    backend: str,
-    loss: str = "paper",
-    tangent_dim: int = 2,
+    knn_backend: str,
+    loss: str,
+    tangent_dim: int,
 ) -> LCCTargets:
-    """Targets of validated inputs, in the units of the latents (the epoch start calls this directly;
-    ``scale_free``: in their normalised frame).
+    """:func:`lcc_targets` of validated inputs (the epoch start passes what it validated and computed:
+    the latents, int64 labels, owners and the CC mask ``owners[yc] == yt``), in the units of the latents
+    (``scale_free``: in their normalised frame).
 
     The search runs on the latents translated to centre each column's range on 0 (and rescaled by a
     power of two when extreme), computed in float64 before the float32 cast: neighbour ranks do not
     depend on where the latents sit in space. The centroids and the choice between candidate centroids
     use the same frame in the latents' working dtype (float64 for float64 latents, so their targets keep
-    float64's precision). The translation and scale are undone at the end, in float64.
+    float64's precision). The translation and scale are undone at the end (:func:`_to_latent_units`).
     """
-    search = "torch" if backend == "auto" and importlib.util.find_spec("faiss") is None else backend
     x = m.centred()
     wide = m.work_dtype is np.float64
     xv = m.centred(np.float64) if wide else x  # same shift and scale, no float32 rounding
     assert isinstance(x, np.ndarray) and isinstance(xv, np.ndarray)  # validated without keep_device: numpy
-    if loss == "orthogonal" and tangent_dim >= min(k, x.shape[1]):
-        raise param_error(
-            "tangent_dim", m.func,
-            f"smaller than k_target ({k}) and the latent width D ({x.shape[1]}): the tangent space of a "
-            f"target averaged from {k} neighbours has at most {min(k - 1, x.shape[1])} directions",
-            tangent_dim,
-            "Fix: a smaller tangent_dim, or a larger k_target.",
-        )  # fmt: skip
-    out = _lcc_targets(x, xv, yt, yc, owners, k, orphan_policy, search, loss, tangent_dim)
+    search = _Search(knn_backend)
+    out = _lcc_targets(x, xv, yt, yc, owners, ~cc, k_target, orphan_policy, search, loss, tangent_dim)
     out.scale = m.scale
     if loss == "scale_free":
         # The normalised frame (centred on the latents' mean, divided by their RMS distance to it) does not
@@ -334,23 +339,28 @@ def _targets_of(
         mu, radius = _mean_and_radius(xv)
         vec = (out.vectors.numpy().astype(np.float64) - mu) / (radius if radius > 0 else 1.0)
         out.vectors = torch.from_numpy(np.ascontiguousarray(vec, dtype=xv.dtype))
-    elif out.vectors.shape[0]:  # back to the units of the latents
-        with np.errstate(over="ignore", under="ignore"):
-            vec = out.vectors.numpy().astype(np.float64) / m.scale + m.shift
-            kept = vec.astype(np.float64 if wide else np.float32)
-        lost = ~np.isfinite(kept) | ((kept == 0) & (vec != 0))
-        if lost.any():  # an inf or 0 target would silently give an inf or 0 loss
-            raise param_error(
-                m.param,
-                m.func,
-                f"latents whose targets fit {kept.dtype} (finite, non-zero values not rounded to 0)",
-                f"{int(lost.any(axis=1).sum())} of {len(kept)} targets beyond {kept.dtype}'s range "
-                f"(column ranges {m._bounds()[0].min():.3g} to {m._bounds()[1].max():.3g})",
-                "Fix: rescale the layer's output (e.g. a normalisation layer), or collect the latents "
-                "in float64.",
-            )
-        out.vectors = torch.from_numpy(np.ascontiguousarray(kept))
+    elif out.vectors.shape[0]:
+        out.vectors = torch.from_numpy(_to_latent_units(m, out.vectors.numpy(), wide))
     return out
+
+
+def _to_latent_units(m: Matrix, vectors: np.ndarray, wide: bool) -> np.ndarray:
+    """Targets in the working frame -> the units of the latents (float64, then their working dtype)."""
+    with np.errstate(over="ignore", under="ignore"):
+        vec = vectors.astype(np.float64) / m.scale + m.shift
+        kept = vec.astype(np.float64 if wide else np.float32)
+    lost = ~np.isfinite(kept) | ((kept == 0) & (vec != 0))
+    if lost.any():  # an inf or 0 target would silently give an inf or 0 loss
+        lo, hi = m.bounds()
+        raise param_error(
+            m.param,
+            m.func,
+            f"latents whose targets fit {kept.dtype} (finite, non-zero values not rounded to 0)",
+            f"{int(lost.any(axis=1).sum())} of {len(kept)} targets beyond {kept.dtype}'s range "
+            f"(column ranges {lo.min():.3g} to {hi.max():.3g})",
+            "Fix: rescale the layer's output (e.g. a normalisation layer), or collect the latents in float64.",
+        )
+    return np.ascontiguousarray(kept)
 
 
 # ---------------------------------------------------------------- private: trust their inputs
@@ -362,11 +372,12 @@ def _lcc_targets(
     yt: np.ndarray,
     yc: np.ndarray,
     owners: np.ndarray,
+    mc: np.ndarray,
     k: int,
     orphan_policy: str,
-    search: str,
-    loss: str = "paper",
-    tangent_dim: int = 2,
+    search: _Search,
+    loss: str,
+    tangent_dim: int,
 ) -> LCCTargets:
     """``x``: the float32 rows the k-NN searches run on; ``xv``: the same rows in the dtype the centroids
     are averaged and compared in (``x`` itself for float32 latents, their float64 copy otherwise).
@@ -375,8 +386,7 @@ def _lcc_targets(
     with -1) so that ``orthogonal`` can estimate its tangent basis from the same rows."""
     n, d = x.shape
     num_classes = max(int(yt.max()), int(owners.max(initial=-1))) + 1
-    mc = owners[yc] != yt
-    orphans = _orphans(owners, num_classes)
+    orphans = orphan_classes_trusted(owners, num_classes)
     present = np.bincount(yt, minlength=num_classes) > 0
     orphans = orphans[present[orphans]]
     is_orphan = np.zeros(num_classes, dtype=bool)
@@ -427,7 +437,7 @@ def _lcc_targets(
 
 
 def _nearest_cluster_targets(
-    x: np.ndarray, xv: np.ndarray, q_ids: np.ndarray, bases: list[np.ndarray], k: int, search: str
+    x: np.ndarray, xv: np.ndarray, q_ids: np.ndarray, bases: list[np.ndarray], k: int, search: _Search
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The paper's targets of the MC samples ``q_ids`` of one class: over the CC samples of each cluster the
     class owns (``bases``), the centroid of the k nearest; the centroid nearest to the sample wins."""
@@ -438,7 +448,7 @@ def _nearest_cluster_targets(
     for base_ids in bases:
         if base_ids.size == 0:  # only with inconsistent caller-given owners
             continue
-        nn = base_ids[_knn(x[base_ids], x[q_ids], min(k, base_ids.size), search)]
+        nn = base_ids[search(x[base_ids], x[q_ids], min(k, base_ids.size))]
         t = _centroids(xv, nn)
         diff = q - t
         dist = np.einsum("ij,ij->i", diff, diff)
@@ -451,7 +461,7 @@ def _nearest_cluster_targets(
 
 
 def _own_class_targets(
-    x: np.ndarray, xv: np.ndarray, mc_ids: np.ndarray, cc_ids: np.ndarray, k: int, search: str
+    x: np.ndarray, xv: np.ndarray, mc_ids: np.ndarray, cc_ids: np.ndarray, k: int, search: _Search
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``all_samples`` targets of one class: each sample's mean of its k nearest OTHER CC samples of the
     class (``cc_ids``, from every cluster the class owns); the MC samples ``mc_ids`` are never in the base,
@@ -461,16 +471,16 @@ def _own_class_targets(
         nn = cc_ids[_others(x[cc_ids], k, search)]
         out.append((cc_ids, _centroids(xv, nn), _pad(nn, k)))
     if cc_ids.size and mc_ids.size:
-        nn = cc_ids[_knn(x[cc_ids], x[mc_ids], min(k, cc_ids.size), search)]
+        nn = cc_ids[search(x[cc_ids], x[mc_ids], min(k, cc_ids.size))]
         out.append((mc_ids, _centroids(xv, nn), _pad(nn, k)))
     return out
 
 
-def _others(members: np.ndarray, k: int, search: str) -> np.ndarray:
+def _others(members: np.ndarray, k: int, search: _Search) -> np.ndarray:
     """(n, min(k, n - 1)) indices into ``members`` (n >= 2) of each row's nearest OTHER rows, nearest first."""
     n = members.shape[0]
     kk = min(k, n - 1)
-    nn = _knn(members, members, kk + 1, search)
+    nn = search(members, members, kk + 1)
     # Drop the query itself (found by id, not position: duplicates may come first); otherwise drop the
     # farthest of the kk + 1, so every row keeps exactly kk neighbours.
     keep = nn != np.arange(n)[:, None]
@@ -528,32 +538,20 @@ def _groups(labels: np.ndarray, n: int, ids: np.ndarray) -> list[np.ndarray]:
     return np.split(ids[order], bounds)
 
 
-def _knn(base: np.ndarray, q: np.ndarray, k: int, search: str) -> np.ndarray:
-    """(nq, k) int64 indices into ``base`` of each query's k nearest rows (squared L2), nearest first."""
-    # Centring on the base mean leaves distances unchanged and makes the |q|^2 - 2 q.b + |b|^2
-    # expansion (used by faiss and by the torch path) lose less float32 precision.
-    mu = base.mean(axis=0, dtype=np.float64).astype(np.float32)
-    b = np.ascontiguousarray(base - mu)
-    qc = np.ascontiguousarray(q - mu)
-    if search == "faiss" or (search == "auto" and q.shape[0] * base.shape[0] > _SMALL_SEARCH):
-        faiss = require("faiss", "graph", purpose="the nearest-neighbour search of LCC targets")
-        index = faiss.IndexFlatL2(b.shape[1])
-        index.add(b)
-        _, nn = index.search(qc, k)
-        return nn.astype(np.int64, copy=False)
-    return _knn_torch(b, qc, k)
+class _Search:
+    """The exact (unless the caller chose an approximate backend) searches of the targets: ``search(base, q, k)``
+    -> (nq, k) int64 indices into ``base`` of each query's k nearest rows (squared L2), nearest first."""
 
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
 
-def _knn_torch(b: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-    bt, qt = torch.from_numpy(b), torch.from_numpy(q)
-    bn = (bt * bt).sum(dim=1)
-    out = np.empty((q.shape[0], k), dtype=np.int64)
-    step = max(1, _BLOCK_ELEMS // max(1, b.shape[0]))
-    for s in range(0, q.shape[0], step):  # blocks of queries bound the (step, nb) distance matrix
-        # |q|^2 is constant per row, so it does not change the ranking and is left out.
-        score = torch.addmm(bn, qt[s : s + step], bt.T, alpha=-2.0)
-        out[s : s + step] = torch.topk(score, k, dim=1, largest=False, sorted=True).indices.numpy()
-    return out
+    def __call__(self, base: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+        # Centring on the base mean leaves distances unchanged and makes the |q|^2 - 2 q.b + |b|^2
+        # expansion (used by faiss and by the torch backend) lose less float32 precision.
+        mu = base.mean(axis=0, dtype=np.float64).astype(np.float32)
+        b = np.ascontiguousarray(base - mu)
+        qc = np.ascontiguousarray(q - mu)
+        return choose_backend(self.backend, b, len(qc), exact=True).search(b, qc, k)[0]
 
 
 def _centroids(base: np.ndarray, nn: np.ndarray) -> np.ndarray:

@@ -34,8 +34,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from latentcc.config import LCCConfig
+from latentcc.latents.layers import model_mode
+from latentcc.lcc.distributed import unwrap, world
 from latentcc.plumbing.batch import input_dtype, logits_of, run_model, to_device, to_labels, unpack_batch
-from latentcc.plumbing.distributed import unwrap, world
 from latentcc.plumbing.errors import LatentccError, param_error
 from latentcc.plumbing.seeding import rng_state, set_rng_state
 
@@ -231,12 +232,10 @@ def calibrate_weight(
     net = unwrap(model)
     saved_rng = rng_state()
     saved_buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
-    was_training = net.training
     try:
-        net.train()
-        measured = measure_grad_ratio(lcc, net, batches, device=device, task_loss=task_loss)
+        with model_mode(net, training=True):
+            measured = measure_grad_ratio(lcc, net, batches, device=device, task_loss=task_loss)
     finally:
-        net.train(was_training)
         with torch.no_grad():
             for n, b in net.named_buffers():
                 b.copy_(saved_buffers[n])

@@ -1,6 +1,7 @@
 """Clusterability of latents (docs/probes.md, Clusterability; the probing paper): cluster, then score against labels.
 
-``cluster`` partitions features with Ward (the paper's choice), k-means or Leiden on a k-NN graph;
+``cluster`` partitions features with a clustering algorithm (``clustering=``: Ward, the paper's choice,
+k-means or Leiden on a k-NN graph; the probes' one name for it, ``ProbeConfig.clustering``);
 ``clusterability`` scores such a partition against the true (sub)class labels with AMI, ARI, NMI and
 purity, optionally *within each superclass* (``groups=``) and averaged over superclasses as in the paper;
 ``cluster_consistency`` is the ARI between two clusterings of the same samples (run-to-run or
@@ -12,45 +13,39 @@ cluster much better than natural hierarchies, and clusterability does not track 
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
 import numpy as np
 
+from latentcc.config import ProbeConfig
 from latentcc.graph import communities, knn_graph
 from latentcc.lcc.matching import contingency
-from latentcc.plumbing.arrays import as_labels, as_matrix
-from latentcc.plumbing.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.validate import as_labels, as_matrix, check_choice, check_float, check_int
 
-ClusterMethod = Literal["ward", "kmeans", "leiden"]
-CLUSTER_METHODS: tuple[str, ...] = ("ward", "kmeans", "leiden")
+Clustering = Literal["ward", "kmeans", "leiden"]
+CLUSTERINGS: tuple[str, ...] = typing.get_args(Clustering)
 
 # Ward (scipy's nearest-neighbour chain under scikit-learn) holds O(N^2) float64 distances: measured peak
 # ~8 N^2 bytes (N=7000, D=128: +0.5 GiB, 4 s; N=14000: +1.6 GiB, 11 s on 2 cores), so 20k points ~ 3 GiB.
-# Beyond that, subsample (ProbeConfig.max_samples) or use kmeans / leiden. Per-superclass runs count per group.
+# Beyond that, subsample (ProbeConfig.max_samples_per_split) or use kmeans / leiden. Per-superclass runs count
+# per group.
 WARD_MAX_N = 20_000
 # k-means restarts from 10 k-means++ seeds and keeps the best inertia (scikit-learn's classic default; its
 # "auto" is 1 run for k-means++): fewer seed-dependent partitions, so consistency measures the features.
 KMEANS_N_INIT = 10
 MAX_OVERCLUSTER = 5
+# Leiden's k-NN graph (neighbours per point) and modularity resolution: knobs of these functions only (the
+# probes always use these values).
+LEIDEN_K = 15
+LEIDEN_RESOLUTION = 1.0
 # purity's class x cluster table is dense up to this many cells, else counted from sorted (class, cluster) pairs.
 _DENSE_MAX_CELLS = 1 << 24
 
 
 # --------------------------------------------------------------------------- validation (the door)
-
-
-def _check_method(method: Any, func: str) -> str:
-    if method not in CLUSTER_METHODS:
-        raise param_error("method", func, f"one of {list(CLUSTER_METHODS)}", method)
-    return str(method)
-
-
-def _check_resolution(resolution: Any, func: str) -> float:
-    ok = isinstance(resolution, int | float | np.floating) and not isinstance(resolution, bool)
-    if not ok or not np.isfinite(resolution) or resolution <= 0:
-        raise param_error("resolution", func, "a finite float > 0", resolution)
-    return float(resolution)
 
 
 def _length(x: Any, param: str, func: str) -> int:
@@ -98,10 +93,10 @@ def cluster(
     features: Any,
     n_clusters: int | None,
     *,
-    method: ClusterMethod = "ward",
-    seed: int = 0,
-    leiden_k: int = 15,
-    resolution: float = 1.0,
+    clustering: Clustering = ProbeConfig.clustering,
+    seed: int = ProbeConfig.seed,
+    leiden_k: int = LEIDEN_K,
+    resolution: float = LEIDEN_RESOLUTION,
 ) -> np.ndarray:
     """Cluster the rows of ``features``; returns (N,) int64 cluster ids.
 
@@ -109,24 +104,26 @@ def cluster(
         features: (N, D) float array or tensor, N >= 2, finite.
         n_clusters: clusters wanted, 1 <= n_clusters <= N, for ``"ward"`` and ``"kmeans"``. Ignored by
             ``"leiden"`` (pass None): there ``resolution`` decides how many communities come out.
-        method: ``"ward"`` (scikit-learn AgglomerativeClustering, Euclidean Ward linkage; deterministic;
-            O(N^2) memory, N <= ``WARD_MAX_N``), ``"kmeans"`` (scikit-learn KMeans, ``KMEANS_N_INIT``
-            k-means++ restarts) or ``"leiden"`` (symmetric unweighted Euclidean k-NN graph with
-            k = min(leiden_k, N-1), then Leiden modularity communities; see :mod:`latentcc.graph`).
+        clustering: the algorithm: ``"ward"`` (scikit-learn AgglomerativeClustering, Euclidean Ward
+            linkage; deterministic; O(N^2) memory, N <= ``WARD_MAX_N``), ``"kmeans"`` (scikit-learn KMeans,
+            ``KMEANS_N_INIT`` k-means++ restarts) or ``"leiden"`` (symmetric unweighted Euclidean k-NN graph
+            with k = min(leiden_k, N-1), then Leiden modularity communities; see :mod:`latentcc.graph`).
         seed: seeds k-means and Leiden (and the k-NN backend); Ward ignores it.
         leiden_k: neighbours per point of the Leiden graph.
         resolution: Leiden modularity resolution (> 0; larger gives more, smaller communities).
     """
     func = "cluster"
     x = _check_features(features, func)
-    how = _check_method(method, func)
+    how = check_choice(clustering, "clustering", func, CLUSTERINGS)
     seed = check_int(seed, "seed", func, 0)
     n = len(x)
     if how == "leiden":
         if n_clusters is not None:
             check_int(n_clusters, "n_clusters", func, 1)  # a typo is still an error, though unused
         leiden_k = check_int(leiden_k, "leiden_k", func, 1)
-        return _leiden(x, min(leiden_k, n - 1), _check_resolution(resolution, func), seed)
+        return _leiden(
+            x, min(leiden_k, n - 1), check_float(resolution, "resolution", func, positive=True), seed
+        )
     fix = f"Fix: at most one cluster per sample (N = {n})."
     n_clusters = check_int(n_clusters, "n_clusters", func, 1, n, fix)
     if how == "ward":
@@ -138,13 +135,13 @@ def clusterability(
     features: Any,
     labels: Any,
     *,
-    method: ClusterMethod = "ward",
+    clustering: Clustering = ProbeConfig.clustering,
     n_clusters: int | None = None,
     groups: Any = None,
-    overcluster: int = 1,
-    seed: int = 0,
-    leiden_k: int = 15,
-    resolution: float = 1.0,
+    overcluster: int = ProbeConfig.overcluster,
+    seed: int = ProbeConfig.seed,
+    leiden_k: int = LEIDEN_K,
+    resolution: float = LEIDEN_RESOLUTION,
 ) -> dict[str, float]:
     """How well clustering the features recovers ``labels``: AMI, ARI, NMI and purity.
 
@@ -162,7 +159,7 @@ def clusterability(
     Args:
         features: (N, D) float array or tensor, N >= 2, finite.
         labels: (N,) int (sub)class ids, same sample order.
-        method, seed, leiden_k, resolution: as :func:`cluster` (Leiden ignores the cluster count).
+        clustering, seed, leiden_k, resolution: as :func:`cluster` (Leiden ignores the cluster count).
         n_clusters: explicit cluster count (1..N) without ``groups``; then ``overcluster`` must be 1.
         groups: (N,) int superclass ids, or None.
         overcluster: clusters per (sub)class, an int in 1..5.
@@ -176,47 +173,79 @@ def clusterability(
     x = _check_features(features, func)
     n = len(x)
     y = as_labels(labels, n, func, "labels")
-    how = _check_method(method, func)
+    how = check_choice(clustering, "clustering", func, CLUSTERINGS)
     seed = check_int(seed, "seed", func, 0)
     leiden_k = check_int(leiden_k, "leiden_k", func, 1)
-    resolution = _check_resolution(resolution, func)
+    resolution = check_float(resolution, "resolution", func, positive=True)
     overcluster = check_int(overcluster, "overcluster", func, 1, MAX_OVERCLUSTER)
-    if n_clusters is not None:
-        if groups is not None:
-            raise param_error(
-                "n_clusters", func, "None when groups is given (each group gets #subclasses * overcluster)",
-                n_clusters,
-            )  # fmt: skip
-        if overcluster != 1:
-            raise param_error(
-                "overcluster", func, "1 when n_clusters is given (the count is then explicit)", overcluster
-            )
-        n_clusters = check_int(n_clusters, "n_clusters", func, 1, n, f"Fix: at most N = {n} clusters.")
+    n_clusters = _check_cluster_count(n_clusters, groups, overcluster, n, func)
+    members, n_groups = _parts(y, None if groups is None else as_labels(groups, n, func, "groups"), func)
+    if how == "ward":
+        _check_ward_size(max(len(m) for m in members) if members is not None else n, func)  # before any work
+    scores, made = _clusterability(x, y, members, how, n_clusters, overcluster, seed, leiden_k, resolution)
+    ami, ari, nmi, pur = (float(v) for v in np.mean(np.asarray(scores), axis=0))
+    return {
+        "ami": ami,
+        "ari": ari,
+        "nmi": nmi,
+        "purity": pur,
+        "n_clusters": made,
+        "n_groups": len(scores),
+        "n_groups_skipped": n_groups - len(scores),
+    }
 
+
+def _check_cluster_count(n_clusters: Any, groups: Any, overcluster: int, n: int, func: str) -> int | None:
+    """An explicit cluster count: only without groups and with overcluster 1, an int in 1..N; or None."""
+    if n_clusters is None:
+        return None
+    if groups is not None:
+        raise param_error(
+            "n_clusters", func, "None when groups is given (each group gets #subclasses * overcluster)",
+            n_clusters,
+        )  # fmt: skip
+    if overcluster != 1:
+        raise param_error(
+            "overcluster", func, "1 when n_clusters is given (the count is then explicit)", overcluster
+        )
+    return check_int(n_clusters, "n_clusters", func, 1, n, f"Fix: at most N = {n} clusters.")
+
+
+def _parts(y: np.ndarray, groups: np.ndarray | None, func: str) -> tuple[list[np.ndarray] | None, int]:
+    """The sample indices of each group that has 2+ labels (None: no groups, one part of all samples), and
+    the number of groups; refuses labels or groups with nothing to recover."""
     if groups is None:
         if len(np.unique(y)) < 2:
             raise param_error(
                 "labels", func, "labels with at least 2 distinct classes", "1 distinct class",
                 "Clusterability against a single class is degenerate (AMI/ARI undefined).",
             )  # fmt: skip
-        members: list[np.ndarray] | None = None
-        n_groups = 1
-        sizes = [n]
-    else:
-        members = _group_members(as_labels(groups, n, func, "groups"))
-        n_groups = len(members)
-        # A one-subclass superclass has nothing to recover (AMI degenerate): it is skipped (docstring).
-        members = [m for m in members if y[m].min() != y[m].max()]
-        sizes = [len(m) for m in members]
-        if not members:
-            raise param_error(
-                "groups", func, "at least one group containing 2 or more distinct labels",
-                f"{n_groups} group(s), each with a single label",
-                "Clusterability within a group needs subclasses to recover; check labels vs groups.",
-            )  # fmt: skip
-    if how == "ward":
-        _check_ward_size(max(sizes), func)  # before any work; per group with groups=
+        return None, 1
+    members = _group_members(groups)
+    n_groups = len(members)
+    # A one-subclass superclass has nothing to recover (AMI degenerate): it is skipped (docstring).
+    members = [m for m in members if y[m].min() != y[m].max()]
+    if not members:
+        raise param_error(
+            "groups", func, "at least one group containing 2 or more distinct labels",
+            f"{n_groups} group(s), each with a single label",
+            "Clusterability within a group needs subclasses to recover; check labels vs groups.",
+        )  # fmt: skip
+    return members, n_groups
 
+
+def _clusterability(
+    x: np.ndarray,
+    y: np.ndarray,
+    members: list[np.ndarray] | None,
+    how: str,
+    n_clusters: int | None,
+    overcluster: int,
+    seed: int,
+    leiden_k: int,
+    resolution: float,
+) -> tuple[list[tuple[float, float, float, float]], int]:
+    """The scores (AMI, ARI, NMI, purity) of each part, and the distinct clusters made over all parts."""
     scores: list[tuple[float, float, float, float]] = []
     made = 0
     # Without groups the caller's array is clustered as is; with groups one group's copy exists at a time.
@@ -231,16 +260,7 @@ def clusterability(
             pred = _cluster(xg, k, how, seed)
         made += len(np.unique(pred))
         scores.append(_scores(yg, pred))
-    ami, ari, nmi, pur = (float(v) for v in np.mean(np.asarray(scores), axis=0))
-    return {
-        "ami": ami,
-        "ari": ari,
-        "nmi": nmi,
-        "purity": pur,
-        "n_clusters": made,
-        "n_groups": len(scores),
-        "n_groups_skipped": n_groups - len(scores),
-    }
+    return scores, made
 
 
 def cluster_consistency(labels_a: Any, labels_b: Any) -> float:
@@ -262,9 +282,9 @@ def _check_ward_size(n: int, func: str) -> None:
     if n > WARD_MAX_N:
         gib = 8 * n * n / 2**30  # the measured peak, see WARD_MAX_N
         raise LatentccError(
-            f"{func}: method='ward' on {n} samples needs an O(N^2) distance matrix (~{gib:.1f} GiB); the "
-            f"limit is WARD_MAX_N = {WARD_MAX_N}. Fix: subsample (ProbeConfig.max_samples / "
-            "--max-samples), or use method='kmeans' or method='leiden'."
+            f"{func}: clustering='ward' on {n} samples needs an O(N^2) distance matrix (~{gib:.1f} GiB); the "
+            f"limit is WARD_MAX_N = {WARD_MAX_N}. Fix: subsample (ProbeConfig.max_samples_per_split / "
+            "--max-samples-per-split), or use clustering='kmeans' or clustering='leiden'."
         )
 
 
@@ -275,8 +295,8 @@ def _group_members(groups: np.ndarray) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def _cluster(x: np.ndarray, n_clusters: int, method: str, seed: int) -> np.ndarray:
-    if method == "ward":
+def _cluster(x: np.ndarray, n_clusters: int, clustering: str, seed: int) -> np.ndarray:
+    if clustering == "ward":
         from sklearn.cluster import AgglomerativeClustering
 
         model: Any = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward")
@@ -289,7 +309,8 @@ def _cluster(x: np.ndarray, n_clusters: int, method: str, seed: int) -> np.ndarr
 
 def _leiden(x: np.ndarray, k: int, resolution: float, seed: int) -> np.ndarray:
     graph = knn_graph(x, k, metric="l2", seed=seed)
-    return communities(graph, method="leiden", resolution=resolution, seed=seed)
+    # until stable (-1), as the probe always ran; the LCC epoch start caps Leiden at LCCConfig.leiden_iterations
+    return communities(graph, community="leiden", resolution=resolution, seed=seed, leiden_iterations=-1)
 
 
 def _scores(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float, float]:

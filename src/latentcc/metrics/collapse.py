@@ -25,9 +25,9 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
-from latentcc.plumbing.arrays import as_labels, as_matrix, to_numpy
 from latentcc.plumbing.errors import LatentccError, param_error
 from latentcc.plumbing.scaling import pow2_scale
+from latentcc.plumbing.validate import as_labels, as_matrix, to_numpy
 
 Array: TypeAlias = np.ndarray | torch.Tensor
 
@@ -42,8 +42,8 @@ def neural_collapse(
     features: Array,
     labels: Array,
     *,
-    weight: Array | None = None,
-    bias: Array | None = None,
+    classifier_weight: Array | None = None,
+    classifier_bias: Array | None = None,
     num_classes: int | None = None,
     chunk_size: int = _CHUNK,
 ) -> dict[str, float]:
@@ -52,12 +52,13 @@ def neural_collapse(
     Args:
         features: (N, d) float numpy array (a ``np.memmap`` is read ``chunk_size`` rows at a time) or
             torch tensor (copied to the CPU). NaN/inf raise.
-        labels: (N,) integer class ids. Without ``weight`` and ``num_classes`` they may be any ints:
+        labels: (N,) integer class ids. Without ``classifier_weight`` and ``num_classes`` they may be any ints:
             the distinct values are remapped to 0..K-1 in sorted order (class k of the result is the
-            k-th smallest label). With ``weight`` or ``num_classes`` they must already be 0..K-1 and
+            k-th smallest label). With ``classifier_weight`` or ``num_classes`` they must already be 0..K-1 and
             every class must have a sample.
-        weight: (K, d) classifier rows (numpy or torch), optional; adds ``nc2_etf_w``, ``nc3``, ``nc4``.
-        bias: (K,) classifier bias, optional (default zeros); only with ``weight``.
+        classifier_weight: (K, d) rows of the linear classifier W (numpy or torch, e.g. ``head.weight``),
+            optional; adds ``nc2_etf_w``, ``nc3``, ``nc4``.
+        classifier_bias: (K,) its bias b, optional (default zeros); only with ``classifier_weight``.
         num_classes: K, optional; labels must be in 0..K-1 and every class must occur.
         chunk_size: rows per chunk (memory ~ a few chunk_size x d float64 arrays).
 
@@ -66,7 +67,7 @@ def neural_collapse(
         (= K * nc1), ``nc1_trace_ratio`` = tr(Sigma_W)/tr(Sigma_B), ``cdnv`` (mean over i != j),
         ``nc2_equinorm`` (population std / mean of ||mu_k - mu_G||, ddof=0), ``nc2_equiangular``
         (population std of the cosines over pairs k != k'), ``nc2_maxangle``, ``nc2_etf``
-        (G = M^T M); with ``weight`` also ``nc2_etf_w`` (G = W W^T), ``nc3`` and ``nc4``; plus the
+        (G = M^T M); with ``classifier_weight`` also ``nc2_etf_w`` (G = W W^T), ``nc3`` and ``nc4``; plus the
         ints ``num_classes`` and ``num_samples``.
 
     Semantics of the edge cases:
@@ -88,10 +89,12 @@ def neural_collapse(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
         raise param_error("chunk_size", func, "an int >= 1", chunk_size)
     nk = None if num_classes is None else _as_num_classes(num_classes, func)
-    w, b = _as_classifier(weight, bias, nk, func, dim=x.shape[1], k_hint=max(2, int(y.max()) + 1))
+    w, b = _as_classifier(
+        classifier_weight, classifier_bias, nk, func, dim=x.shape[1], k_hint=max(2, int(y.max()) + 1)
+    )
     if w is not None:
         k = len(w)
-        _check_classes(y, k, f"K = weight.shape[0] = {k}", func)
+        _check_classes(y, k, f"K = classifier_weight.shape[0] = {k}", func)
     elif nk is not None:
         k = nk
         _check_classes(y, k, f"num_classes = {k}", func)
@@ -99,7 +102,7 @@ def neural_collapse(
         _, y = np.unique(y, return_inverse=True)  # any ints -> 0..K-1 in sorted order
         k = int(y.max()) + 1
     _check_within(np.bincount(y, minlength=k), func)
-    nc = NeuralCollapse(k, weight=w, bias=b)
+    nc = NeuralCollapse(k, classifier_weight=w, classifier_bias=b)
     nc._chunk_size = int(chunk_size)
     nc._consume(x, y, func)
     nc.end_first_pass()
@@ -111,8 +114,8 @@ def neural_collapse_stream(
     batches: Callable[[], Iterable[tuple[Any, Any]]],
     *,
     num_classes: int,
-    weight: Array | None = None,
-    bias: Array | None = None,
+    classifier_weight: Array | None = None,
+    classifier_bias: Array | None = None,
 ) -> dict[str, float]:
     """:func:`neural_collapse` over batches that never fit in memory together.
 
@@ -130,7 +133,7 @@ def neural_collapse_stream(
             type(batches).__name__,
             "Wrap the loader, e.g. batches=lambda: loader; it is called once per pass (twice).",
         )
-    nc = NeuralCollapse(num_classes, weight=weight, bias=bias)
+    nc = NeuralCollapse(num_classes, classifier_weight=classifier_weight, classifier_bias=classifier_bias)
     for features, labels in batches():
         nc.update(features, labels)
     nc.end_first_pass()
@@ -144,7 +147,7 @@ class NeuralCollapse:
 
     **The same ``update`` call serves both passes; the object knows its phase**::
 
-        nc = NeuralCollapse(num_classes=10, weight=head.weight, bias=head.bias)
+        nc = NeuralCollapse(num_classes=10, classifier_weight=head.weight, classifier_bias=head.bias)
         for x, y in loader:
             nc.update(x, y)  # pass 1: counts and class sums
         nc.end_first_pass()  # freezes the class means and the NC1 projection
@@ -157,10 +160,16 @@ class NeuralCollapse:
     the math is in the module's private functions, shared with :func:`neural_collapse`.
     """
 
-    def __init__(self, num_classes: int, *, weight: Array | None = None, bias: Array | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        classifier_weight: Array | None = None,
+        classifier_bias: Array | None = None,
+    ) -> None:
         func = "NeuralCollapse"
         self.num_classes = _as_num_classes(num_classes, func)
-        self._weight, self._bias = _as_classifier(weight, bias, self.num_classes, func)
+        self._weight, self._bias = _as_classifier(classifier_weight, classifier_bias, self.num_classes, func)
         self._chunk_size = _CHUNK
         self._phase = "first"
         self._dim: int | None = None
@@ -455,18 +464,22 @@ def _as_classifier(
     dim: int | None = None,
     k_hint: int | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """weight (K, d) and bias (K,) as float64 (bias defaults to zeros), or (None, None) without weight.
+    """classifier_weight (K, d) and classifier_bias (K,) as float64 (the bias defaults to zeros), or
+    (None, None) without a weight.
 
     ``num_classes`` (if given) must equal K; ``k_hint`` (e.g. max label + 1) only makes the message
     about a wrongly shaped weight name the K the caller most likely meant.
     """
     if weight is None:
         if bias is not None:
-            raise param_error("bias", func, "None when no 'weight' is given", "an array", "Pass weight too.")
+            raise param_error(
+                "classifier_bias", func, "None when no 'classifier_weight' is given", "an array",
+                "Pass classifier_weight too.",
+            )  # fmt: skip
         return None, None
     k_expected = num_classes if num_classes is not None else k_hint
     try:
-        w = _as_matrix(weight, "weight", func)
+        w = _as_matrix(weight, "classifier_weight", func)
     except LatentccError:  # the door's own message (e.g. a meta tensor)
         raise
     except (TypeError, ValueError):
@@ -479,20 +492,25 @@ def _as_classifier(
     ):
         raise _weight_shape_error(f"shape {tuple(w.shape)}", k_expected, dim, func)
     if not np.isfinite(w).all() or not w.any():
-        raise param_error("weight", func, "finite and not all zero", "NaN/inf or all-zero values")
+        raise param_error("classifier_weight", func, "finite and not all zero", "NaN/inf or all-zero values")
     k = len(w)
     if bias is None:
         return w, np.zeros(k)
     try:
-        b = _as_matrix(bias, "bias", func)
+        b = _as_matrix(bias, "classifier_bias", func)
     except LatentccError:
         raise
     except (TypeError, ValueError):
-        raise param_error("bias", func, f"a ({k},) float array", type(bias).__name__) from None
+        raise param_error("classifier_bias", func, f"a ({k},) float array", type(bias).__name__) from None
     if b.shape != (k,):
-        raise param_error("bias", func, f"of shape ({k},), one entry per row of 'weight'", f"shape {b.shape}")
+        raise param_error(
+            "classifier_bias",
+            func,
+            f"of shape ({k},), one entry per row of 'classifier_weight'",
+            f"shape {b.shape}",
+        )
     if not np.isfinite(b).all():
-        raise param_error("bias", func, "finite", "NaN/inf values")
+        raise param_error("classifier_bias", func, "finite", "NaN/inf values")
     return w, b
 
 
@@ -500,7 +518,7 @@ def _weight_shape_error(got: str, k: int | None, d: int | None, func: str) -> La
     ks = "K" if k is None else str(k)
     ds = "d" if d is None else str(d)
     return param_error(
-        "weight",
+        "classifier_weight",
         func,
         f"a float array of shape (K, d) = ({ks}, {ds}): one classifier row per class (K >= 2), "
         "d = features.shape[1]",
@@ -533,7 +551,7 @@ def _check_classes(y: np.ndarray, k: int, what: str, func: str) -> None:
             func,
             f"class ids in 0..{k - 1} ({what})",
             f"values in {int(y.min())}..{int(y.max())}",
-            "Map the labels to 0..K-1 first (with weight: the row order of the classifier).",
+            "Map the labels to 0..K-1 first (with classifier_weight: the row order of the classifier).",
         )
     missing = np.flatnonzero(np.bincount(y, minlength=k) == 0)
     if missing.size:

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentcc.latents.layers import POOLS, capture, pool_latent, resolve_layers
-from latentcc.plumbing.arrays import as_labels
+from latentcc.config import MethodConfig, ProbeConfig
+from latentcc.latents.layers import POOLS, capture, pool_latent, resolve_layer
 from latentcc.plumbing.batch import input_dtype
-from latentcc.plumbing.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.validate import as_labels, check_int
 
 __all__ = [
     "ESTIMATORS",
@@ -56,7 +57,7 @@ class GCResult:
     """A GC estimate. Unpacks as ``mean, stderr = result``.
 
     ``mean``: the estimate of GC over all given examples. ``stderr``: its standard error (see
-    :func:`geometric_complexity`). ``n_examples``: examples used; ``n_samples``: draws per example
+    :func:`geometric_complexity`). ``n_examples``: examples used; ``n_projections``: draws per example
     (1 for ``"exact"``). ``per_example``: (n_examples,) float64 estimates of ‖J‖²_F averaged over the
     draws, for the rows ``indices`` (int64) of ``x``.
     """
@@ -65,7 +66,7 @@ class GCResult:
     stderr: float
     estimator: str
     n_examples: int
-    n_samples: int
+    n_projections: int
     per_example: np.ndarray = field(repr=False, compare=False)
     indices: np.ndarray = field(repr=False, compare=False)
 
@@ -80,7 +81,7 @@ class GCResult:
             "stderr": _json_float(self.stderr),
             "estimator": self.estimator,
             "n_examples": self.n_examples,
-            "n_samples": self.n_samples,
+            "n_projections": self.n_projections,
         }
 
 
@@ -88,8 +89,8 @@ def geometric_complexity(
     fn: Embedding,
     x: Tensor | np.ndarray,
     *,
-    estimator: str = "exact",
-    n_samples: int = 8,
+    estimator: str = ProbeConfig.gc_estimator,
+    n_projections: int = ProbeConfig.gc_projections,
     n_examples: int | None = None,
     batch_size: int = 256,
     seed: int = 0,
@@ -108,27 +109,27 @@ def geometric_complexity(
 
     ``estimator``: ``"exact"`` (per-example Jacobian, memory ~ batch_size·m·d), ``"hutchinson"``
     (Gaussian projections) or ``"outputs"`` (one random output coordinate, rescaled by m); the
-    randomized ones use ``n_samples`` draws per example. ``n_examples``: if set and < N, a seeded
+    randomized ones use ``n_projections`` draws per example. ``n_examples``: if set and < N, a seeded
     uniform subset of that many examples without replacement. ``batch_size``: examples per
     forward/Jacobian chunk (bounds memory). ``seed``: a private CPU ``torch.Generator`` draws the
     subset and the probes (the global RNG is untouched); same seed and batch_size -> same result.
 
     ``stderr`` is the standard error of ``mean`` as an estimate of GC over ALL given examples. With
     m examples of N used (f = m/N) and draw-averaged per-example estimates ŷ_i with estimated
-    projection variance v̂_i (sample variance over the draws / n_samples, 0 for exact)::
+    projection variance v̂_i (sample variance over the draws / n_projections, 0 for exact)::
 
         stderr² = (1 - f)·s²(ŷ)/m + f·Σ_i v̂_i/m²
 
     This two-stage (examples, then projections) variance estimator is unbiased: s²(ŷ) already
     includes the projection noise, and the second term adds the share of it the finite-population
     factor removes. Cases: exact on all examples -> 0.0; randomized on all examples -> the
-    projection noise only (the pooled per-example form of std over the n_samples full-set means /
-    √n_samples, same expectation, more degrees of freedom), nan when n_samples == 1; subsampled with
+    projection noise only (the pooled per-example form of std over the n_projections full-set means /
+    √n_projections, same expectation, more degrees of freedom), nan when n_projections == 1; subsampled with
     one draw -> (1 - f)·s²(ŷ)/m (projection share not estimable); a single example of several -> nan.
     """
     func = "geometric_complexity"
     _check_estimator(estimator, func, ESTIMATORS)
-    check_int(n_samples, "n_samples", func, 1)
+    check_int(n_projections, "n_projections", func, 1)
     check_int(batch_size, "batch_size", func, 1)
     check_int(seed, "seed", func, 0)
     x = _fit_to_fn(fn, _as_input(x, func), func)
@@ -144,7 +145,7 @@ def geometric_complexity(
                 "Pass None to use every example.",
             )
     gen = torch.Generator().manual_seed(seed)
-    return _estimate(fn, x, estimator, n_samples, n_examples, batch_size, gen, func)[0]
+    return _estimate(fn, x, estimator, n_projections, n_examples, batch_size, gen, func)[0]
 
 
 def per_class_gc(
@@ -152,8 +153,8 @@ def per_class_gc(
     x: Tensor | np.ndarray,
     labels: Any,
     *,
-    estimator: str = "exact",
-    n_samples: int = 8,
+    estimator: str = ProbeConfig.gc_estimator,
+    n_projections: int = ProbeConfig.gc_projections,
     batch_size: int = 256,
     seed: int = 0,
 ) -> dict[int, GCResult]:
@@ -162,7 +163,7 @@ def per_class_gc(
     Arguments as in :func:`geometric_complexity`; ``labels``: (N,) integer class labels. One seeded
     generator draws the probes of all classes in turn.
     """
-    return _per_class(fn, x, labels, estimator, n_samples, batch_size, seed, "per_class_gc", 1)[0]
+    return _per_class(fn, x, labels, estimator, n_projections, batch_size, seed, "per_class_gc", 1)[0]
 
 
 def geometric_collapse(
@@ -170,8 +171,8 @@ def geometric_collapse(
     x: Tensor | np.ndarray,
     labels: Any,
     *,
-    estimator: str = "exact",
-    n_samples: int = 8,
+    estimator: str = ProbeConfig.gc_estimator,
+    n_projections: int = ProbeConfig.gc_projections,
     batch_size: int = 256,
     seed: int = 0,
 ) -> float:
@@ -182,7 +183,7 @@ def geometric_collapse(
     Needs >= 2 classes; arguments as in :func:`per_class_gc`.
     """
     func = "geometric_collapse"
-    results, means = _per_class(fn, x, labels, estimator, n_samples, batch_size, seed, func, 2)
+    results, means = _per_class(fn, x, labels, estimator, n_projections, batch_size, seed, func, 2)
     gc = np.array([r.mean for r in results.values()])
     dist2 = ((means[:, None, :] - means[None, :, :]) ** 2).sum(-1)
     off = ~np.eye(len(gc), dtype=bool)
@@ -199,26 +200,26 @@ def gc_penalty(
     fn: Embedding,
     x: Tensor,
     *,
-    n_samples: int = 1,
+    n_projections: int = MethodConfig.gc_projections,
     estimator: str = "hutchinson",
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Differentiable unbiased estimate of the batch GC, for GC regularisation: loss = CE + λ·gc_penalty.
 
-    A scalar tensor: the mean over the batch of ‖Jᵢᵀvᵢ‖² averaged over ``n_samples`` probes
+    A scalar tensor: the mean over the batch of ‖Jᵢᵀvᵢ‖² averaged over ``n_projections`` probes
     (``"hutchinson"`` or ``"outputs"``), built with ``create_graph=True`` so that its backward
-    (double backprop) reaches the parameters of ``fn``. Costs one forward and ``n_samples`` VJPs on top
+    (double backprop) reaches the parameters of ``fn``. Costs one forward and ``n_projections`` VJPs on top
     of the training step. ``generator`` draws the probes (on its device); ``None`` uses the global
     torch RNG, like dropout. No finiteness check here (it would sync the GPU every step).
     """
     func = "gc_penalty"
     _check_estimator(estimator, func, _RANDOMIZED)
-    check_int(n_samples, "n_samples", func, 1)
+    check_int(n_projections, "n_projections", func, 1)
     x = _as_input(x, func)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
         out = _flat_output(_run(fn, xg, func), len(xg), func)
-        est = _probe_sq_norms(out, xg, estimator, n_samples, generator, create_graph=True)
+        est = _probe_sq_norms(out, xg, estimator, n_projections, generator, create_graph=True)
     return est.mean()
 
 
@@ -234,14 +235,8 @@ def layer_fn(model: nn.Module, layer: str, *, pool: str = "avg") -> Embedding:
     func = "layer_fn"
     if pool not in POOLS:
         raise param_error("pool", func, f"one of {list(POOLS)}", pool)
-    resolved = resolve_layers(model, layer, func=func)
-    if len(resolved) != 1:
-        raise param_error(
-            "layer", func, "a name that selects exactly one layer", layer, f"It matches {list(resolved)}."
-        )
-    (name,) = resolved
-
-    return _LayerFn(model, name, resolved, pool)
+    name = resolve_layer(model, layer, func=func, param="layer")
+    return _LayerFn(model, name, {name: model.get_submodule(name)}, pool)
 
 
 class _LayerFn:
@@ -269,7 +264,7 @@ def _estimate(
     fn: Embedding,
     x: Tensor,
     estimator: str,
-    n_samples: int,
+    n_projections: int,
     n_examples: int | None,
     batch_size: int,
     gen: torch.Generator,
@@ -283,7 +278,7 @@ def _estimate(
     else:
         idx = torch.arange(n)
         xs = x
-    draws = 1 if estimator == "exact" else n_samples
+    draws = 1 if estimator == "exact" else n_projections
     est = np.empty((draws, len(xs)), dtype=np.float64)  # (draws, examples)
     out_sum: Tensor | None = None
     for start in range(0, len(xs), batch_size):
@@ -296,7 +291,7 @@ def _estimate(
                 xg = xc.requires_grad_(True)
                 out = _flat_output(_run(fn, xg, func), len(xg), func)
                 _check_finite(out, func, "outputs")
-                sq = _probe_sq_norms(out, xg, estimator, n_samples, gen, create_graph=False, stack=True)
+                sq = _probe_sq_norms(out, xg, estimator, n_projections, gen, create_graph=False, stack=True)
         est[:, start : start + len(xc)] = sq.detach().double().cpu().numpy()  # sync point, once a chunk
         chunk_sum = out.detach().double().sum(0)
         out_sum = chunk_sum if out_sum is None else out_sum + chunk_sum
@@ -307,11 +302,13 @@ def _estimate(
             "Check fn for operations with infinite slope (sqrt/log at 0) or a diverged model."
         )
     assert out_sum is not None
-    result = _summarize(est, n, estimator, n_samples, idx.numpy())
+    result = _summarize(est, n, estimator, n_projections, idx.numpy())
     return result, (out_sum / len(xs)).cpu().numpy()
 
 
-def _summarize(est: np.ndarray, n_total: int, estimator: str, n_samples: int, idx: np.ndarray) -> GCResult:
+def _summarize(
+    est: np.ndarray, n_total: int, estimator: str, n_projections: int, idx: np.ndarray
+) -> GCResult:
     """Mean and two-stage standard error (see geometric_complexity) of (draws, m) estimates."""
     draws, m = est.shape
     y = est.mean(0)
@@ -335,7 +332,7 @@ def _summarize(est: np.ndarray, n_total: int, estimator: str, n_samples: int, id
         stderr=float(math.sqrt(var)),
         estimator=estimator,
         n_examples=m,
-        n_samples=1 if estimator == "exact" else n_samples,
+        n_projections=1 if estimator == "exact" else n_projections,
         per_example=y,
         indices=idx.astype(np.int64),
     )
@@ -369,20 +366,20 @@ def _probe_sq_norms(
     out: Tensor,
     x: Tensor,
     estimator: str,
-    n_samples: int,
+    n_projections: int,
     gen: torch.Generator | None,
     *,
     create_graph: bool,
     stack: bool = False,
 ) -> Tensor:
-    """‖J_iᵀv_i‖² for ``n_samples`` probes per example: (n_samples, B) if ``stack`` else their mean (B,).
+    """‖J_iᵀv_i‖² for ``n_projections`` probes per example: (n_projections, B) if ``stack`` else their mean (B,).
 
     ``out``: (B, m) = fn(x) flattened. One VJP per draw covers the whole batch, because examples are
     independent in fn: ∂/∂x_i Σ_k ⟨v_k, f(x_k)⟩ = J_iᵀv_i.
     """
     b, m = out.shape
     rows = []
-    for s in range(n_samples):
+    for s in range(n_projections):
         v = _draw_probes(estimator, b, m, out, gen)
         if not out.requires_grad:  # fn is constant in x (or detaches): every Jacobian is 0
             rows.append(torch.zeros(b, dtype=out.dtype, device=out.device))
@@ -392,7 +389,7 @@ def _probe_sq_norms(
             out,
             x,
             grad_outputs=v,
-            retain_graph=create_graph or s < n_samples - 1,
+            retain_graph=create_graph or s < n_projections - 1,
             create_graph=create_graph,
             allow_unused=True,
         )
@@ -423,7 +420,7 @@ def _per_class(
     x: Tensor | np.ndarray,
     labels: Any,
     estimator: str,
-    n_samples: int,
+    n_projections: int,
     batch_size: int,
     seed: int,
     func: str,
@@ -431,7 +428,7 @@ def _per_class(
 ) -> tuple[dict[int, GCResult], np.ndarray]:
     """({class: GCResult}, class means (K, m) float64) with validation at the door."""
     _check_estimator(estimator, func, ESTIMATORS)
-    check_int(n_samples, "n_samples", func, 1)
+    check_int(n_projections, "n_projections", func, 1)
     check_int(batch_size, "batch_size", func, 1)
     check_int(seed, "seed", func, 0)
     x = _fit_to_fn(fn, _as_input(x, func), func)
@@ -442,7 +439,7 @@ def _per_class(
     for c in np.unique(y):
         rows = np.flatnonzero(y == c)
         res, mu = _estimate(
-            fn, x[torch.from_numpy(rows).to(x.device)], estimator, n_samples, None, batch_size, gen, func
+            fn, x[torch.from_numpy(rows).to(x.device)], estimator, n_projections, None, batch_size, gen, func
         )
         results[int(c)] = res
         means.append(mu)

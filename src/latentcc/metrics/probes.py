@@ -1,7 +1,8 @@
 """Probes of latents: how well a simple classifier trained on train-split features labels the test split.
 
 ``linear_probe``: multinomial logistic regression (scikit-learn, lbfgs) on standardised features.
-``knn_probe``: majority vote of the k nearest training samples (exact faiss search), ties -> lowest class.
+``knn_probe``: majority vote of the k nearest training samples (exact search, :mod:`latentcc.graph.knn`),
+ties -> lowest class.
 Both return the test accuracy as a Python float in [0, 1]. Test labels never seen in training are allowed:
 no probe can predict them, so they count as errors (the accuracy stays comparable across splits).
 """
@@ -11,10 +12,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from latentcc.plumbing.arrays import Matrix, as_labels, as_matrix, joint_frame, joint_unit_frame
-from latentcc.plumbing.errors import check_int, param_error, require
+from latentcc.config import ProbeConfig
+from latentcc.graph.knn import knn_search_trusted
+from latentcc.plumbing.arrays import Matrix, joint_frame
+from latentcc.plumbing.errors import param_error
+from latentcc.plumbing.validate import as_labels, as_matrix, check_choice, check_int
 
 KnnMetric = Literal["cosine", "l2"]
 KNN_METRICS: tuple[str, ...] = ("cosine", "l2")
@@ -109,7 +112,7 @@ def knn_probe(
     test_feats: Any,
     test_y: Any,
     *,
-    k: int = 20,
+    k: int = ProbeConfig.knn_k,
     metric: KnnMetric = "cosine",
 ) -> float:
     """Test accuracy of a k-nearest-neighbour majority vote among the TRAINING samples.
@@ -122,44 +125,26 @@ def knn_probe(
         test_feats: (M, D), same D; test_y: (M,) int labels.
         k: neighbours voting, 1 <= k <= N.
         metric: ``"cosine"`` (cosine similarity of the features as given; all-zero rows are rejected)
-            or ``"l2"`` (Euclidean). Exact search (faiss flat index, float32, on rows prepared in float64
-            so that features far from the origin keep their neighbours; see :mod:`latentcc.plumbing.arrays`).
+            or ``"l2"`` (Euclidean). Exact search (:func:`~latentcc.graph.knn_search` with the test
+            features as queries: float32 on rows prepared in float64 so that features far from the origin
+            keep their neighbours, see :mod:`latentcc.plumbing.arrays`).
     """
     func = "knn_probe"
     mtr, ytr, mte, yte = _check_splits(train_feats, train_y, test_feats, test_y, func)
     n = len(mtr)
     k = check_int(k, "k", func, 1, n, f"Fix: use k <= {n} (the number of training samples).")
-    if metric not in KNN_METRICS:
-        raise param_error("metric", func, f"one of {list(KNN_METRICS)}", metric)
-    # Both splits translated alike in float64 before the float32 search, so a large common offset does
-    # not drown the distances: for l2 the rows, for cosine the unit rows of the features as given (squared
-    # L2 of unit rows = 2 - 2 cos ranks exactly as cosine; all-zero rows raise, naming their split).
-    if metric == "cosine":
-        frame = joint_unit_frame(mtr, mte)
-        base, queries = mtr.unit_rows(frame=frame), mte.unit_rows(frame=frame)
-    else:
-        shift, scale = joint_frame(mtr, mte)
-        base, queries = mtr.centred(shift=shift, scale=scale), mte.centred(shift=shift, scale=scale)
-    assert isinstance(base, np.ndarray) and isinstance(queries, np.ndarray)  # no keep_device: numpy
-    neighbours = _knn(base, queries, k)
+    metric = check_choice(metric, "metric", func, KNN_METRICS)
+    # Both splits are translated alike in float64 before the float32 search (knn_search with queries), so a
+    # large common offset does not drown the distances: for l2 the rows, for cosine the unit rows of the
+    # features as given (all-zero rows raise, naming their split). Exact faiss, never torch: the two break
+    # distance ties differently, and the probe's numbers (checked against scikit-learn) must not depend on size.
+    neighbours, _ = knn_search_trusted(
+        mtr, mte, k, metric=metric, backend="faiss", seed=0, exclude_self=False, exact=True, func=func
+    )
     return float(np.mean(_vote(ytr, neighbours) == yte))
 
 
 # --------------------------------------------------------------------------- private (trust their inputs)
-
-
-def _knn(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """(M, k) int64 indices into ``base`` of each query's k nearest rows by squared L2 (exact), nearest first.
-
-    Takes the prepared float32 rows: translated unit rows for cosine, translated rows for l2.
-    """
-    faiss = require("faiss", "graph", purpose="the k-NN probe", pip_name="faiss-cpu")
-    # faiss's OpenMP pool and torch's intra-op pool would otherwise both take every core.
-    faiss.omp_set_num_threads(torch.get_num_threads())
-    index = faiss.IndexFlatL2(base.shape[1])
-    index.add(base)
-    _, idx = index.search(queries, k)
-    return np.asarray(idx, dtype=np.int64)
 
 
 def _vote(train_y: np.ndarray, neighbours: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ from torch import nn
 from latentcc.models.image import ImageClassifier, MnistCNN, efficientnet_lite0, mnist_cnn
 from latentcc.models.summary import layer_summary
 from latentcc.models.text import TextClassifier, hf_classifier, is_text_folder, minilm
-from latentcc.plumbing.errors import LatentccError, check_int, param_error
+from latentcc.plumbing.errors import LatentccError, param_error
+from latentcc.plumbing.validate import check_int
 
 __all__ = [
     "MODELS",

@@ -118,7 +118,7 @@ def mnist_cnn(num_classes: int = 10, *, pretrained: bool = True, keep_head: bool
     ``keep_head=True`` (only with ``num_classes=10``: the digit classifier as trained).
     ``pretrained=False`` gives a random initialisation. Penultimate features: ``net.fc_layers.1``.
     """
-    _check_num_classes(num_classes, "mnist_cnn")
+    check_num_classes(num_classes, "mnist_cnn")
     if keep_head and num_classes != 10:
         raise param_error(
             "keep_head",
@@ -148,7 +148,7 @@ def efficientnet_lite0(
     0.99) adapts the running statistics too slowly when fine-tuning on a new domain.
     Pooled features before the head: ``net._avg_pooling`` (``(B, 1280, 1, 1)``).
     """
-    _check_num_classes(num_classes, "efficientnet_lite0")
+    check_num_classes(num_classes, "efficientnet_lite0")
     if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 1:
         raise param_error("input_size", "efficientnet_lite0", "an int >= 1 (pixels)", input_size)
     if keep_head and num_classes != 1000:
@@ -188,7 +188,7 @@ def _per_channel(value: float | Sequence[float], channels: int, name: str) -> Te
     return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
 
 
-def _check_num_classes(num_classes: int, func: str) -> None:
+def check_num_classes(num_classes: int, func: str) -> None:
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise param_error("num_classes", func, "an int >= 1", num_classes)
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from latentcc.latents.layers import hooks, model_mode
 from latentcc.models.image import ImageClassifier
 from latentcc.models.text import TextClassifier
 
@@ -71,18 +72,12 @@ def _output_shapes(model: nn.Module, x: Any) -> dict[str, tuple[int, ...]]:
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
-    was_training = model.training
-    model.eval()
+    forward = [(m, hook(n)) for n, m in model.named_modules() if n]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model_mode(model, training=False), hooks(forward=forward):
             model(x)
     except Exception:  # a model that cannot run the placeholder: the table keeps names and types
         return {}
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     return shapes
 
 

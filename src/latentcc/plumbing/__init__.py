@@ -1,1 +1,1 @@
-"""Infrastructure every part uses: errors, array and batch handling, atomic writes, locks, progress, seeding, assets, DDP."""
+"""Infrastructure every part uses: errors, array and batch handling, atomic writes, locks, progress, seeding, assets."""

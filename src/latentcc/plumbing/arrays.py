@@ -1,14 +1,10 @@
-"""The door for (N, D) matrices of latents and features, shared by the engine and the metrics.
+"""The float64-exact frames that the engine computes on: :class:`Matrix`, a validated (N, D) matrix.
 
-k-NN search and graph, PCA, LCC targets, the epoch start, clustering, probes and neural collapse all
-convert their input here, so they accept the same inputs and refuse the rest with the same messages:
-
-* containers: numpy arrays (memory maps are read in row blocks, never loaded whole), torch tensors on
-  any device but ``meta`` (detached, any strides; the caller's tensor is never modified) and nested
-  lists of numbers;
-* dtypes: float16, bfloat16, float32, float64, signed and unsigned integers, bool. Complex, strings,
-  dates and object arrays of non-numbers are refused. float64 and integers wider than 16 bits are
-  worked on in float64 (float32 holds integers exactly only up to 2^24), everything else in float32.
+Validation (which containers and dtypes are accepted) is :func:`latentcc.plumbing.validate.as_matrix`, the
+one door that builds a :class:`Matrix`. k-NN search and graph, PCA, LCC targets, the epoch start, clustering,
+probes and neural collapse all compute on its views, so they share the precision guarantees below.
+float64 and integers wider than 16 bits are worked on in float64 (float32 holds integers exactly only up
+to 2^24), everything else in float32.
 
 Precision. Searches and clusterings compute squared distances as ``|a|^2 + |b|^2 - 2 a.b``, whose
 rounding error grows with ``|a|^2``, not with the distances: in float32, latents around 1e5 with a
@@ -32,10 +28,8 @@ float32 cast: the cosine neighbours are those of the data to float64's precision
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from latentcc.plumbing.errors import param_error
@@ -43,8 +37,6 @@ from latentcc.plumbing.scaling import pow2_scale
 
 # Elements per row block of a conversion pass (32 MiB of float64): memory maps are never read whole.
 _BLOCK_ELEMS = 1 << 22
-_ACCEPTED = "a real-valued numeric (N, D) array or tensor (float16/bfloat16/float32/float64, integer or bool)"
-_CONVERT_FIX = "Fix: convert it to numbers first, e.g. np.asarray(x, dtype=np.float32)."
 # (anchor, shift, scale) of the unit rows of a cosine search: see Matrix.unit_rows.
 UnitFrame = tuple[np.ndarray | None, np.ndarray, float]
 
@@ -80,13 +72,13 @@ class Matrix:
     @property
     def shift(self) -> np.ndarray:
         """(D,) float64 column midranges: the translation :meth:`centred` removes."""
-        lo, hi = self._bounds()
+        lo, hi = self.bounds()
         return lo / 2 + hi / 2  # halves first: no overflow near float64's limit
 
     @property
     def scale(self) -> float:
         """The power of two :meth:`centred` multiplies by (1.0 unless the centred values are extreme)."""
-        lo, hi = self._bounds()
+        lo, hi = self.bounds()
         return pow2_scale(float((hi / 2 - lo / 2).max()))
 
     def values(self) -> np.ndarray:
@@ -151,13 +143,13 @@ class Matrix:
         for anchored unit rows (1.0 without an anchor: then each row gets its own power of two)."""
         if anchor is None:
             return 1.0
-        lo, hi = self._bounds()
+        lo, hi = self.bounds()
         return pow2_scale(float(max(np.abs(lo).max(), np.abs(hi).max())))
 
     def _unit_cache(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """(anchor, column minima, column maxima) of the anchored unit rows, computed once."""
         if self._unit is None:
-            lo, hi = self._bounds()
+            lo, hi = self.bounds()
             c = self.shift
             s = self._norm_scale(c)
             n0 = float(np.linalg.norm(c * s))  # scaled: the norms of extreme data stay finite
@@ -181,11 +173,16 @@ class Matrix:
             )
         return lo, hi
 
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(D,) float64 column minima and maxima of the finite rows (one blocked pass, computed once)."""
         if self._lo is None or self._hi is None:
             self._scan(check_finite=False)
         assert self._lo is not None and self._hi is not None
         return self._lo, self._hi
+
+    def check_finite(self) -> None:
+        """Raise (naming the first rows) if any row holds NaN/inf; the same pass finds the column ranges."""
+        self._scan(check_finite=True)
 
     def _scan(self, *, check_finite: bool) -> None:
         """One pass: column minima and maxima, and (``check_finite``) the rows holding NaN/inf."""
@@ -201,42 +198,6 @@ class Matrix:
             )
 
 
-def as_matrix(
-    x: Any,
-    param: str,
-    func: str,
-    *,
-    min_rows: int = 1,
-    check_finite: bool = True,
-    keep_device: bool = False,
-) -> Matrix:
-    """Validate ``x`` as an (N, D) matrix with N >= ``min_rows``, D >= 1; the one door for latents.
-
-    ``param`` and ``func`` name the argument in errors ("The 'x' parameter of knn_graph must be ...").
-    ``check_finite``: NaN/inf rows raise (one blocked pass that also finds each column's range).
-    ``keep_device``: a tensor on an accelerator stays there (else it is copied to the CPU).
-    """
-    data = _as_array(x, param, func, keep_device)
-    if data.ndim != 2:
-        raise param_error(
-            param,
-            func,
-            "2-D with shape (N, D)",
-            f"shape {tuple(data.shape)}",
-            "Fix: reshape to (N, D), e.g. x.reshape(len(x), -1) (or pool per-sample features first).",
-        )
-    if data.shape[0] < min_rows:
-        raise param_error(
-            param, func, f"an array with N >= {min_rows} rows (samples)", f"shape {tuple(data.shape)}"
-        )
-    if data.shape[1] < 1:
-        raise param_error(param, func, "an array with D >= 1 columns", f"shape {tuple(data.shape)}")
-    m = Matrix(data, param, func, _work_dtype(data))
-    if check_finite:
-        m._scan(check_finite=True)
-    return m
-
-
 def joint_frame(first: Matrix, *others: Matrix) -> tuple[np.ndarray, float]:
     """(shift, scale) of ``first``, with a scale that also keeps ``others`` finite once shifted by it.
 
@@ -245,7 +206,7 @@ def joint_frame(first: Matrix, *others: Matrix) -> tuple[np.ndarray, float]:
     shift = first.shift
     extent = 0.0
     for m in (first, *others):
-        lo, hi = m._bounds()
+        lo, hi = m.bounds()
         extent = max(extent, float(np.abs(hi - shift).max()), float(np.abs(lo - shift).max()))
     return shift, pow2_scale(extent)
 
@@ -259,121 +220,6 @@ def joint_unit_frame(first: Matrix, *others: Matrix) -> UnitFrame:
         lo, hi = m._unit_cache()[1:] if m is first else m._unit_bounds(anchor)
         extent = max(extent, float(np.abs(hi - shift).max()), float(np.abs(lo - shift).max()))
     return anchor, shift, pow2_scale(extent)
-
-
-def to_numpy(x: Any, param: str, func: str) -> np.ndarray:
-    """Any array-like (tensor on any device but meta, numpy, list) as a numpy array, without checks of
-    shape or dtype: for labels, classifier weights and other small inputs."""
-    if isinstance(x, torch.Tensor):
-        _check_tensor(x, param, func)
-        t = x.detach().cpu().resolve_conj().resolve_neg()
-        return t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
-    if sp.issparse(x):
-        raise param_error(param, func, "a dense array", type(x).__name__, "Fix: x.toarray().")
-    return np.asarray(x)
-
-
-def as_labels(y: Any, n: int, func: str, param: str = "labels", *, min_classes: int = 1) -> np.ndarray:
-    """``y`` as a 1-D int64 numpy array of length ``n`` with at least ``min_classes`` distinct values.
-
-    Any integers (negative, with gaps), bools, and floats holding whole numbers are accepted.
-    """
-    arr = to_numpy(y, param, func)
-    if arr.ndim != 1 or len(arr) != n:
-        raise param_error(
-            param, func, f"a 1-D array of {n} labels, one per row of the features", _describe(arr)
-        )
-    if len(arr) and arr.dtype.kind not in "iub":
-        whole = arr.dtype.kind == "f" and bool(np.isfinite(arr).all() and (arr == np.round(arr)).all())
-        if not whole:
-            raise param_error(param, func, "integer class labels", _describe(arr), "Map names to ids first.")
-    arr = arr.astype(np.int64, copy=False)
-    k = len(np.unique(arr))
-    if k < min_classes:
-        raise param_error(
-            param,
-            func,
-            f"labels with at least {min_classes} distinct classes",
-            f"{k} distinct class(es)",
-            "A between-class quantity is undefined with fewer classes; check the labels and any subsetting.",
-        )
-    return arr
-
-
-def _describe(x: np.ndarray) -> str:
-    return f"{x.dtype} array of shape {tuple(x.shape)}"
-
-
-# ----------------------------------------------------------------------------- private
-
-
-def _check_tensor(x: torch.Tensor, param: str, func: str) -> None:
-    if x.is_meta:
-        raise param_error(
-            param,
-            func,
-            "a tensor with data (not on the 'meta' device)",
-            f"a {x.dtype} tensor of shape {tuple(x.shape)} on the meta device",
-            "A meta tensor has a shape but no values. Fix: compute it from a materialised model "
-            "(model.to_empty(device='cpu'), then load its weights) on real inputs.",
-        )
-    if x.layout != torch.strided:
-        raise param_error(
-            param, func, "a dense tensor", f"a tensor with layout {x.layout}", "Fix: x.to_dense()."
-        )
-    if x.is_quantized:
-        raise param_error(param, func, _ACCEPTED, f"a quantized {x.dtype} tensor", "Fix: x.dequantize().")
-
-
-def _as_array(x: Any, param: str, func: str, keep_device: bool) -> np.ndarray | torch.Tensor:
-    """``x`` as a numpy array (or a tensor on its accelerator) of an accepted real dtype; no copies
-    except bfloat16 -> float32, object -> float64 and accelerator -> CPU."""
-    if isinstance(x, torch.Tensor):
-        _check_tensor(x, param, func)
-        if x.is_complex() or not (x.is_floating_point() or x.dtype == torch.bool or _is_int(x.dtype)):
-            raise param_error(param, func, _ACCEPTED, f"a tensor of dtype {x.dtype}", _CONVERT_FIX)
-        t = x.detach()
-        if keep_device and t.device.type != "cpu":
-            return t
-        t = t.cpu()
-        if t.dtype in (torch.float16, torch.float32, torch.float64, torch.bool) or _is_int(t.dtype):
-            try:
-                return t.numpy()  # a view: no copy, any strides
-            except TypeError:  # integer dtypes numpy cannot view (e.g. uint16 on older numpy)
-                return t.double().numpy()
-        return t.float().numpy()  # bfloat16, float8: exact in float32
-    if sp.issparse(x):
-        raise param_error(
-            param, func, "a dense (N, D) array", f"a sparse {type(x).__name__}", "Fix: x.toarray()."
-        )
-    try:
-        a = np.asarray(x)
-    except (TypeError, ValueError) as e:  # ragged lists and the like
-        raise param_error(param, func, _ACCEPTED, type(x).__name__, _CONVERT_FIX) from e
-    if a.dtype == object:
-        try:
-            a = a.astype(np.float64)  # numbers (or None -> NaN) in an object array
-        except (TypeError, ValueError) as e:
-            raise param_error(
-                param, func, _ACCEPTED, f"{type(x).__name__} of dtype object", _CONVERT_FIX
-            ) from e
-    if a.dtype.kind not in "fiub":
-        raise param_error(param, func, _ACCEPTED, f"{type(x).__name__} of dtype {a.dtype}", _CONVERT_FIX)
-    if a.dtype.kind == "f" and a.dtype.itemsize > 8:  # longdouble: the engine computes in float64 at most
-        a = a.astype(np.float64)
-    return a
-
-
-def _is_int(dtype: torch.dtype) -> bool:
-    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
-
-
-def _work_dtype(data: np.ndarray | torch.Tensor) -> type:
-    if isinstance(data, torch.Tensor):
-        wide = data.dtype == torch.float64 or (_is_int(data.dtype) and data.element_size() > 2)
-    else:
-        wide = data.dtype.kind in "iuf" and data.dtype.itemsize > (4 if data.dtype.kind == "f" else 2)
-    return np.float64 if wide else np.float32
 
 
 def _step(d: int) -> int:

@@ -76,7 +76,7 @@ def make_temp_folder(parent: Path, prefix: str) -> Path:
     return tmp
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # some filesystems do not allow opening a directory; the rename is still atomic
@@ -117,7 +117,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise write_error(path, e) from e
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -177,20 +177,20 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     ``allow_nan=False`` then guarantees that no non-finite number slips through.
     """
     return atomic_write_text(
-        path, json.dumps(_strict_json(obj), indent=2, allow_nan=False, default=str) + "\n"
+        path, json.dumps(strict_json(obj), indent=2, allow_nan=False, default=str) + "\n"
     )
 
 
-def _strict_json(obj: Any) -> Any:
+def strict_json(obj: Any) -> Any:
     """``obj`` with non-finite floats as None and array-likes as lists (for :func:`atomic_write_json`)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _strict_json(v) for k, v in obj.items()}
+        return {k: strict_json(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_strict_json(v) for v in obj]
+        return [strict_json(v) for v in obj]
     if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):  # numpy / torch scalars and arrays
-        return _strict_json(obj.tolist())
+        return strict_json(obj.tolist())
     return obj
 
 

@@ -43,19 +43,6 @@ def param_error(param: str, func: str, requirement: str, got: Any, fix: str | No
     return LatentccError(msg)
 
 
-def check_int(
-    value: Any, param: str, func: str, lo: int, hi: int | None = None, fix: str | None = None
-) -> int:
-    """``value`` as an int in ``[lo, hi]`` (numpy ints accepted, bools refused), else the standard error."""
-    import numpy as np
-
-    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not ok or value < lo or (hi is not None and value > hi):
-        req = f"an int >= {lo}" if hi is None else f"an int with {lo} <= {param} <= {hi}"
-        raise param_error(param, func, req, value, fix)
-    return int(value)
-
-
 def _checkout_root() -> Path | None:
     """The latentcc repository this package runs from (an editable install), or None (a wheel, a copy)."""
     root = Path(__file__).resolve().parents[3]  # src/latentcc/plumbing/errors.py -> the checkout

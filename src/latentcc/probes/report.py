@@ -7,6 +7,7 @@ base64), ``profile.csv``, ``profile.json`` and the PNGs under ``figures/``. Ever
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 import os
@@ -17,36 +18,10 @@ from typing import Any
 import numpy as np
 
 from latentcc.plumbing.atomic import atomic_write_text
-from latentcc.probes.profile import NC_KEYS, Profile, summarize
+from latentcc.probes.profile import Profile
+from latentcc.probes.registry import Panel, error_keys, panels
+from latentcc.probes.summary import summary_lines
 from latentcc.report.figure import palette, pyplot, save_png
-
-# (title, [(metric, split, label)], log scale allowed) for each curve panel, in reading order. A log axis is used
-# only where the values are positive and span a decade.
-PANELS: tuple[tuple[str, tuple[tuple[str, str, str], ...], bool], ...] = (
-    (
-        "Within-class variability (NC1)",
-        (("nc1", "train", "NC1"), ("nc1_trace_ratio", "train", "tr ratio")),
-        True,
-    ),
-    ("Class-distance normalised variance (CDNV)", (("cdnv", "train", "CDNV"),), True),
-    (
-        "Clusterability",
-        (("ami", "train", "AMI"), ("purity", "train", "purity"), ("ari", "train", "ARI")),
-        False,
-    ),
-    (
-        "Probe accuracy (test)",
-        (("linear_probe_acc", "test", "linear"), ("knn_probe_acc", "test", "k-NN")),
-        False,
-    ),
-    ("Geometric complexity (GC)", (("gc", "train", "GC"),), True),
-    (
-        "Simplex ETF distance (NC2)",
-        (("nc2_etf", "train", "ETF dist"), ("nc2_equinorm", "train", "equinorm")),
-        False,
-    ),
-)
-NC2_KEYS = tuple(k for k in NC_KEYS if k.startswith("nc2_"))
 
 
 def short_names(layers: Sequence[str]) -> list[str]:
@@ -71,14 +46,6 @@ def short_names(layers: Sequence[str]) -> list[str]:
     return out
 
 
-# Two centred class means always point in opposite directions (n_1 m_1 + n_2 m_2 = 0) with length
-# ratio n_2 / n_1: with 2 classes every NC2 value is a function of the class counts, not of the features.
-NC2_TWO_CLASSES = (
-    "With 2 classes NC2 is flat by construction: the two centred class means always point in opposite "
-    "directions and their length ratio is the class-size ratio, so the NC2 values depend on the class "
-    "counts only, not on the features."
-)
-
 # Values this close (or this close to 0) are rounding noise of dimensionless metrics: drawn as equal.
 _NOISE = 1e-12
 
@@ -88,69 +55,82 @@ FEW_LAYERS = 2
 
 
 def plot_layer_curves(p: Profile, path: str | Path) -> Path | None:
-    """One panel per metric family present, metric vs layer (model order); None if nothing to plot.
+    """One panel per registry panel with values, metric vs layer (model order); None if nothing to plot.
 
+    The panels come from the metric families' registry entries (:func:`~latentcc.probes.registry.panels`).
     The x axis is categorical (one tick per layer, labelled by :func:`short_names`). With at most
     ``FEW_LAYERS`` layers each series is a set of markers, side by side, with its values printed.
     """
-    panels = [
-        (title, [(m, s, lab) for m, s, lab in series if np.isfinite(p.series(m, s)).any()], log)
-        for title, series, log in PANELS
+    shown = [
+        dataclasses.replace(
+            panel, series=tuple(s for s in panel.series if np.isfinite(_values(p, s.key)).any())
+        )
+        for panel in panels()
     ]
-    panels = [x for x in panels if x[1]]
-    if not panels:
+    shown = [panel for panel in shown if panel.series]
+    if not shown:
         return None
     plt = pyplot()
-    ncol = 2 if len(panels) > 1 else 1
-    nrow = math.ceil(len(panels) / ncol)
-    n = len(p.layers)
-    few = n <= FEW_LAYERS
+    ncol = 2 if len(shown) > 1 else 1
+    nrow = math.ceil(len(shown) / ncol)
+    few = len(p.layers) <= FEW_LAYERS
     fig, axes = plt.subplots(nrow, ncol, figsize=((4.2 if few else 6.4) * ncol, 3.3 * nrow), squeeze=False)
-    x = np.arange(n, dtype=float)
-    labels = short_names(p.layers)
-    two_classes = len(p.classes) == 2
-    for ax, (title, series, log) in zip(axes.flat, panels, strict=False):
-        values = [p.series(m, s) for m, s, _ in series]
-        errbars = any(m == "gc" for m, _, _ in series)  # matplotlib's own limits include the bars
-        for j, ((metric, split, label), y) in enumerate(zip(series, values, strict=True)):
-            # few layers: series side by side around each tick, markers only
-            xs = x + (j - (len(series) - 1) / 2) * 0.12 if few else x
-            style: dict[str, Any] = {"marker": "o", "ms": 7 if few else 3, "label": label}
-            if few:
-                style["linestyle"] = "none"
-            if metric == "gc":
-                err = p.series("gc_stderr", split)
-                ax.errorbar(xs, y, yerr=np.where(np.isfinite(err), 2 * err, 0), capsize=2, **style)
-            else:
-                ax.plot(xs, y, **style)
-            if few:
-                for xi, yi in zip(xs, y, strict=True):
-                    if np.isfinite(yi):
-                        text = "0" if abs(yi) < _NOISE else f"{yi:.3g}"
-                        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(6, 0), va="center",
-                                    fontsize=7)  # fmt: skip
-        finite = np.concatenate([y[np.isfinite(y)] for y in values])
-        # log only where it helps: positive values spanning a decade (else its ticks read "2.1 x 10^0")
-        if log and finite.size and finite.min() > 0 and finite.max() >= 10 * finite.min():
-            ax.set_yscale("log")
-        elif finite.size and np.ptp(finite) <= _NOISE * max(1.0, float(np.abs(finite).max())) and not errbars:
-            # one value, or equal values up to rounding: a fixed window, not an axis zoomed onto 1e-16 noise
-            c = 0.0 if abs(float(finite.mean())) < _NOISE else float(finite.mean())
-            ax.set_ylim(c - max(0.05 * abs(c), 0.05), c + max(0.05 * abs(c), 0.05))
-        note = None  # rides in the legend's title: matplotlib places it clear of the data
-        if two_classes and any(m in NC2_KEYS for m, _, _ in series):
-            title += ": flat with 2 classes"
-            note = "2 classes: NC2 depends only on the\nclass counts (centred means are opposite)"
-        ax.set_title(title, fontsize=10)
-        ax.set_xlim(-0.5 if not few else -0.6, n - 0.5 if not few else n - 0.4)
-        rotate = max((len(t) for t in labels), default=0) * n > 60  # long or many labels: slant them
-        ax.set_xticks(x, labels, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=7)
-        ax.grid(alpha=0.3)
-        if len(series) > 1 or note:
-            ax.legend(fontsize=7, title=note, title_fontsize=7)
-    for ax in list(axes.flat)[len(panels) :]:
+    for ax, panel in zip(axes.flat, shown, strict=False):
+        _draw_panel(ax, p, panel, few)
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     return save_png(fig, path)
+
+
+def _values(p: Profile, key: str) -> np.ndarray:
+    return p.series(key, p.split_of(key))
+
+
+def _draw_panel(ax: Any, p: Profile, panel: Panel, few: bool) -> None:
+    """One panel: its series vs layer, error bars where a series has a standard error, a two-class note."""
+    n = len(p.layers)
+    x = np.arange(n, dtype=float)
+    values = [_values(p, s.key) for s in panel.series]
+    errbars = any(s.err for s in panel.series)  # matplotlib's own limits include the bars
+    for j, (s, y) in enumerate(zip(panel.series, values, strict=True)):
+        # few layers: series side by side around each tick, markers only
+        xs = x + (j - (len(panel.series) - 1) / 2) * 0.12 if few else x
+        style: dict[str, Any] = {"marker": "o", "ms": 7 if few else 3, "label": s.label}
+        if few:
+            style["linestyle"] = "none"
+        if s.err:
+            err = _values(p, s.err)
+            ax.errorbar(xs, y, yerr=np.where(np.isfinite(err), 2 * err, 0), capsize=2, **style)
+        else:
+            ax.plot(xs, y, **style)
+        if few:
+            for xi, yi in zip(xs, y, strict=True):
+                if np.isfinite(yi):
+                    text = "0" if abs(yi) < _NOISE else f"{yi:.3g}"
+                    ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(6, 0), va="center",
+                                fontsize=7)  # fmt: skip
+    finite = np.concatenate([y[np.isfinite(y)] for y in values])
+    # log only where it helps: positive values spanning a decade (else its ticks read "2.1 x 10^0")
+    if panel.log and finite.size and finite.min() > 0 and finite.max() >= 10 * finite.min():
+        ax.set_yscale("log")
+    elif finite.size and np.ptp(finite) <= _NOISE * max(1.0, float(np.abs(finite).max())) and not errbars:
+        # one value, or equal values up to rounding: a fixed window, not an axis zoomed onto 1e-16 noise
+        c = 0.0 if abs(float(finite.mean())) < _NOISE else float(finite.mean())
+        ax.set_ylim(c - max(0.05 * abs(c), 0.05), c + max(0.05 * abs(c), 0.05))
+    title, note = (
+        panel.title,
+        None,
+    )  # the note rides in the legend's title: matplotlib places it clear of the data
+    if len(p.classes) == 2 and panel.two_class_note:
+        title, note = title + ": flat with 2 classes", panel.two_class_note
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(-0.5 if not few else -0.6, n - 0.5 if not few else n - 0.4)
+    labels = short_names(p.layers)
+    rotate = max((len(t) for t in labels), default=0) * n > 60  # long or many labels: slant them
+    ax.set_xticks(x, labels, rotation=60 if rotate else 0, ha="right" if rotate else "center", fontsize=7)
+    ax.grid(alpha=0.3)
+    if len(panel.series) > 1 or note:
+        ax.legend(fontsize=7, title=note, title_fontsize=7)
 
 
 def plot_views(p: Profile, path: str | Path) -> Path | None:
@@ -177,7 +157,7 @@ def plot_views(p: Profile, path: str | Path) -> Path | None:
             kind = (
                 "class"
                 if what == "class"
-                else f"{p.params.get('cluster_method', 'cluster')} cluster (ids arbitrary)"
+                else f"{p.params.get('clustering', 'cluster')} cluster (ids arbitrary)"
             )
             ax.set(title=f"{short.get(v.layer, v.layer)}: by {kind}", xticks=[], yticks=[])
             if what == "class" and n <= 20:
@@ -220,72 +200,6 @@ def plot_contingency(p: Profile, layer: str, path: str | Path) -> Path | None:
     return save_png(fig, path)
 
 
-def summary_lines(p: Profile) -> list[str]:
-    """The report's short text summary, one sentence per fact; one-layer facts are stated once, not as ranges."""
-    s = summarize(p)
-    lines = []
-    sep = s.get("separation")
-    if sep:
-        lines.append(_separation_line(sep))
-    corr = s.get("nc1_vs_linear_probe")
-    if corr:
-        lines.append(
-            f"NC1 on the training data vs linear-probe accuracy across {corr['n_layers']} layers: Spearman rho = "
-            f"{corr['spearman_rho']:.2f} (p = {corr['spearman_p']:.2g}), Pearson r = {corr['pearson_r']:.2f} "
-            f"(p = {corr['pearson_p']:.2g}). The neural-collapse paper predicts a strong negative relation."
-        )
-    ami = p.series("ami")
-    ok = np.flatnonzero(np.isfinite(ami))
-    if ok.size:
-        i = int(np.nanargmax(ami))
-        how = f"{p.params.get('cluster_method')}{', within groups' if p.params.get('groups') else ''}"
-        if ok.size == 1:
-            lines.append(f"Clusterability at layer {p.layers[i]}: AMI {ami[i]:.3f} ({how}).")
-        else:
-            lines.append(f"Highest clusterability (AMI {ami[i]:.3f}, {how}) at layer {p.layers[i]}.")
-    gc = p.series("gc")
-    ok = np.flatnonzero(np.isfinite(gc))
-    if ok.size == 1:
-        lines.append(f"Geometric complexity at layer {p.layers[ok[0]]}: {gc[ok[0]]:.3g}.")
-    elif ok.size > 1:
-        lo, hi = int(np.nanargmin(gc)), int(np.nanargmax(gc))
-        if f"{gc[lo]:.3g}" == f"{gc[hi]:.3g}":  # equal as printed: a range would repeat one number
-            lines.append(f"Geometric complexity is {gc[hi]:.3g} at each of the {ok.size} layers.")
-        else:
-            lines.append(
-                f"Geometric complexity ranges from {gc[lo]:.3g} ({p.layers[lo]}) to {gc[hi]:.3g} ({p.layers[hi]})."
-            )
-    if len(p.classes) == 2 and any(np.isfinite(p.series(m)).any() for m in NC2_KEYS):
-        lines.append(NC2_TWO_CLASSES)
-    return lines
-
-
-def _separation_line(sep: dict[str, Any]) -> str:
-    what = {
-        "linear_probe_acc": "linear-probe accuracy",
-        "knn_probe_acc": "k-NN probe accuracy",
-        "ami": "AMI",
-    }[sep["metric"]]
-    best, chance = sep["best_value"], sep["chance"]
-    if sep["n_layers"] == 1:
-        return f"The {what} at layer {sep['best_layer']} is {best:.3f} (chance: {chance:.3f})."
-    if best <= chance:
-        return (
-            f"No layer separates the classes: the best {what} ({best:.3f}, at {sep['best_layer']}) is at or "
-            f"below chance ({chance:.3f})."
-        )
-    stays = "" if sep["stays_above"] else " (later layers drop below it again)"
-    best_part = (
-        f"it is also the best layer ({best:.3f})"
-        if sep["best_layer"] == sep["layer"]
-        else f"the best layer is {sep['best_layer']} ({best:.3f})"
-    )
-    return (
-        f"Classes separate from layer {sep['layer']} on: it is the first layer whose {what} reaches "
-        f"{sep['threshold']:.3f} (90 % of the best gain over chance){stays}; {best_part}."
-    )
-
-
 def _img(path: Path | None, alt: str) -> str:
     if path is None:
         return ""
@@ -323,8 +237,8 @@ def write_probe_report(p: Profile, out_dir: str | Path, *, title: str = "latentc
     cont_layer = _contingency_layer(p)
     cont = plot_contingency(p, cont_layer, figs / "contingency.png") if cont_layer else None
 
-    metrics = [m for m in p.metrics() if m != "gc_stderr"]
-    columns = {m: p.series(m, "test" if m.endswith("_acc") else "train") for m in metrics}  # once per metric
+    metrics = [m for m in p.metrics() if m not in error_keys()]  # standard errors: bars, not columns
+    columns = {m: _values(p, m) for m in metrics}  # once per metric
     wide = [
         {"#": i, "layer": layer, "width": p.widths[layer], **{m: float(v[i]) for m, v in columns.items()}}
         for i, layer in enumerate(p.layers)

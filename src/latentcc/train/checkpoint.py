@@ -30,10 +30,10 @@ from torch import nn
 
 from latentcc.plumbing import atomic
 from latentcc.plumbing.atomic import (
-    _fsync_dir,
     atomic_write_json,
     describe_owner,
     file_mode,
+    fsync_dir,
     make_temp_folder,
     remove_stale_temps,
     sha256_file,
@@ -102,7 +102,7 @@ def save_checkpoint(
         (tmp / "state.json").write_text(json.dumps(tree, allow_nan=False))  # strict JSON
         manifest = {f: sha256_file(tmp / f) for f in _FILES}
         atomic_write_json(tmp / "MANIFEST.json", manifest)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         final = ckpt_root / name
         if final.exists():  # an earlier, unreferenced attempt at the same epoch: replace it
             shutil.rmtree(final)
@@ -112,7 +112,7 @@ def save_checkpoint(
         if isinstance(e, OSError) and not isinstance(e, WriteError):
             raise _ckpt_write_error(ckpt_root, name, e) from e
         raise
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
     atomic_write_json(ckpt_root / "latest.json", {"dir": name})
     _prune(ckpt_root, keep=keep, protect=name)
     return final

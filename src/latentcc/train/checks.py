@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import Dataset, default_collate
 
 from latentcc.config import TrainConfig
+from latentcc.latents.layers import hooks, model_mode
 from latentcc.plumbing.batch import (
     check_labels,
     check_logits,
@@ -38,7 +39,6 @@ from latentcc.plumbing.batch import (
 )
 from latentcc.plumbing.errors import LatentccError, param_error
 from latentcc.plumbing.seeding import rng_state, set_rng_state
-from latentcc.train.methods import eval_mode
 
 _OPTIMIZER_FIELDS = ("optimizer", "lr", "weight_decay", "momentum")  # build fit's own optimizer only
 _BN_ERROR = "Expected more than 1 value per channel when training"  # PyTorch's message for a 1-sample batch
@@ -200,13 +200,16 @@ def _example_forward(
 
         return hook
 
-    handles = [m.register_forward_pre_hook(record(name)) for name, m in bns.items()]
     # fit has just seeded every generator: reading samples (a random augmentation) and the forward must not
     # advance python's, numpy's or torch's, or the run would differ from one without this pass
     saved = rng_state()
     try:
         # eval mode: no BatchNorm statistics move, no dropout
-        with torch.enable_grad(), eval_mode(model):
+        with (
+            torch.enable_grad(),
+            model_mode(model, training=False),
+            hooks(pre=[(m, record(n)) for n, m in bns.items()]),
+        ):
             x, y, idx = unpack_batch(default_collate([train[i] for i in range(min(2, n))]))
             check_labels(y, min(2, n), func="fit")  # integer class ids, one per sample: before the model runs
             x = to_device(x, device, input_dtype(model))
@@ -219,8 +222,6 @@ def _example_forward(
             _check_classifier(out, y, idx, num_classes)
     finally:
         set_rng_state(*saved)
-        for h in handles:
-            h.remove()
     flat = [name for name, values in per_channel.items() if values == 1]
     if flat:
         raise _bn_error(flat[0], n, cfg)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from latentcc.config import LCCConfig, TrainConfig, config_to_dict
 from latentcc.integrations.fit import LCCHook
+from latentcc.latents.layers import model_mode
 from latentcc.lcc.correction import LatentClusterCorrection
 from latentcc.plumbing.atomic import (
     atomic_write_bytes,
@@ -183,14 +184,12 @@ def evaluate(
     check_materialised(model, "evaluate")
     n = len(dataset)  # type: ignore[arg-type]
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    was_training = model.training
     in_dtype = input_dtype(model)  # float inputs take the model's dtype (e.g. float64)
-    model.eval()
     loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
     correct = torch.zeros(n, dtype=torch.bool, device=dev)
     hits_k = torch.zeros((), device=dev, dtype=torch.long)
     k = topk
-    try:
+    with model_mode(model, training=False):
         pos = 0
         batches = read_batches(loader, f"evaluated as '{desc}'")  # a clear error for a too-long __len__
         for batch in track(batches, desc, unit="batches", enabled=progress):
@@ -205,8 +204,6 @@ def evaluate(
             correct[rows] = hit[1]
             hits_k += hit[k].sum()
             pos += len(y)
-    finally:
-        model.train(was_training)
     if n == 0:
         return EvalResult(float("nan"), float("nan"), float("nan"), k, 0, np.zeros(0, dtype=bool))
     c = correct.cpu().numpy()  # sync point: once per pass
@@ -244,7 +241,7 @@ def _check_fit_extras(
     *args: Any, lcc: LatentClusterCorrection | LCCConfig | None = None, **kwargs: Any
 ) -> None:
     """A missing optional dependency of LCC (igraph, leidenalg, faiss) refuses the run before its folder exists."""
-    from latentcc.app.extras import check_extras
+    from latentcc.extras import check_extras
 
     cfg = lcc.config if isinstance(lcc, LatentClusterCorrection) else lcc
     if isinstance(cfg, LCCConfig):

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from latentcc.config import LEGACY_VALUES
+from latentcc.config import LEGACY_VALUES, RENAMED_KEYS
 from latentcc.plumbing.atomic import describe_owner
 from latentcc.plumbing.errors import CheckpointError
 from latentcc.train.checkpoint import unreadable_error
@@ -146,6 +146,8 @@ def check_same_run(
 ) -> None:
     """Refuse to resume with settings that change the computation, or with another model, data or loss."""
     now = json.loads(json.dumps(run_config, default=str))  # tuples -> lists, as stored
+    saved = {s: {RENAMED_KEYS.get(s, {}).get(k, k): v for k, v in x.items()} if isinstance(x, dict) else x
+             for s, x in saved.items()}  # fmt: skip  # a record written before a rename: today's names
     diffs = []
     for section in sorted((set(saved) | set(now)) - _RECORDS):
         a, b = saved.get(section), now.get(section)
@@ -244,11 +246,17 @@ def _unchecked(path: Path, what: str) -> None:
 
 
 def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
-    """A run's config.json record with :data:`~latentcc.config.LEGACY_VALUES` filled in where a key is absent."""
-    return {
-        section: {**LEGACY_VALUES[section], **v} if section in LEGACY_VALUES and isinstance(v, dict) else v
-        for section, v in saved.items()
-    }
+    """A run's config.json record with renamed keys under their new names (:data:`~latentcc.config.RENAMED_KEYS`)
+    and :data:`~latentcc.config.LEGACY_VALUES` filled in where a key is absent."""
+    out = {}
+    for section, v in saved.items():
+        if isinstance(v, dict):
+            renamed = RENAMED_KEYS.get(section, {})
+            v = {renamed.get(k, k): x for k, x in v.items()}
+            if section in LEGACY_VALUES:
+                v = {**LEGACY_VALUES[section], **v}
+        out[section] = v
+    return out
 
 
 def _defaults(section: str) -> dict[str, Any]:
@@ -277,9 +285,9 @@ def config_digest(record: dict[str, Any]) -> dict[str, str]:
     """
     import hashlib
 
-    from latentcc.plumbing.atomic import _strict_json
+    from latentcc.plumbing.atomic import strict_json
 
-    stored = json.loads(json.dumps(_strict_json(record), allow_nan=False, default=str))  # as written
+    stored = json.loads(json.dumps(strict_json(record), allow_nan=False, default=str))  # as written
     first = {k: v for k, v in stored.items() if k != "resumes"}
 
     def sha(obj: Any) -> str:

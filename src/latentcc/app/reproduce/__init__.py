@@ -13,10 +13,12 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from latentcc.app.reproduce.base import SIZES, ClaimResult, update_docs
+from latentcc.config import LCCConfig
+from latentcc.extras import Need, lcc_needs, model_needs
 from latentcc.plumbing.atomic import atomic_write_json
 from latentcc.plumbing.errors import param_error
 from latentcc.plumbing.runlock import (
@@ -158,4 +160,41 @@ def _check_docs_folder(doc: Path, out: Path) -> None:
         )  # fmt: skip
 
 
-__all__ = ["DEFAULT_SEEDS", "NOT_IN_ALL", "REPRODUCTIONS", "TAKES_FOLDERS", "ClaimResult", "run_reproduction"]
+def _lcc_gain_needs(size: str) -> list[Need]:
+    from latentcc.app.reproduce.lcc_gain import SETTINGS
+
+    models = [s["model"] for s in SETTINGS.get(size, {}).values()]
+    return lcc_needs(LCCConfig()) + [n for m in models for n in model_needs(m)]
+
+
+def _lcc_paper_needs(size: str) -> list[Need]:
+    # the hub dataset and model, or their saved-folder stand-ins ("ci" writes a fake in those formats)
+    what = "the LCC paper's CIFAR-100 / ResNet-18 setting"
+    return lcc_needs(LCCConfig()) + [Need(m, "hf", what) for m in ("datasets", "transformers")]
+
+
+# What each reproduction runs that needs an optional package, by size ("default" / "ci");
+# tests check that every reproduction is listed here.
+REPRODUCTION_NEEDS: dict[str, Callable[[str], list[Need]]] = {
+    "lcc-cc-vs-mc": lambda size: lcc_needs(LCCConfig()),  # clusters with LCCConfig's defaults
+    "lcc-gain": _lcc_gain_needs,
+    "lcc-paper": _lcc_paper_needs,
+    "lcc-variants": lambda size: lcc_needs(LCCConfig()) + model_needs("mnist-cnn"),
+    "scl-ft": lambda size: [],
+    "nc-transfer": lambda size: [],  # NC1 and the linear probe: core dependencies only
+    "gc-nc": lambda size: [],
+    "clusterability-hierarchy": lambda size: [],  # Ward clustering (scipy)
+}
+
+
+def reproduction_needs(names: Iterable[str], size: str) -> list[Need]:
+    """The optional packages the reproductions ``names`` need at ``size`` (for ``check_extras(needs=)``)."""
+    return [
+        n for r in names for n in REPRODUCTION_NEEDS.get(r, lambda size: [])(size)
+    ]  # unknown: refused by the caller
+
+
+__all__ = [
+    "DEFAULT_SEEDS", "NOT_IN_ALL", "REPRODUCTIONS", "REPRODUCTION_NEEDS", "TAKES_FOLDERS", "ClaimResult",
+    "reproduction_needs", "run_reproduction",
+]  # fmt: skip

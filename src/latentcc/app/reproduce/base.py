@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from latentcc.plumbing.atomic import atomic_write_json, atomic_write_text
+from latentcc.plumbing.errors import param_error
 from latentcc.report.table import format_table
 
 Verdict = Literal["agree", "disagree", "inconclusive"]
@@ -158,6 +159,119 @@ def _replace_block(text: str, start: str, end: str, body: str, *, append: bool) 
     if start in text:  # an opening marker alone (a fresh document): the block goes there
         return text.replace(start, block, 1)
     return text.rstrip("\n") + "\n\n" + block + "\n" if append else text
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One paired comparison: the per-seed differences (treated - baseline), their mean and the half-width
+    of the mean's 95 % t interval (NaN with one pair). ``Paired.of(diffs)`` computes both; a comparison
+    summarised elsewhere (latentcc.app.compare) passes its own ``mean`` and ``half``."""
+
+    diffs: tuple[float, ...]
+    mean: float
+    half: float
+
+    @classmethod
+    def of(cls, diffs: Sequence[float]) -> Paired:
+        m, h = mean_half(list(diffs))
+        return cls(tuple(float(d) for d in diffs), m, h)
+
+    @property
+    def above(self) -> bool:
+        """The 95 % CI lies above 0 (never with one pair: NaN compares False)."""
+        return self.mean - self.half > 0
+
+    @property
+    def below(self) -> bool:
+        """The 95 % CI lies below 0 (never with one pair)."""
+        return self.mean + self.half < 0
+
+
+# The verdict rules the reproductions use, by name: what makes a claim "agree", "disagree" (else "inconclusive").
+RULES: dict[str, str] = {
+    "seeds_up": "one comparison; agree: every seed's difference > 0 and the CI above 0 (one seed: its "
+    "difference > 0); disagree: the mean < 0",
+    "seeds_up_ci": "one comparison; agree: as seeds_up; disagree: the CI below 0 (needs 2 or more seeds)",
+    "majority": "cells; agree: more than half of the cells have their CI above 0; disagree: more than half "
+    "below 0",
+    "any_up": "cells; agree: some cell's CI above 0; disagree: every cell's CI below 0 or a null with "
+    "half-width <= margin (one that rules out effects >= margin)",
+    "any_near": "cells; agree: some cell's mean >= -margin (within margin of the baseline); disagree: every "
+    "cell's CI below -margin (and at least one cell)",
+}
+_ONE = ("seeds_up", "seeds_up_ci")
+
+
+def verdict(
+    paired_diffs: Sequence[float] | Mapping[str, Sequence[float] | Paired], rule: str, *, margin: float = 0.0
+) -> Verdict:
+    """The verdict on paired differences (treated - baseline, per seed) under the named ``rule`` (see RULES).
+
+    ``paired_diffs``: one comparison's differences (rules ``seeds_up``, ``seeds_up_ci``), or ``{cell:
+    differences or Paired}`` for the rules over cells (``majority``, ``any_up``, ``any_near``). ``margin``
+    (>= 0, in the differences' unit) is read by ``any_up`` and ``any_near`` only. No cells: "inconclusive".
+    """
+    func = "verdict"
+    if rule not in RULES:
+        raise param_error("rule", func, f"one of {list(RULES)}", rule)
+    if not (isinstance(margin, int | float) and math.isfinite(margin) and margin >= 0):
+        raise param_error("margin", func, "a finite float >= 0", margin)
+    if rule in _ONE:
+        if isinstance(paired_diffs, Mapping) or len(paired_diffs) == 0:
+            raise param_error(
+                "paired_diffs", func, f"one comparison's differences for rule {rule!r}", paired_diffs
+            )
+        return _one_comparison(Paired.of(paired_diffs), rule)
+    if not isinstance(paired_diffs, Mapping):
+        raise param_error("paired_diffs", func, f"{{cell: differences}} for rule {rule!r}", paired_diffs)
+    cells = [c if isinstance(c, Paired) else Paired.of(c) for c in paired_diffs.values()]
+    if not cells:
+        return "inconclusive"
+    return _over_cells(cells, rule, margin)
+
+
+def _one_comparison(p: Paired, rule: str) -> Verdict:
+    if all(d > 0 for d in p.diffs) and (len(p.diffs) == 1 or p.above):
+        return "agree"
+    down = p.mean < 0 if rule == "seeds_up" else len(p.diffs) > 1 and p.below
+    return "disagree" if down else "inconclusive"
+
+
+def _over_cells(cells: list[Paired], rule: str, margin: float) -> Verdict:
+    n = len(cells)
+    if rule == "majority":
+        up, down = sum(c.above for c in cells), sum(c.below for c in cells)
+        return "agree" if up > n / 2 else "disagree" if down > n / 2 else "inconclusive"
+    if rule == "any_up":
+        if any(c.above for c in cells):
+            return "agree"
+        # a null whose CI is that narrow rules out effects of margin or more; 1e-12: half == margin counts
+        tight = sum(not c.above and not c.below and c.half <= margin + 1e-12 for c in cells)
+        return "disagree" if sum(c.below for c in cells) + tight == n else "inconclusive"
+    # any_near
+    if any(c.mean >= -margin for c in cells):
+        return "agree"
+    return "disagree" if all(c.mean + c.half < -margin for c in cells) else "inconclusive"
+
+
+def correlation_verdict(
+    tests: Mapping[str, tuple[float, float | None, int]], *, alpha: float = 0.05, contrary: int = 1
+) -> Verdict:
+    """The verdict on correlation tests ``{name: (statistic, p-value or None, expected sign +1/-1)}``.
+
+    agree: every statistic has its expected sign, and is significant (p < ``alpha``) where it has a p-value
+    (None: a sign that is read but not tested, e.g. the direction of a 3-point sweep); disagree: at least
+    ``contrary`` tests with a p-value are significant with the opposite sign; else inconclusive. A NaN
+    statistic or p-value never counts.
+    """
+    func = "correlation_verdict"
+    if not tests:
+        raise param_error("tests", func, "at least one (statistic, p-value, expected sign)", tests)
+    if any(sign not in (1, -1) for _, _, sign in tests.values()):
+        raise param_error("tests", func, "expected signs of +1 or -1", tests)
+    agree = all(s * sign > 0 and (p is None or p < alpha) for s, p, sign in tests.values())
+    against = sum(p is not None and s * sign < 0 and p < alpha for s, p, sign in tests.values())
+    return "agree" if agree else "disagree" if against >= contrary else "inconclusive"
 
 
 def mean_half(values: list[float]) -> tuple[float, float]:

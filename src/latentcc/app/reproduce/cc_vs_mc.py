@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from latentcc.app.finetune import finetune, load_data
-from latentcc.app.reproduce.base import ClaimResult, fmt_ci, mean_half
+from latentcc.app.reproduce.base import ClaimResult, fmt_ci, mean_half, verdict
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.lcc.correction import cc_mc_accuracy
+from latentcc.lcc.diagnostics import cc_mc_accuracy
 
 LAYER = "net.fc_layers.1"
 SIZE: dict[str, dict[str, Any]] = {
@@ -51,10 +51,6 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         )
     diffs = [r["CC-MC"] for r in rows]
     m, h = mean_half(diffs)
-    positive = all(d > 0 for d in diffs)
-    verdict = (
-        "agree" if positive and (len(diffs) == 1 or m - h > 0) else ("disagree" if m < 0 else "inconclusive")
-    )
     n = len(splits.train)
     return ClaimResult(
         name="lcc-cc-vs-mc",
@@ -66,7 +62,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         result=f"CC accuracy {fmt_ci([r['CC_top1'] for r in rows])} vs MC {fmt_ci([r['MC_top1'] for r in rows])}; "
         f"paired CC - MC = {fmt_ci(diffs)}, positive in {sum(d > 0 for d in diffs)}/{len(diffs)} seeds; "
         f"{np.mean([r['MC_fraction'] for r in rows]):.0%} of test samples are MC.",
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict(diffs, "seeds_up"),
         table=rows,
         numbers={"cc_minus_mc_mean": m, "cc_minus_mc_ci95_half": h, "per_seed": rows},
     )

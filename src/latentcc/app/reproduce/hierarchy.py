@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from latentcc.app.finetune import build_model, load_data
-from latentcc.app.reproduce.base import ClaimResult, fmt_ci, mean_half
+from latentcc.app.reproduce.base import ClaimResult, fmt_ci, verdict
 from latentcc.config import DataConfig, ModelConfig, ProbeConfig, TrainConfig
 from latentcc.plumbing.seeding import seed_everything
 from latentcc.probes.profile import profile
@@ -87,13 +87,6 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
     nat, shu = np.array(per["natural"]), np.array(per["shuffled"])
     diff_last = list(shu[:, -1] - nat[:, -1])
     diff_mean_layers = list((shu - nat).mean(axis=1))
-    m, h = mean_half(diff_last)
-    if all(d > 0 for d in diff_last) and (len(diff_last) == 1 or m - h > 0):
-        verdict = "agree"
-    elif m < 0 and (len(diff_last) > 1 and m + h < 0):
-        verdict = "disagree"
-    else:
-        verdict = "inconclusive"
     _plot(out / "ami_per_layer.png", layer_names, per, pur)
     return ClaimResult(
         name="clusterability-hierarchy",
@@ -106,7 +99,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         result=f"Subclass AMI at the penultimate layer: shuffled {fmt_ci(list(shu[:, -1]), 3)} vs natural "
         f"{fmt_ci(list(nat[:, -1]), 3)}; paired shuffled - natural {fmt_ci(diff_last, 3)}; averaged over the "
         f"{len(LAYERS)} layers {fmt_ci(diff_mean_layers, 3)}.",
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict(diff_last, "seeds_up_ci"),
         table=rows,
         numbers={
             "layers": layer_names,

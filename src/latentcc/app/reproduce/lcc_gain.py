@@ -16,7 +16,7 @@ import numpy as np
 
 from latentcc.app.compare import RunSpec
 from latentcc.app.finetune import load_data
-from latentcc.app.reproduce.base import ClaimResult, fmt_ci, mean_half, paired_grid
+from latentcc.app.reproduce.base import ClaimResult, Paired, fmt_ci, paired_grid, verdict
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
 from latentcc.models import default_layers
 from latentcc.report.figure import pyplot, save_png
@@ -67,8 +67,8 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         )
         for key, values in acc.items():
             diffs = [a - b for a, b in zip(values, acc["baseline"], strict=True)]
-            m, h = mean_half(diffs) if key != "baseline" else (float("nan"), float("nan"))
-            cells[f"{domain} {key}"] = {"diff": m, "half": h, "acc": values}
+            p = Paired.of(diffs) if key != "baseline" else Paired((), float("nan"), float("nan"))
+            cells[f"{domain} {key}"] = {"diff": p.mean, "half": p.half, "acc": values}
             rows.append(
                 {
                     "domain": domain,
@@ -78,14 +78,10 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
                 }
             )
     lcc_cells = {k: v for k, v in cells.items() if not k.endswith("baseline")}
-    better = sum(v["diff"] - v["half"] > 0 for v in lcc_cells.values())
-    worse = sum(v["diff"] + v["half"] < 0 for v in lcc_cells.values())
-    verdict = (
-        "agree"
-        if better > len(lcc_cells) / 2
-        else ("disagree" if worse > len(lcc_cells) / 2 else "inconclusive")
-    )
-    _plot(out / "lcc_gain.png", cells)
+    summaries = {k: Paired((), v["diff"], v["half"]) for k, v in lcc_cells.items()}
+    better = sum(p.above for p in summaries.values())
+    worse = sum(p.below for p in summaries.values())
+    plot_cells(out / "lcc_gain.png", cells)
     return ClaimResult(
         name="lcc-gain",
         claim="Adding the LCC loss (CE + w * LCC) to fine-tuning improves test accuracy over plain fine-tuning, "
@@ -94,14 +90,15 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         result=f"{better} of {len(lcc_cells)} grid cells beat the baseline with a 95 % CI above 0, {worse} fall below "
         f"it; largest mean gain {max(v['diff'] for v in lcc_cells.values()):+.4f}, smallest "
         f"{min(v['diff'] for v in lcc_cells.values()):+.4f} test top-1.",
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict(summaries, "majority"),
         table=rows,
         numbers=cells,
         figures=["lcc_gain.png"],
     )
 
 
-def _plot(path: Path, cells: dict[str, dict[str, Any]]) -> None:
+def plot_cells(path: Path, cells: dict[str, dict[str, Any]]) -> None:
+    """Each LCC cell's paired difference from the baseline (mean and 95 % CI), one row per cell."""
     items = [(k, v) for k, v in cells.items() if not k.endswith("baseline")]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(items)))

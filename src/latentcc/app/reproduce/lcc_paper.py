@@ -26,10 +26,10 @@ from typing import Any
 
 from latentcc.app.compare import RunSpec
 from latentcc.app.finetune import load_data
-from latentcc.app.reproduce.base import ClaimResult, fmt_ci, mean_half, paired_grid
-from latentcc.app.reproduce.lcc_gain import _plot
+from latentcc.app.reproduce.base import ClaimResult, Paired, fmt_ci, paired_grid, verdict
+from latentcc.app.reproduce.lcc_gain import plot_cells
 from latentcc.config import DataConfig, LCCConfig, ModelConfig, TrainConfig
-from latentcc.models.text import _quiet
+from latentcc.models.text import quiet_transformers
 from latentcc.plumbing.errors import LatentccError, param_error, require
 
 HUB_DATA = "uoft-cs/cifar100"
@@ -131,16 +131,15 @@ def _result(acc: dict[str, list[float]], setting: str, out: Path) -> ClaimResult
         if key == "baseline":
             continue
         diffs = [a - b for a, b in zip(values, base, strict=True)]
-        m, h = mean_half(diffs)
-        cells[key] = {"diff": m, "half": h, "acc": values, "diffs": diffs}
+        p = Paired.of(diffs)
+        cells[key] = {"diff": p.mean, "half": p.half, "acc": values, "diffs": diffs}
         rows.append({"setting": key, "test_top1": fmt_ci(values), "minus baseline (paired)": fmt_ci(diffs)})
     lcc_cells = {k: v for k, v in cells.items() if k != "baseline"}
-    better = sum(v["diff"] - v["half"] > 0 for v in lcc_cells.values())  # NaN half (one seed): never counted
-    worse = sum(v["diff"] + v["half"] < 0 for v in lcc_cells.values())
-    half = len(lcc_cells) / 2
-    verdict = "agree" if better > half else ("disagree" if worse > half else "inconclusive")
+    summaries = {k: Paired(tuple(v["diffs"]), v["diff"], v["half"]) for k, v in lcc_cells.items()}
+    better = sum(p.above for p in summaries.values())  # NaN half (one seed): never counted
+    worse = sum(p.below for p in summaries.values())
     best = max(lcc_cells, key=lambda k: lcc_cells[k]["diff"])
-    _plot(out / "lcc_paper.png", cells)
+    plot_cells(out / "lcc_paper.png", cells)
     return ClaimResult(
         name="lcc-paper",
         claim="Fine-tuning the ImageNet ResNet-18 on CIFAR-100 with the LCC loss (CE + w * LCC) beats plain "
@@ -149,7 +148,7 @@ def _result(acc: dict[str, list[float]], setting: str, out: Path) -> ClaimResult
         setting=setting,
         result=f"{better} of {len(lcc_cells)} grid cells beat the baseline with a 95 % CI above 0, {worse} fall "
         f"below it; best cell {best}: {lcc_cells[best]['diff']:+.4f} test top-1 (paper: +0.0102, on the head layer).",
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict(summaries, "majority"),
         table=rows,
         numbers=cells,
         figures=["lcc_paper.png"],
@@ -263,7 +262,7 @@ def write_fake(folder: Path, *, n_train: int = 64, n_test: int = 32, classes: in
     config = transformers.ResNetConfig(
         embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], num_labels=classes
     )
-    with torch.random.fork_rng(), _quiet(transformers):  # the same fake weights on every call
+    with torch.random.fork_rng(), quiet_transformers(transformers):  # the same fake weights on every call
         torch.manual_seed(0)
         transformers.ResNetForImageClassification(config).save_pretrained(str(folder / "model"))
     prep = {"size": {"shortest_edge": 32}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}

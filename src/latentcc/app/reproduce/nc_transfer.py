@@ -17,10 +17,11 @@ from scipy import stats
 from torch import nn
 
 from latentcc.app.finetune import build_model, load_data
-from latentcc.app.reproduce.base import ClaimResult
+from latentcc.app.reproduce.base import ClaimResult, correlation_verdict
 from latentcc.config import DataConfig, ModelConfig, ProbeConfig, TrainConfig
 from latentcc.plumbing.seeding import seed_everything
-from latentcc.probes.profile import profile, summarize
+from latentcc.probes.profile import profile
+from latentcc.probes.summary import summarize
 from latentcc.report.figure import pyplot, save_png
 from latentcc.train import fit
 
@@ -96,13 +97,11 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
     rho, rho_p = stats.spearmanr(nc1, acc)
     r, r_p = stats.pearsonr(nc1, acc)
     a_rho, a_p = a.get("spearman_rho", float("nan")), a.get("spearman_p", float("nan"))
-    neg_a = a_rho < 0 and a_p < 0.05
-    neg_b = rho < 0 and rho_p < 0.05
-    verdict = (
-        "agree"
-        if neg_a and neg_b
-        else ("disagree" if (a_rho > 0 and a_p < 0.05) or (rho > 0 and rho_p < 0.05) else "inconclusive")
-    )
+    # agree: both relations significantly negative; disagree: either significantly positive
+    tests = {
+        "across layers": (float(a_rho), float(a_p), -1),
+        "across source recipes": (float(rho), float(rho_p), -1),
+    }
     _plot(out / "nc1_vs_accuracy.png", layer_rows, rows)
     return ClaimResult(
         name="nc-transfer",
@@ -115,7 +114,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         result=f"(A) across layers: Spearman rho = {a_rho:.2f} (p = {a_p:.2g}), Pearson r = "
         f"{a.get('pearson_r', float('nan')):.2f}. (B) across {len(rows)} source models: Spearman rho = {rho:.2f} "
         f"(p = {rho_p:.2g}), Pearson r = {r:.2f} (p = {r_p:.2g}).",
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=correlation_verdict(tests),
         table=rows,
         numbers={
             "layers": layer_rows,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from latentcc.app.finetune import finetune, load_data
-from latentcc.app.reproduce.base import ClaimResult, fmt_ci, mean_half
+from latentcc.app.reproduce.base import ClaimResult, Paired, fmt_ci, verdict
 from latentcc.config import DataConfig, MethodConfig, ModelConfig, TrainConfig
 from latentcc.data import DatasetSplits
 from latentcc.data.base import stratified_indices
@@ -67,9 +67,11 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
     ft_params = params["ft"][0]
     rows = []
     gaps: dict[str, tuple[float, float]] = {}
+    paired: dict[str, Paired] = {}
     for name, values in acc.items():
         diffs = [a - b for a, b in zip(values, acc["ft"], strict=True)]
-        gaps[name] = mean_half(diffs)
+        paired[name] = Paired.of(diffs)
+        gaps[name] = (paired[name].mean, paired[name].half)
         rows.append(
             {
                 "method": name,
@@ -80,12 +82,7 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
             }
         )
     small = [n for n in acc if n.startswith("scl_ft") and params[n][0] <= 0.1 * ft_params]
-    near = [n for n in small if gaps[n][0] >= -0.01]
     best_scl = max((n for n in acc if n.startswith("scl_ft")), key=lambda n: float(np.mean(acc[n])))
-    clearly_below = [n for n in small if gaps[n][0] + gaps[n][1] < -0.01]  # CI entirely > 1 point below ft
-    verdict = (
-        "agree" if near else ("disagree" if small and len(clearly_below) == len(small) else "inconclusive")
-    )
     _plot(out / "scl_ft.png", acc, params)
     return ClaimResult(
         name="scl-ft",
@@ -98,7 +95,8 @@ def run(size: str, seeds: tuple[int, ...], out: Path) -> ClaimResult:
         result=f"ft {fmt_ci(acc['ft'])}, lp {fmt_ci(acc['lp'])}; best SCL-FT `{best_scl}` {fmt_ci(acc[best_scl])} "
         f"with {params[best_scl][0] / ft_params:.1%} of ft's trainable parameters. SCL-FT variants with <= 10 % of the "
         f"parameters: {', '.join(f'{n} ({gaps[n][0]:+.4f} vs ft)' for n in small) or 'none'}.",
-        verdict=verdict,  # type: ignore[arg-type]
+        # agree: a small variant within 1 point of ft; disagree: every one's CI entirely > 1 point below
+        verdict=verdict({n: paired[n] for n in small}, "any_near", margin=0.01),
         table=rows,
         numbers={"accuracy": acc, "params": params, "gap_vs_ft": gaps},
         figures=["scl_ft.png"],

@@ -9,7 +9,7 @@ command will need first and lists every missing package at once, with the instal
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +32,28 @@ _FAISS_BACKENDS = ("faiss", "hnsw", "ivf", "faiss-gpu")
 _MAKE_EXTRAS = {"graph", "text", "dev"}
 
 
-def _lcc_needs(cfg: LCCConfig) -> list[Need]:
-    needs = [Need("igraph", "graph", f"the LCC clustering (method={cfg.method!r})")]
-    if cfg.method == "leidenalg":
-        needs.append(Need("leidenalg", "graph", "the LCC clustering (method='leidenalg')"))
+def lcc_needs(cfg: LCCConfig) -> list[Need]:
+    needs = [Need("igraph", "graph", f"the LCC clustering (community={cfg.community!r})")]
+    if cfg.community == "leidenalg":
+        needs.append(Need("leidenalg", "graph", "the LCC clustering (community='leidenalg')"))
     if cfg.knn_backend in _FAISS_BACKENDS:
         needs.append(Need("faiss", "graph", f"the LCC k-NN graph (knn_backend={cfg.knn_backend!r})"))
     return needs
 
 
-def _probe_needs(cfg: ProbeConfig) -> list[Need]:
+def _probe_needs(cfg: ProbeConfig, command: str) -> list[Need]:
+    from latentcc.probes.registry import select_families
+
+    families = {f.name for f in select_families(cfg.metrics, command)}  # "all" -> every family
     needs = []
-    if "knn_probe" in cfg.metrics:
+    if "knn_probe" in families:
         needs.append(Need("faiss", "graph", "the k-NN probe (metrics 'knn_probe')"))
-    if "clusterability" in cfg.metrics and cfg.cluster_method == "leiden":
-        needs.append(Need("igraph", "graph", "clusterability with cluster_method='leiden'"))
+    if "clusterability" in families and cfg.clustering == "leiden":
+        needs.append(Need("igraph", "graph", "clusterability with clustering='leiden'"))
     return needs
 
 
-def _model_needs(name: str) -> list[Need]:
+def model_needs(name: str) -> list[Need]:
     from latentcc.models import MODELS
     from latentcc.models.text import is_text_folder
 
@@ -73,33 +76,6 @@ def _data_needs(name: str) -> list[Need]:
     return []
 
 
-def _lcc_gain_needs(size: str) -> list[Need]:
-    from latentcc.app.reproduce.lcc_gain import SETTINGS
-
-    models = [s["model"] for s in SETTINGS.get(size, {}).values()]
-    return _lcc_needs(LCCConfig()) + [n for m in models for n in _model_needs(m)]
-
-
-def _lcc_paper_needs(size: str) -> list[Need]:
-    # the hub dataset and model, or their saved-folder stand-ins ("ci" writes a fake in those formats)
-    what = "the LCC paper's CIFAR-100 / ResNet-18 setting"
-    return _lcc_needs(LCCConfig()) + [Need(m, "hf", what) for m in ("datasets", "transformers")]
-
-
-# What each reproduction runs that needs an optional package, by size ("default" / "ci");
-# tests check that every reproduction is listed here.
-REPRODUCTION_NEEDS: dict[str, Callable[[str], list[Need]]] = {
-    "lcc-cc-vs-mc": lambda size: _lcc_needs(LCCConfig()),  # clusters with LCCConfig's defaults
-    "lcc-gain": _lcc_gain_needs,
-    "lcc-paper": _lcc_paper_needs,
-    "lcc-variants": lambda size: _lcc_needs(LCCConfig()) + _model_needs("mnist-cnn"),
-    "scl-ft": lambda size: [],
-    "nc-transfer": lambda size: [],  # NC1 and the linear probe: core dependencies only
-    "gc-nc": lambda size: [],
-    "clusterability-hierarchy": lambda size: [],  # Ward clustering (scipy)
-}
-
-
 def check_extras(
     command: str,
     *,
@@ -107,26 +83,24 @@ def check_extras(
     probe: ProbeConfig | None = None,
     models: Iterable[str] = (),
     data: Iterable[str] = (),
-    reproductions: Iterable[str] = (),
-    size: str = "default",
+    needs: Iterable[Need] = (),
 ) -> None:
     """Import every optional package ``command`` will need; raise MissingExtraError listing all missing ones.
 
     ``lcc``: an LCC run (no need when it names no layers); ``probe``: a profile with these settings;
-    ``models`` / ``data``: names or folders given to ``--model`` / ``--data``; ``reproductions``:
-    names of ``latentcc reproduce`` runs at ``size``. Call it before creating any folder or training.
+    ``models`` / ``data``: names or folders given to ``--model`` / ``--data``; ``needs``:
+    further needs (e.g. ``latentcc.app.reproduce.reproduction_needs``). Call it before creating any folder
+    or training.
     """
-    needs: list[Need] = []
+    needs = list(needs)
     if lcc is not None and lcc.layers:
-        needs += _lcc_needs(lcc)
+        needs += lcc_needs(lcc)
     if probe is not None:
-        needs += _probe_needs(probe)
+        needs += _probe_needs(probe, command)
     for m in models:
-        needs += _model_needs(str(m))
+        needs += model_needs(str(m))
     for d in data:
         needs += _data_needs(str(d))
-    for r in reproductions:
-        needs += REPRODUCTION_NEEDS.get(r, lambda size: [])(size)  # unknown names are refused by the caller
     importable: dict[str, bool] = {}
     missing: dict[str, list[Need]] = {}
     for need in needs:

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from latentcc.latents.collect import DEFAULT_MEMORY_BUDGET, Latents, _allocate, collect_latents
+from latentcc.latents.collect import DEFAULT_MEMORY_BUDGET, Latents, allocate, collect_latents
 from latentcc.lcc.epoch import EpochStart
 from latentcc.lcc.targets import LCCTargets
 from latentcc.plumbing.errors import LatentccError, param_error
@@ -213,7 +213,7 @@ def gather_latents(
     for j, name in enumerate(names):
         a, d = part.arrays[name], int(table[0, 1 + j])
         full = (
-            _allocate(num_samples, d, memory_budget, memmap_dir, out.files, name) if out is not None else None
+            allocate(num_samples, d, memory_budget, memmap_dir, out.files, name) if out is not None else None
         )
         step = max(1, chunk_bytes // (4 * d * size))
         for s in range(0, most, step):  # the same chunks on every rank: `most` is shared
