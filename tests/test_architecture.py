@@ -91,15 +91,16 @@ def test_functions_are_at_most_80_lines_or_say_why():
 
 
 def test_nothing_points_outside_the_repository():
-    outside = re.compile(
-        r"ALGORITHMS\.md|KNN_COMMUNITY_BENCH\.md|\.\./shared|/work/|/tmp/brief|OFFLINE_ASSETS"
-    )
+    # the names are built from pieces, so that this file does not itself contain what it looks for
+    pieces = ("ALGORITHMS" + ".md", "KNN_COMMUNITY_BENCH" + ".md", ".." + "/shared", "/" + "work/", "/tmp/" + "brief",
+              "OFFLINE" + "_ASSETS")  # fmt: skip
+    outside = re.compile("|".join(re.escape(p) for p in pieces))
     files = [ROOT / "README.md", ROOT / "Makefile", *ROOT.glob("docs/*.md"), *ROOT.glob("benchmarks/*"),
              *SRC.rglob("*.py"), *(ROOT / "tests").glob("*.py")]  # fmt: skip
     hits = [
         f"{f.relative_to(ROOT)}:{i}: {line.strip()[:100]}"
         for f in files
-        if f.is_file() and f != Path(__file__)
+        if f.is_file()
         for i, line in enumerate(f.read_text().splitlines(), 1)
         if outside.search(line)
     ]
