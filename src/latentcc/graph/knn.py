@@ -113,13 +113,12 @@ class FaissFlat:
     def search(
         self, base: Rows, queries: Rows | None, k: int, *, exclude_self: bool = False, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
-        b, q = _numpy(base), None if queries is None else _numpy(queries)
-        kq = k + int(exclude_self)
-        with faiss_threads(f"k-NN search with backend={self.name!r}") as faiss:
+        def build(faiss: Any, b: np.ndarray, kq: int) -> Any:
             index = _gpu_flat(faiss, b.shape[1]) if self.gpu else faiss.IndexFlatL2(b.shape[1])
             index.add(b)
-            rows = b if q is None else q
-            return _collect(faiss, b, q, lambda s, e: index.search(rows[s:e], kq), k, kq, exclude_self)
+            return index
+
+        return _index_search(self.name, base, queries, k, exclude_self, build)
 
 
 class FaissHNSW:
@@ -130,15 +129,26 @@ class FaissHNSW:
     def search(
         self, base: Rows, queries: Rows | None, k: int, *, exclude_self: bool = False, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
-        b, q = _numpy(base), None if queries is None else _numpy(queries)
-        kq = k + int(exclude_self)
-        with faiss_threads("k-NN search with backend='hnsw'") as faiss:
+        def build(faiss: Any, b: np.ndarray, kq: int) -> Any:
             index = faiss.IndexHNSWFlat(b.shape[1], 32)
             index.hnsw.efConstruction = 64
             index.add(b)
             index.hnsw.efSearch = max(2 * kq, 64)
-            rows = b if q is None else q
-            return _collect(faiss, b, q, lambda s, e: index.search(rows[s:e], kq), k, kq, exclude_self)
+            return index
+
+        return _index_search(self.name, base, queries, k, exclude_self, build)
+
+
+def _index_search(
+    name: str, base: Rows, queries: Rows | None, k: int, exclude_self: bool, build: Callable[..., Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A search through the faiss index ``build(faiss, base, kq)`` returns (base added), in query blocks."""
+    b, q = _numpy(base), None if queries is None else _numpy(queries)
+    kq = k + int(exclude_self)
+    with faiss_threads(f"k-NN search with backend={name!r}") as faiss:
+        index = build(faiss, b, kq)
+        rows = b if q is None else q
+        return _collect(faiss, b, q, lambda s, e: index.search(rows[s:e], kq), k, kq, exclude_self)
 
 
 class IVFScan:
